@@ -1,0 +1,284 @@
+"""Typed, validated view of ``params.yaml``.
+
+``params.yaml`` is the only place values are written. It has a ``base`` section, one section per
+stage (plus the shared ``model``/``train``/``privacy`` sections) and ``profiles``: overlays that
+replace individual keys when ``base.profile`` names them. Validation errors name the bad key and
+value so a user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "PrivFedConfig",
+    "load_config",
+    "config_from_dict",
+    "resolved_config",
+    "STAGES",
+]
+
+STAGES = (
+    "generate_data",
+    "validate_data",
+    "partition_data",
+    "train_centralized",
+    "train_local",
+    "train_federated",
+    "account_privacy",
+    "evaluate_models",
+    "register_model",
+)
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, of the wrong type or out of range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSection(_Section):
+    task: str = "readmission"
+    profile: Literal["tiny", "default", "full"] = "default"
+    seed: int = 42
+    num_hospitals: int = Field(3, ge=2, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from privfed.tasks import available_tasks
+
+        if value not in available_tasks():
+            raise ValueError(f"unknown task {value!r}; available: {sorted(available_tasks())}")
+        return value
+
+    @property
+    def hospitals(self) -> list[str]:
+        """Stable hospital names, ``hospital_1`` … ``hospital_N``."""
+        return [f"hospital_{i + 1}" for i in range(self.num_hospitals)]
+
+
+class GenerateDataSection(_Section):
+    patients_per_hospital: int = Field(400, ge=10)
+    min_months: int = Field(6, ge=1, le=24)
+    max_months: int = Field(12, ge=1, le=24)
+    n_genes: int = Field(64, ge=10, le=200)
+    label_noise: float = Field(0.35, ge=0.0)
+
+    @model_validator(mode="after")
+    def _months_ordered(self) -> GenerateDataSection:
+        if self.min_months > self.max_months:
+            raise ValueError(
+                f"min_months={self.min_months} is larger than max_months={self.max_months}"
+            )
+        return self
+
+
+class ValidateDataSection(_Section):
+    min_patients_per_hospital: int = Field(20, ge=1)
+    max_patients_per_hospital: int = Field(100_000, ge=1)
+
+
+class PartitionDataSection(_Section):
+    scheme: Literal["origin", "dirichlet"] = "origin"
+    dirichlet_alpha: float = Field(0.5, gt=0.0)
+    quantity_skew: float = Field(0.0, ge=0.0, description="lognormal sigma of hospital sizes")
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+
+
+class ModelSection(_Section):
+    seq_days: int = Field(60, ge=7)
+    seq_weeks: int = Field(12, ge=2)
+    hidden: int = Field(32, ge=4)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainSection(_Section):
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class TrainCentralizedSection(_Section):
+    epochs: int = Field(15, ge=1)
+
+
+class TrainLocalSection(_Section):
+    epochs: int = Field(15, ge=1)
+
+
+class TrainFederatedSection(_Section):
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0.0)
+    rounds: int = Field(10, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    fraction_train: float = Field(1.0, gt=0.0, le=1.0)
+    min_train_nodes: int | None = Field(None, ge=1)
+    round_timeout_s: float = Field(600.0, gt=0.0)
+    startup_timeout_s: float = Field(120.0, gt=0.0)
+    run_timeout_s: float = Field(3600.0, gt=0.0)
+    port: int = Field(0, ge=0, le=65535, description="SuperLink port; 0 picks a free one")
+    poll_interval_s: float = Field(0.1, gt=0.0, le=5.0)
+    clientapp_launcher: Literal["warm", "subprocess"] = "warm"
+
+
+class PrivacySection(_Section):
+    enabled: bool = True
+    target_epsilon: float | None = Field(1.0, gt=0.0)
+    noise_multiplier: float | None = Field(None, gt=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    epsilon_budget: float = Field(1.0, gt=0.0)
+    accountants: tuple[Literal["rdp", "prv"], ...] = ("rdp", "prv")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacySection:
+        if self.enabled and (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                "set exactly one of privacy.target_epsilon and privacy.noise_multiplier "
+                f"(got target_epsilon={self.target_epsilon}, "
+                f"noise_multiplier={self.noise_multiplier})"
+            )
+        return self
+
+
+class EvaluateModelsSection(_Section):
+    pass
+
+
+class RegisterModelSection(_Section):
+    model_name: str = "privfed-readmission"
+    experiment: str = "privfed"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    candidate: Literal["federated", "federated_dp"] = "federated_dp"
+    min_ratio_to_central: float = Field(0.9, gt=0.0)
+
+
+class PrivFedConfig(_Section):
+    base: BaseSection = BaseSection()
+    generate_data: GenerateDataSection = GenerateDataSection()
+    validate_data: ValidateDataSection = ValidateDataSection()
+    partition_data: PartitionDataSection = PartitionDataSection()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    train_centralized: TrainCentralizedSection = TrainCentralizedSection()
+    train_local: TrainLocalSection = TrainLocalSection()
+    train_federated: TrainFederatedSection = TrainFederatedSection()
+    privacy: PrivacySection = PrivacySection()
+    account_privacy: dict[str, Any] = Field(default_factory=dict)
+    evaluate_models: EvaluateModelsSection = EvaluateModelsSection()
+    register_model: RegisterModelSection = RegisterModelSection()
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> PrivFedConfig:
+        fed = self.train_federated
+        if fed.min_train_nodes is not None and fed.min_train_nodes > self.base.num_hospitals:
+            raise ValueError(
+                f"train_federated.min_train_nodes={fed.min_train_nodes} exceeds "
+                f"base.num_hospitals={self.base.num_hospitals}"
+            )
+        if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
+            raise ValueError(
+                "register_model.candidate='federated_dp' needs privacy.enabled=true"
+            )
+        return self
+
+    def as_flat_dict(self) -> dict[str, Any]:
+        """Dotted-key view for MLflow params and the Flower run config."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, sub)
+            else:
+                flat[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return flat
+
+    @property
+    def epsilon_budget(self) -> float:
+        return self.privacy.epsilon_budget if self.privacy.enabled else math.inf
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {item['msg']}{shown}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any]) -> PrivFedConfig:
+    """Apply the selected profile overlay and validate.
+
+    Raises:
+        ConfigError: naming each bad key and value.
+    """
+    raw = dict(raw or {})
+    profiles = raw.pop("profiles", {}) or {}
+    profile = (raw.get("base") or {}).get("profile", "default")
+    if profile not in profiles and profile != "default":
+        raise ConfigError(
+            f"base.profile={profile!r} has no overlay under 'profiles' "
+            f"(available: {sorted(profiles)})"
+        )
+    merged = _deep_merge(raw, profiles.get(profile) or {})
+    try:
+        return PrivFedConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def resolved_config(data: dict[str, Any]) -> PrivFedConfig:
+    """Validate an already-resolved config (``model_dump`` of one), without profile overlays.
+
+    This is how the config travels to the Flower ServerApp and ClientApps.
+    """
+    try:
+        return PrivFedConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path = "params.yaml") -> PrivFedConfig:
+    """Load and validate a params file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or holds a bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping, got {type(raw).__name__}")
+    return config_from_dict(raw)

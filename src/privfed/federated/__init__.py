@@ -1,0 +1,18 @@
+"""Federated training with Flower's Deployment Engine.
+
+``client``/``server`` hold the logic (plain functions over records); ``app`` is the thin Flower
+glue that the SuperLink and SuperNodes load; ``launcher`` starts a local federation of real
+processes on 127.0.0.1 and submits runs to it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LocalFederation", "RunSpec"]
+
+
+def __getattr__(name: str):  # lazy: importing privfed.federated must not start Flower
+    if name in __all__:
+        from privfed.federated import launcher
+
+        return getattr(launcher, name)
+    raise AttributeError(name)

@@ -1,0 +1,39 @@
+"""Flower glue: the ServerApp and ClientApp objects the SuperLink and SuperNodes load.
+
+Kept thin on purpose: all logic is in :mod:`privfed.federated.server` and
+:mod:`privfed.federated.client`. (Flower's import check wants plain top-level assignments.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from privfed.federated.client import evaluate_reply, train_reply
+from privfed.federated.server import run_server
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                    format="%(asctime)s %(levelname)s [privfed] %(message)s", force=False)
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_server(grid, dict(context.run_config))
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    return Message(content=train_reply(msg.content, dict(context.node_config), context.state),
+                   reply_to=msg)
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return Message(content=evaluate_reply(msg.content, dict(context.node_config)), reply_to=msg)

@@ -1,0 +1,131 @@
+"""What one hospital does when the server asks: plain functions over Flower records.
+
+The hospital sees only ``node_config['data-path']`` (its own partition folder). Each training
+message first scores the incoming global model on the hospital's validation split (so one
+message per round carries both the previous round's validation and this round's update), then
+trains locally, with DP-SGD whose accountant history lives in the node's run state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from privfed.config import PrivFedConfig, resolved_config
+from privfed.privacy import noise_multiplier_for_target
+from privfed.tasks import get_task
+from privfed.training import DPSettings, resolve_device, steps_per_epoch, train_local_pass
+
+__all__ = ["train_reply", "evaluate_reply", "CONFIG_KEY", "STATE_KEY"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "privfed-config"
+STATE_KEY = "privfed"
+
+
+def _config(content: RecordDict) -> tuple[PrivFedConfig, dict[str, Any]]:
+    config = dict(content["config"])
+    return resolved_config(json.loads(str(config[CONFIG_KEY]))), config
+
+
+def _node(node_config: dict[str, Any]) -> tuple[str, Path]:
+    hospital = str(node_config.get("hospital", "")).strip()
+    data_path = Path(str(node_config.get("data-path", "")))
+    if not hospital or not data_path.is_dir():
+        raise ValueError(
+            f"SuperNode needs node config hospital=<name> and data-path=<existing dir>; got "
+            f"hospital={hospital!r}, data-path={str(data_path)!r}"
+        )
+    return hospital, data_path
+
+
+def _model(cfg: PrivFedConfig, arrays: ArrayRecord) -> torch.nn.Module:
+    model = get_task(cfg.base.task).build_model(cfg)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model
+
+
+def _metrics(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
+
+
+def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
+    p = cfg.privacy
+    if p.noise_multiplier is not None:
+        return p.noise_multiplier
+    per_epoch = steps_per_epoch(n_train, cfg.train.batch_size)
+    total = cfg.train_federated.rounds * cfg.train_federated.local_epochs * per_epoch
+    return noise_multiplier_for_target(
+        target_epsilon=float(p.target_epsilon), delta=p.delta, sample_rate=1.0 / per_epoch,
+        steps=total,
+    )
+
+
+def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
+    """Validate the received global model, train it locally, reply update + metrics."""
+    cfg, config = _config(content)
+    hospital, data_path = _node(node_config)
+    server_round = int(config.get("server-round", 0))
+    use_dp = bool(config.get("dp", False))
+    task = get_task(cfg.base.task)
+    torch.set_num_threads(1)  # several hospitals share this machine's cores in local runs
+    train = task.load_dataset(cfg, [data_path / "train"])
+    val = task.load_dataset(cfg, [data_path / "val"])
+    model = _model(cfg, content["arrays"])
+    received_val = task.evaluate(model, val)
+
+    saved = dict(state[STATE_KEY]) if STATE_KEY in state else {}
+    dp = None
+    if use_dp:
+        sigma = float(saved.get("noise_multiplier") or _noise_multiplier(cfg, len(train)))
+        history = json.loads(str(saved.get("dp_history", "[]")))
+        dp = DPSettings(noise_multiplier=sigma, max_grad_norm=cfg.privacy.max_grad_norm,
+                        history=[tuple(h) for h in history])
+    seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000
+    result = train_local_pass(
+        task, model, train, epochs=cfg.train_federated.local_epochs,
+        batch_size=cfg.train.batch_size, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+        seed=seed, dp=dp, proximal_mu=float(config.get("proximal-mu", 0.0)),
+        device=resolve_device(cfg.base.device), label=f"{hospital} round {server_round}",
+    )
+    ident: dict[str, Any] = {"hospital": hospital}
+    if dp is not None:
+        state[STATE_KEY] = ConfigRecord({
+            "noise_multiplier": dp.noise_multiplier,
+            "dp_history": json.dumps(result.history),
+        })
+        ident["dp_history"] = json.dumps(result.history)
+    log.info("%s round %d: received-model val %s=%.4f, train loss %.4f%s", hospital,
+             server_round, task.primary_metric, received_val[task.primary_metric],
+             result.train_loss, f", σ={dp.noise_multiplier:.3f}" if dp else "")
+    metrics = {
+        "num-examples": result.num_examples,
+        "train_loss": result.train_loss,
+        **_metrics("val_", received_val),
+    }
+    return RecordDict({
+        "arrays": ArrayRecord(model.state_dict()),
+        "metrics": MetricRecord(metrics),
+        "ident": ConfigRecord(ident),
+    })
+
+
+def evaluate_reply(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """Score the global model on this hospital's validation split."""
+    cfg, _ = _config(content)
+    hospital, data_path = _node(node_config)
+    task = get_task(cfg.base.task)
+    torch.set_num_threads(1)
+    val = task.load_dataset(cfg, [data_path / "val"])
+    metrics = task.evaluate(_model(cfg, content["arrays"]), val)
+    return RecordDict({
+        "metrics": MetricRecord({"num-examples": len(val), **_metrics("val_", metrics)}),
+        "ident": ConfigRecord({"hospital": hospital}),
+    })

@@ -1,0 +1,191 @@
+"""The server side of a federated run: strategy, per-round records, checkpoints, final model.
+
+Runs inside the ServerApp process that the SuperLink starts. Everything it needs arrives in the
+Flower run config (the validated PrivFed config as JSON, the absolute output folder), which the
+launcher derives from params.yaml. The server never opens a hospital's data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from privfed.checkpoints import save_model
+from privfed.config import PrivFedConfig, resolved_config
+from privfed.federated.client import CONFIG_KEY
+from privfed.federated.grid import FastPollGrid, wait_for_nodes
+from privfed.io import write_json
+from privfed.tasks import get_task
+
+__all__ = ["RoundRecorder", "make_strategy", "run_server", "RUN_RESULT_FILE"]
+
+log = logging.getLogger(__name__)
+
+RUN_RESULT_FILE = "run.json"
+
+
+def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+class RoundRecorder:
+    """Collects per-hospital metrics each round and checkpoints the aggregated model.
+
+    Train replies of round r carry the validation metrics of the global model they received,
+    i.e. of the aggregate after round r-1; ``rounds[r]['val']`` is therefore filled one round
+    late, and the final round's by an explicit evaluation after training.
+    """
+
+    def __init__(self, *, out_dir: Path, task_name: str, primary_metric: str,
+                 num_rounds: int, min_replies: int) -> None:
+        self.out_dir = out_dir
+        self.task_name = task_name
+        self.primary_metric = primary_metric
+        self.min_replies = min_replies
+        self.rounds: list[dict[str, Any]] = [
+            {"round": r, "train": {}, "val_per_hospital": {}, "val": {}}
+            for r in range(num_rounds + 1)
+        ]
+        self.dp_history: dict[str, list] = {}
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._t_round = time.monotonic()
+        self._train_round = 0
+
+    def collect_train(self, records: list[RecordDict], weighting_key: str) -> MetricRecord:
+        """``train_metrics_aggr_fn``: keep each hospital's row, then aggregate as Flower does."""
+        for record in records:
+            ident = record["ident"]
+            metrics = dict(record["metrics"])
+            self._pending.append((str(ident["hospital"]), metrics))
+            if "dp_history" in ident:
+                self.dp_history[str(ident["hospital"])] = json.loads(str(ident["dp_history"]))
+        return aggregate_metricrecords(records, weighting_key)
+
+    def record_val(self, round_index: int, hospital: str, metrics: dict[str, Any]) -> None:
+        row = self.rounds[round_index]
+        row["val_per_hospital"][hospital] = _unprefix(metrics, "val_")
+        per = row["val_per_hospital"].values()
+        keys = set().union(*(m.keys() for m in per))
+        row["val"] = {k: float(np.nanmean([m.get(k, math.nan) for m in per])) for k in keys}
+
+    def on_round_end(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """``evaluate_fn``: called with the aggregate after each round (and with round 0)."""
+        now = time.monotonic()
+        if server_round == 0:
+            self._t_round = now
+            return None
+        if len(self._pending) < self.min_replies:
+            raise RuntimeError(
+                f"round {server_round}: only {len(self._pending)} hospital update(s) arrived, "
+                f"fewer than the {self.min_replies} required"
+            )
+        row = self.rounds[server_round]
+        row["seconds"] = now - self._t_round
+        self._t_round = now
+        for hospital, metrics in self._pending:
+            row["train"][hospital] = {"train_loss": float(metrics["train_loss"]),
+                                      "num_examples": int(metrics["num-examples"])}
+            self.record_val(server_round - 1, hospital, metrics)
+        n = sum(v["num_examples"] for v in row["train"].values())
+        row["train_loss"] = sum(
+            v["train_loss"] * v["num_examples"] for v in row["train"].values()) / max(n, 1)
+        self._pending = []
+        save_model(self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt",
+                   arrays.to_torch_state_dict(), task=self.task_name,
+                   meta={"round": server_round})
+        prev = self.rounds[server_round - 1]["val"].get(self.primary_metric, math.nan)
+        log.info("round %d done in %.2f s: train loss %.4f; val %s of round-%d model %.4f",
+                 server_round, row["seconds"], row["train_loss"], self.primary_metric,
+                 server_round - 1, prev)
+        return None
+
+
+def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -> FedAvg:
+    fed = cfg.train_federated
+    min_train = fed.min_train_nodes or max(1, math.ceil(fed.fraction_train * num_nodes))
+    common = dict(
+        fraction_train=fed.fraction_train,
+        fraction_evaluate=0.0,  # validation rides on the next round's train message
+        min_train_nodes=min_train,
+        min_evaluate_nodes=0,
+        min_available_nodes=num_nodes,
+        train_metrics_aggr_fn=recorder.collect_train,
+    )
+    if fed.strategy == "fedprox":
+        return FedProx(proximal_mu=fed.proximal_mu, **common)
+    return FedAvg(**common)
+
+
+def _final_evaluation(grid: Grid, arrays: ArrayRecord, config: ConfigRecord, *,
+                      timeout: float) -> list[Message]:
+    messages = [
+        Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node,
+                message_type=MessageType.EVALUATE)
+        for node in grid.get_node_ids()
+    ]
+    return list(grid.send_and_receive(messages, timeout=timeout))
+
+
+def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
+    cfg = resolved_config(json.loads(str(run_config[CONFIG_KEY])))
+    out_dir = Path(str(run_config["out-dir"]))
+    use_dp = bool(run_config.get("dp", False))
+    num_nodes = int(run_config["num-nodes"])
+    fed = cfg.train_federated
+    task = get_task(cfg.base.task)
+    grid = FastPollGrid(grid, poll_interval=fed.poll_interval_s)
+    t0 = time.monotonic()
+    wait_for_nodes(grid, num_nodes, timeout=fed.startup_timeout_s)
+    log.info("%d hospitals connected after %.1f s; %d rounds of %s%s", num_nodes,
+             time.monotonic() - t0, fed.rounds, fed.strategy, " with DP-SGD" if use_dp else "")
+    torch.manual_seed(cfg.base.seed)
+    initial = task.build_model(cfg)
+    recorder = RoundRecorder(
+        out_dir=out_dir, task_name=task.name, primary_metric=task.primary_metric,
+        num_rounds=fed.rounds, min_replies=fed.min_train_nodes or 1,
+    )
+    strategy = make_strategy(cfg, recorder, num_nodes)
+    config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
+    t_train = time.monotonic()
+    result = strategy.start(
+        grid=grid, initial_arrays=ArrayRecord(initial.state_dict()), num_rounds=fed.rounds,
+        timeout=fed.round_timeout_s, train_config=config, evaluate_fn=recorder.on_round_end,
+    )
+    for reply in _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s):
+        if reply.has_error():
+            raise RuntimeError(f"final evaluation failed on node {reply.metadata.src_node_id}: "
+                               f"{reply.error.reason}")
+        recorder.record_val(fed.rounds, str(reply.content["ident"]["hospital"]),
+                            dict(reply.content["metrics"]))
+    save_model(out_dir / "model.pt", result.arrays.to_torch_state_dict(), task=task.name,
+               meta={"rounds": fed.rounds, "dp": use_dp, "strategy": fed.strategy})
+    round_seconds = [r["seconds"] for r in recorder.rounds[1:] if "seconds" in r]
+    summary = {
+        "rounds": recorder.rounds,
+        "rounds_completed": len(round_seconds),
+        "dp": use_dp,
+        "dp_history": recorder.dp_history,
+        "strategy": fed.strategy,
+        "seconds": {
+            "total": time.monotonic() - t0,
+            "training": time.monotonic() - t_train,
+            "per_round": round_seconds,
+            "per_round_median": float(np.median(round_seconds)) if round_seconds else None,
+        },
+    }
+    write_json(summary, out_dir / RUN_RESULT_FILE)
+    log.info("federated run finished: %d rounds, median %.2f s per round, final val %s=%.4f",
+             len(round_seconds), summary["seconds"]["per_round_median"] or math.nan,
+             task.primary_metric, recorder.rounds[-1]["val"].get(task.primary_metric, math.nan))
+    return summary

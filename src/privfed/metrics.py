@@ -1,0 +1,38 @@
+"""Classification metrics that stay defined on small, skewed hospital test sets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+__all__ = ["classification_metrics", "macro_ovr_auroc"]
+
+
+def macro_ovr_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest AUROC over the classes that are both present and absent in ``labels``.
+
+    A hospital's test split may lack a class entirely; sklearn then refuses the multi-class
+    score, so we average the per-class scores that are defined (NaN if none is).
+    """
+    scores = []
+    for k in range(probs.shape[1]):
+        positive = labels == k
+        if positive.any() and (~positive).any():
+            scores.append(roc_auc_score(positive, probs[:, k]))
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float) -> dict[str, float]:
+    n_classes = probs.shape[1]
+    preds = probs.argmax(axis=1)
+    return {
+        "loss": float(loss),
+        "accuracy": float(accuracy_score(labels, preds)),
+        "macro_f1": float(
+            f1_score(labels, preds, average="macro", labels=list(range(n_classes)), zero_division=0)
+        ),
+        "macro_auroc": macro_ovr_auroc(labels, probs),
+        "n": int(len(labels)),
+    }

@@ -1,0 +1,11 @@
+"""Differential privacy: Opacus DP-SGD whose accountant survives across federated rounds."""
+
+from __future__ import annotations
+
+from privfed.privacy.accounting import (
+    AccountantHistory,
+    epsilon_from_history,
+    noise_multiplier_for_target,
+)
+
+__all__ = ["AccountantHistory", "epsilon_from_history", "noise_multiplier_for_target"]

@@ -1,0 +1,102 @@
+"""MLflow tracking and the promotion gate.
+
+One MLflow run per pipeline run. The candidate model version gets alias ``champion`` only when
+every gate check passes; otherwise ``challenger`` plus a ``promotion_reason`` tag saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["GateDecision", "promotion_gate", "data_version", "git_commit", "tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+    checks: dict[str, Any]
+
+    @property
+    def alias(self) -> str:
+        return "champion" if self.promote else "challenger"
+
+
+def promotion_gate(
+    *,
+    candidate_metric: float | None,
+    central_metric: float,
+    min_ratio: float,
+    epsilon: float,
+    epsilon_budget: float,
+    validation_passed: bool,
+    higher_is_better: bool = True,
+) -> GateDecision:
+    """Decide promotion; every failed check contributes a reason naming the numbers."""
+    reasons = []
+    if candidate_metric is None or math.isnan(candidate_metric):
+        reasons.append("candidate model has no primary metric")
+        ratio = math.nan
+    else:
+        ratio = candidate_metric / central_metric if higher_is_better else (
+            central_metric / candidate_metric)
+        if not ratio >= min_ratio:
+            reasons.append(
+                f"utility ratio {ratio:.3f} to centralized ({candidate_metric:.4f} vs "
+                f"{central_metric:.4f}) is below registry min_ratio_to_central={min_ratio}"
+            )
+    if not epsilon <= epsilon_budget:
+        reasons.append(f"epsilon {epsilon:.3f} exceeds privacy budget {epsilon_budget}")
+    if not validation_passed:
+        reasons.append("data validation did not pass")
+    return GateDecision(
+        promote=not reasons,
+        reasons=reasons,
+        checks={"utility_ratio": ratio, "epsilon": epsilon, "validation_passed": validation_passed},
+    )
+
+
+def data_version(dvc_lock: Path) -> str:
+    """Hash of the DVC-tracked data outputs recorded in ``dvc.lock`` ('unversioned' without it)."""
+    if not dvc_lock.is_file():
+        return "unversioned"
+    lock = yaml.safe_load(dvc_lock.read_text()) or {}
+    outs = {}
+    for stage in ("generate_data", "partition_data"):
+        for out in (lock.get("stages", {}).get(stage, {}) or {}).get("outs", []):
+            outs[out["path"]] = out.get("md5")
+    if not outs:
+        return "unversioned"
+    return hashlib.sha256(json.dumps(outs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError) as err:
+        log.warning("git commit unknown (%s)", err)
+        return "unknown"
+    return out.stdout.strip()
+
+
+def tracking_uri(configured: str, root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` wins; a relative sqlite path is anchored at the project root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str((root / uri[len(prefix):]).resolve())
+    return uri

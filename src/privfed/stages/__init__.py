@@ -1,0 +1,80 @@
+"""Pipeline stages. Each module has ``run(cfg, inputs, outputs) -> dict`` over plain paths.
+
+The CLI (what ``dvc.yaml`` calls), the Kubeflow components and tests are thin adapters around
+these functions; none of them holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from privfed.config import STAGES, PrivFedConfig
+
+__all__ = ["STAGES", "DEFAULT_PATHS", "get_stage"]
+
+StageFn = Callable[[PrivFedConfig, Mapping[str, Path], Mapping[str, Path]], dict[str, Any]]
+
+#: Where each stage reads and writes in the DVC layout (relative to the project root).
+DEFAULT_PATHS: dict[str, dict[str, dict[str, str]]] = {
+    "generate_data": {"inputs": {}, "outputs": {"raw": "data/raw"}},
+    "validate_data": {
+        "inputs": {"raw": "data/raw"},
+        "outputs": {"report": "reports/validation"},
+    },
+    "partition_data": {
+        "inputs": {"raw": "data/raw", "validation": "reports/validation"},
+        "outputs": {"partitions": "data/partitions", "stats": "metrics/partition_stats.json"},
+    },
+    "train_centralized": {
+        "inputs": {"partitions": "data/partitions"},
+        "outputs": {"model": "models/centralized", "metrics": "metrics/train_centralized.json"},
+    },
+    "train_local": {
+        "inputs": {"partitions": "data/partitions"},
+        "outputs": {"models": "models/local", "metrics": "metrics/train_local.json"},
+    },
+    "train_federated": {
+        "inputs": {"partitions": "data/partitions"},
+        "outputs": {"models": "models/federated", "metrics": "metrics/train_federated.json"},
+    },
+    "account_privacy": {
+        "inputs": {"federated": "models/federated"},
+        "outputs": {"privacy": "metrics/privacy.json"},
+    },
+    "evaluate_models": {
+        "inputs": {
+            "partitions": "data/partitions",
+            "centralized": "models/centralized",
+            "local": "models/local",
+            "federated": "models/federated",
+            "privacy": "metrics/privacy.json",
+        },
+        "outputs": {
+            "metrics": "metrics/evaluation.json",
+            "report": "reports/evaluation",
+            "plots": "plots",
+        },
+    },
+    "register_model": {
+        "inputs": {
+            "validation": "reports/validation",
+            "centralized": "models/centralized",
+            "federated": "models/federated",
+            "privacy": "metrics/privacy.json",
+            "evaluation": "metrics/evaluation.json",
+            "report": "reports/evaluation",
+            "plots": "plots",
+            "dvc_lock": "dvc.lock",
+        },
+        "outputs": {"registration": "reports/registration"},
+    },
+}
+
+
+def get_stage(name: str) -> StageFn:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    return importlib.import_module(f"privfed.stages.{name}").run

@@ -1,0 +1,155 @@
+"""Stage ``evaluate_models``: every model on every hospital's test split and on the pooled test set.
+
+Models: centralized, each local-only model, federated, and federated with DP (when it ran).
+Writes the comparison table (JSON + Markdown), DVC metrics and plots (per-round curve and
+per-hospital bars).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from privfed.checkpoints import MODEL_FILE, load_model  # noqa: E402
+from privfed.config import PrivFedConfig  # noqa: E402
+from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E402
+from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
+from privfed.tasks import get_task  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+POOLED = "pooled"
+
+
+def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
+    models = {"centralized": Path(inputs["centralized"]) / MODEL_FILE}
+    for d in sorted(p for p in Path(inputs["local"]).iterdir() if p.is_dir()):
+        models[f"local:{d.name}"] = d / MODEL_FILE
+    for kind in ("federated", "federated_dp"):
+        path = Path(inputs["federated"]) / kind / MODEL_FILE
+        if path.is_file():
+            models[kind] = path
+    return models
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else ("∞" if math.isinf(value) else f"{value:.3f}")
+    return str(value)
+
+
+def comparison_table(results: Mapping[str, Any], metric_names: list[str]) -> str:
+    """Markdown: one row per model, pooled metrics, mean over hospitals and ε."""
+    header = ["model", *[f"pooled {m}" for m in metric_names], "mean per-hospital", "ε"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, res in results.items():
+        row = [name, *[_fmt(res[POOLED][m]) for m in metric_names],
+               _fmt(res["mean_per_hospital"]), _fmt(res["epsilon"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_rounds(rounds_file: Path, metric: str, out: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not rounds_file.is_file():
+        return rows
+    runs = read_json(rounds_file)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run_name, run in runs.items():
+        xs = [r["round"] for r in run["rounds"]]
+        ys = [r["val"].get(metric, math.nan) for r in run["rounds"]]
+        ax.plot(xs, ys, marker="o", label=run_name)
+        rows += [{"run": run_name, "round": x, metric: y} for x, y in zip(xs, ys, strict=True)]
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"validation {metric} (mean over hospitals)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out / "federated_rounds.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _plot_per_hospital(results: Mapping[str, Any], hospitals: list[str], metric: str,
+                       out: Path) -> None:
+    names = [n for n in results if not n.startswith("local:")] + ["local (own hospital)"]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(names)
+    x = np.arange(len(hospitals))
+    for i, name in enumerate(names):
+        if name == "local (own hospital)":
+            ys = [results[f"local:{h}"]["per_hospital"][h][metric] for h in hospitals]
+        else:
+            ys = [results[name]["per_hospital"][h][metric] for h in hospitals]
+        ax.bar(x + i * width, ys, width, label=name)
+    ax.set_xticks(x + 0.4 - width / 2, hospitals)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "per_hospital.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+    task = get_task(cfg.base.task)
+    metric = task.primary_metric
+    hospitals_paths = hospital_dirs(Path(inputs["partitions"]))
+    hospitals = [h.name for h in hospitals_paths]
+    test_sets = {h.name: task.load_dataset(cfg, [h / "test"]) for h in hospitals_paths}
+    test_sets[POOLED] = task.load_dataset(cfg, split_dirs(hospitals_paths, "test"))
+    privacy = read_json(inputs["privacy"])
+    dp_eps = privacy.get("epsilon")
+    results: dict[str, Any] = {}
+    for name, path in _models(inputs).items():
+        model = load_model(path, cfg)
+        per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
+        results[name] = {
+            POOLED: task.evaluate(model, test_sets[POOLED]),
+            "per_hospital": per,
+            "mean_per_hospital": float(np.nanmean([m[metric] for m in per.values()])),
+            "epsilon": float(dp_eps) if name == "federated_dp" else math.inf,
+        }
+        log.info("%s: pooled %s=%.4f", name, metric, results[name][POOLED][metric])
+    local_pooled = [r[POOLED][metric] for n, r in results.items() if n.startswith("local:")]
+    summary = {
+        "primary_metric": metric,
+        "centralized": results["centralized"][POOLED][metric],
+        "local_mean": float(np.mean(local_pooled)),
+        "federated": results.get("federated", {}).get(POOLED, {}).get(metric),
+        "federated_dp": results.get("federated_dp", {}).get(POOLED, {}).get(metric),
+        "epsilon": dp_eps,
+    }
+    if summary["federated"] is not None:
+        summary["federated_to_central"] = summary["federated"] / summary["centralized"]
+    if summary["federated_dp"] is not None:
+        summary["federated_dp_to_central"] = summary["federated_dp"] / summary["centralized"]
+    table = comparison_table(results, ["macro_auroc", "accuracy", "macro_f1"]
+                             if metric == "macro_auroc" else [metric])
+    report_dir, plots = Path(outputs["report"]), Path(outputs["plots"])
+    write_text(
+        f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "
+        f"'mean per-hospital' is the mean of {metric} over each hospital's own test split.\n\n"
+        + table,
+        report_dir / "comparison.md",
+    )
+    write_json(results, report_dir / "comparison.json")
+    round_rows = _plot_rounds(Path(inputs["federated"]) / "rounds.json", metric, plots)
+    write_json(round_rows, plots / "federated_rounds.json")
+    _plot_per_hospital(results, hospitals, metric, plots)
+    write_json({"summary": summary, "models": {
+        n: {POOLED: r[POOLED], "mean_per_hospital": r["mean_per_hospital"]}
+        for n, r in results.items()
+    }}, outputs["metrics"])
+    return {"summary": summary, "results": results, "table": table}
+

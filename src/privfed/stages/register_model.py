@@ -1,0 +1,134 @@
+"""Stage ``register_model``: log the pipeline run to MLflow, register the candidate, gate promotion."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from privfed import __version__
+from privfed.checkpoints import MODEL_FILE, load_model
+from privfed.config import PrivFedConfig
+from privfed.io import atomic_dir, read_json, write_json, write_text
+from privfed.registry import data_version, git_commit, promotion_gate, tracking_uri
+from privfed.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+
+def _float(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def model_card(cfg: PrivFedConfig, summary: dict[str, Any], decision: Any, *, version: str,
+               data_hash: str, commit: str, table: str) -> str:
+    candidate = cfg.register_model.candidate
+    reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
+    return f"""# Model card: {cfg.register_model.model_name} v{version}
+
+- Task: `{cfg.base.task}` (primary metric `{summary['primary_metric']}`)
+- Candidate: `{candidate}` — trained with Flower across {cfg.base.num_hospitals} hospitals,
+  strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
+  {cfg.train_federated.local_epochs} local epoch(s)
+- Differential privacy: {'on' if candidate == 'federated_dp' else 'off'};
+  ε = {summary.get('epsilon')} at δ = {cfg.privacy.delta} (max over hospitals)
+- Data version (dvc.lock): `{data_hash}`; code: `{commit}`; privfed {__version__}
+
+## Promotion decision: `{decision.alias}`
+{reasons}
+
+## Evaluation
+{table}
+## Intended use and limits
+Research use on the consortium's data. Trained on {'synthetic' if cfg.base.task else ''} data
+unless the data version says otherwise; not a medical device; check calibration locally before
+clinical use.
+"""
+
+
+def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+    import mlflow
+    from mlflow import MlflowClient
+
+    task = get_task(cfg.base.task)
+    r = cfg.register_model
+    root = Path.cwd()
+    validation = read_json(Path(inputs["validation"]) / "report.json")
+    evaluation = read_json(inputs["evaluation"])
+    privacy = read_json(inputs["privacy"])
+    summary = evaluation["summary"]
+    candidate = r.candidate
+    epsilon = _float(privacy.get("epsilon")) if candidate == "federated_dp" else math.inf
+    decision = promotion_gate(
+        candidate_metric=summary.get(candidate),
+        central_metric=float(summary["centralized"]),
+        min_ratio=r.min_ratio_to_central,
+        epsilon=epsilon,
+        epsilon_budget=cfg.epsilon_budget,
+        validation_passed=bool(validation.get("success")),
+        higher_is_better=task.higher_is_better,
+    )
+    candidate_path = Path(inputs["federated"]) / candidate / MODEL_FILE
+    model = load_model(candidate_path, cfg)
+    data_hash = data_version(Path(inputs["dvc_lock"]))
+    commit = git_commit(root)
+    uri = tracking_uri(r.tracking_uri, root)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(r.experiment)
+    if experiment is None:
+        artifact_location = None
+        if uri.startswith("sqlite:"):
+            artifact_location = (root / r.artifact_location).resolve().as_uri()
+        experiment_id = client.create_experiment(r.experiment, artifact_location=artifact_location)
+    else:
+        experiment_id = experiment.experiment_id
+    rounds_file = Path(inputs["federated"]) / "rounds.json"
+    rounds = read_json(rounds_file) if rounds_file.is_file() else {}
+    table = (Path(inputs["report"]) / "comparison.md").read_text()
+
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in cfg.as_flat_dict().items()})
+        mlflow.set_tags({"data_version": data_hash, "git_commit": commit, "task": task.name,
+                         "candidate": candidate, "privfed_version": __version__})
+        mlflow.log_metrics({f"eval.{k}": float(v) for k, v in summary.items()
+                            if isinstance(v, int | float) and math.isfinite(v)})
+        for run_name, run_rounds in rounds.items():
+            for row in run_rounds["rounds"]:
+                for key, value in {**row["val"], "train_loss": row.get("train_loss")}.items():
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
+        for h, info in privacy.get("hospitals", {}).items():
+            mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
+        mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
+        mlflow.log_artifacts(str(inputs["report"]), artifact_path="reports")
+        info = mlflow.pytorch.log_model(
+            model, name="model", registered_model_name=r.model_name,
+            pip_requirements=[f"torch=={__import__('torch').__version__.split('+')[0]}"],
+        )
+        version = str(info.registered_model_version)
+        card = model_card(cfg, {**summary, "epsilon": epsilon}, decision, version=version,
+                          data_hash=data_hash, commit=commit, table=table)
+        mlflow.log_text(card, "model_card.md")
+        run_id = run.info.run_id
+    client.set_registered_model_alias(r.model_name, decision.alias, version)
+    client.update_model_version(r.model_name, version, description=card)
+    client.set_model_version_tag(r.model_name, version, "promotion_reason",
+                                 "; ".join(decision.reasons) or "passed all gate checks")
+    for key, value in decision.checks.items():
+        client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
+    result = {
+        "tracking_uri": uri, "run_id": run_id, "model_name": r.model_name, "version": version,
+        "alias": decision.alias, "promoted": decision.promote, "reasons": decision.reasons,
+        "checks": decision.checks, "data_version": data_hash, "git_commit": commit,
+    }
+    with atomic_dir(outputs["registration"]) as tmp:
+        write_json(result, tmp / "registration.json")
+        write_text(card, tmp / "model_card.md")
+    log.info("registered %s v%s as %s%s", r.model_name, version, decision.alias,
+             "" if decision.promote else f" ({'; '.join(decision.reasons)})")
+    return result

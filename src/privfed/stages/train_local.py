@@ -1,0 +1,46 @@
+"""Stage ``train_local``: one model per hospital on its own data only (the no-collaboration floor)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from privfed.checkpoints import MODEL_FILE, save_model
+from privfed.config import PrivFedConfig
+from privfed.io import atomic_dir, write_json
+from privfed.partitions import hospital_dirs
+from privfed.tasks import get_task
+from privfed.training import resolve_device, train_local_pass
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+    task = get_task(cfg.base.task)
+    device = resolve_device(cfg.base.device)
+    metrics: dict[str, Any] = {}
+    with atomic_dir(outputs["models"]) as tmp:
+        for hospital_dir in hospital_dirs(Path(inputs["partitions"])):
+            hospital = hospital_dir.name
+            train = task.load_dataset(cfg, [hospital_dir / "train"])
+            val = task.load_dataset(cfg, [hospital_dir / "val"])
+            model = task.build_model(cfg)
+            result = train_local_pass(
+                task, model, train, epochs=cfg.train_local.epochs,
+                batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+                weight_decay=cfg.train.weight_decay, seed=cfg.base.seed, device=device,
+                label=f"local {hospital}",
+            )
+            metrics[hospital] = {
+                "train_loss": result.train_loss,
+                "num_examples": result.num_examples,
+                "val": task.evaluate(model, val),
+            }
+            save_model(tmp / hospital / MODEL_FILE, model.state_dict(), task=task.name,
+                       meta={"kind": "local", "hospital": hospital})
+            log.info("local %s: val %s=%.4f", hospital, task.primary_metric,
+                     metrics[hospital]["val"][task.primary_metric])
+    write_json(metrics, outputs["metrics"])
+    return metrics

@@ -1,0 +1,46 @@
+"""Stage ``validate_data``: Great Expectations on every raw table; stops the pipeline on failure."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from privfed.config import PrivFedConfig
+from privfed.io import write_json
+from privfed.tasks import get_task
+from privfed.validation import format_failures, run_checks
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+
+
+class ValidationFailed(RuntimeError):
+    """At least one expectation failed; the message lists each one."""
+
+
+def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+    task = get_task(cfg.base.task)
+    out = Path(outputs["report"])
+    shutil.rmtree(out, ignore_errors=True)  # never leave an older, passing report behind
+    checks = task.table_checks(cfg, Path(inputs["raw"]))
+    outcome = run_checks(checks, out / "data_docs")
+    report = {
+        "success": outcome.success,
+        "task": task.name,
+        "failures": outcome.failures,
+        "runs": outcome.results,
+        "data_docs": str(outcome.docs_index.relative_to(out)),
+    }
+    write_json(report, out / REPORT_FILE)
+    if not outcome.success:
+        raise ValidationFailed(
+            f"{len(outcome.failures)} expectation(s) failed (report: {out / REPORT_FILE}):\n"
+            + format_failures(outcome.failures)
+        )
+    log.info("all expectations passed (%d suite runs); Data Docs at %s",
+             len(outcome.results), outcome.docs_index)
+    return report

@@ -1,0 +1,32 @@
+"""Task plug-ins. A task is one module implementing :class:`privfed.tasks.base.Task`.
+
+Stages look tasks up here by name and never branch on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from privfed.tasks.base import Task
+
+__all__ = ["Task", "available_tasks", "get_task"]
+
+_REGISTRY: dict[str, str] = {
+    "readmission": "privfed.tasks.readmission:ReadmissionTask",
+}
+
+
+def available_tasks() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    """Instantiate the task plug-in called ``name``.
+
+    Raises:
+        ValueError: ``name`` is not a registered task.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; available: {sorted(_REGISTRY)}")
+    module_name, cls_name = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)()

@@ -1,0 +1,84 @@
+"""The interface every task plug-in implements.
+
+A task owns everything that depends on the kind of data: how to synthesize it, what valid data
+looks like, how a hospital's rows become tensors, the model, the loss and the metrics. Stages,
+the federation and the registry only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from privfed.config import PrivFedConfig
+
+__all__ = ["Task", "TableCheck"]
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """One table and the Great Expectations it must meet.
+
+    ``expectations`` apply to the whole table; ``per_group`` expectations are checked once per
+    value of ``group_column`` (e.g. a row-count range per hospital).
+    """
+
+    name: str
+    frame: pd.DataFrame
+    expectations: Sequence[Any]
+    group_column: str | None = None
+    per_group: Sequence[Any] = field(default_factory=tuple)
+
+
+class Task(ABC):
+    """A federated learning task (data, model, metrics)."""
+
+    name: str
+    #: Key of :meth:`evaluate`'s result that decides promotion and comparisons.
+    primary_metric: str
+    higher_is_better: bool = True
+
+    # -- data -------------------------------------------------------------------------------
+    @abstractmethod
+    def generate(self, cfg: PrivFedConfig, out_dir: Path) -> dict[str, Any]:
+        """Write synthetic raw data for ``cfg.base.hospitals``; return the manifest."""
+
+    @abstractmethod
+    def table_checks(self, cfg: PrivFedConfig, raw_dir: Path) -> list[TableCheck]:
+        """Load the raw tables (raising a clear error if unreadable) with their expectations."""
+
+    @abstractmethod
+    def units(self, raw_dir: Path) -> pd.DataFrame:
+        """One row per independent unit (patient): ``unit_id``, ``hospital``, ``label``."""
+
+    @abstractmethod
+    def write_subset(self, raw_dir: Path, unit_ids: Sequence[str], out_dir: Path) -> None:
+        """Write the raw rows of ``unit_ids`` to ``out_dir`` in the raw layout."""
+
+    @abstractmethod
+    def load_dataset(self, cfg: PrivFedConfig, split_dirs: Sequence[Path]) -> Dataset:
+        """Tensors for the units stored in ``split_dirs`` (partition split folders)."""
+
+    # -- model ------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, cfg: PrivFedConfig) -> nn.Module:
+        """A fresh, Opacus-compatible model."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean loss of ``model`` on one batch from :meth:`load_dataset`'s dataset."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> dict[str, float]:
+        """Metrics of ``model`` on ``dataset``; must contain :attr:`primary_metric`."""

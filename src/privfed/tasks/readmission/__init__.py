@@ -1,0 +1,142 @@
+"""Task ``readmission``: multimodal longitudinal 30-day readmission risk (Low/Medium/High)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from privfed.io import read_parquet, write_parquet
+from privfed.metrics import classification_metrics
+from privfed.tasks.base import Task, TableCheck
+from privfed.tasks.readmission import schema
+from privfed.tasks.readmission.features import featurize, to_dataset
+from privfed.tasks.readmission.generate import generate_cohorts, profiles_as_dicts
+from privfed.tasks.readmission.model import ReadmissionNet
+
+if TYPE_CHECKING:
+    from privfed.config import PrivFedConfig
+
+__all__ = ["ReadmissionTask"]
+
+PATIENTS_FILE = "patients.parquet"
+TIMESERIES_FILE = "timeseries.parquet"
+
+
+class ReadmissionTask(Task):
+    name = "readmission"
+    primary_metric = "macro_auroc"
+    higher_is_better = True
+
+    # -- data -------------------------------------------------------------------------------
+    def generate(self, cfg: PrivFedConfig, out_dir: Path) -> dict[str, Any]:
+        g = cfg.generate_data
+        patients, ts, profiles = generate_cohorts(
+            cfg.base.hospitals,
+            seed=cfg.base.seed,
+            patients_per_hospital=g.patients_per_hospital,
+            min_months=g.min_months,
+            max_months=g.max_months,
+            n_genes=g.n_genes,
+            label_noise=g.label_noise,
+        )
+        write_parquet(patients, out_dir / PATIENTS_FILE)
+        write_parquet(ts, out_dir / TIMESERIES_FILE)
+        return {
+            "task": self.name,
+            "schema_version": schema.SCHEMA_VERSION,
+            "seed": cfg.base.seed,
+            "hospitals": cfg.base.hospitals,
+            "n_genes": g.n_genes,
+            "counts": {
+                "patients": patients.groupby("hospital").size().to_dict(),
+                "timeseries_rows": ts.groupby("hospital").size().to_dict(),
+                "labels": {
+                    h: grp["readmission_risk"].value_counts().to_dict()
+                    for h, grp in patients.groupby("hospital")
+                },
+            },
+            "files": [PATIENTS_FILE, TIMESERIES_FILE],
+            "hospital_profiles": profiles_as_dicts(profiles),
+        }
+
+    def _tables(self, raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return read_parquet(raw_dir / PATIENTS_FILE), read_parquet(raw_dir / TIMESERIES_FILE)
+
+    def table_checks(self, cfg: PrivFedConfig, raw_dir: Path) -> list[TableCheck]:
+        patients, ts = self._tables(raw_dir)
+        manifest_path = raw_dir / "manifest.json"
+        n_genes = (
+            json.loads(manifest_path.read_text())["n_genes"]
+            if manifest_path.is_file()
+            else cfg.generate_data.n_genes
+        )
+        from privfed.tasks.readmission import checks  # GX is slow to import; only here
+
+        return checks.table_checks(cfg, patients, ts, n_genes=n_genes)
+
+    def units(self, raw_dir: Path) -> pd.DataFrame:
+        patients = read_parquet(raw_dir / PATIENTS_FILE)
+        return pd.DataFrame(
+            {
+                "unit_id": patients["patient_id"],
+                "hospital": patients["hospital"],
+                "label": patients["readmission_risk"],
+            }
+        )
+
+    def write_subset(self, raw_dir: Path, unit_ids: Sequence[str], out_dir: Path) -> None:
+        patients, ts = self._tables(raw_dir)
+        keep = set(unit_ids)
+        write_parquet(patients[patients["patient_id"].isin(keep)], out_dir / PATIENTS_FILE)
+        write_parquet(ts[ts["patient_id"].isin(keep)], out_dir / TIMESERIES_FILE)
+
+    def load_dataset(self, cfg: PrivFedConfig, split_dirs: Sequence[Path]) -> TensorDataset:
+        if not split_dirs:
+            raise ValueError("load_dataset needs at least one split directory")
+        tables = [self._tables(Path(d)) for d in split_dirs]
+        patients = pd.concat([p for p, _ in tables], ignore_index=True)
+        ts = pd.concat([t for _, t in tables], ignore_index=True)
+        features = featurize(
+            patients, ts, seq_days=cfg.model.seq_days, seq_weeks=cfg.model.seq_weeks
+        )
+        return to_dataset(features)
+
+    # -- model ------------------------------------------------------------------------------
+    def build_model(self, cfg: PrivFedConfig) -> nn.Module:
+        return ReadmissionNet(
+            n_vitals=len(schema.VITALS),
+            n_labs=len(schema.LABS),
+            n_static=2 + len(schema.COMORBIDITIES) + len(schema.MEDICATIONS),
+            n_genes=cfg.generate_data.n_genes,
+            hidden=cfg.model.hidden,
+            dropout=cfg.model.dropout,
+            n_classes=len(schema.LABELS),
+        )
+
+    def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        *inputs, labels = batch
+        return nn.functional.cross_entropy(model(*inputs), labels)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> dict[str, float]:
+        model.eval()
+        device = next(model.parameters()).device
+        probs, labels, total = [], [], 0.0
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            *inputs, y = (t.to(device) for t in batch)
+            logits = model(*inputs)
+            total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
+            labels.append(y.cpu().numpy())
+        y_all = np.concatenate(labels)
+        return classification_metrics(y_all, np.concatenate(probs), total / max(len(y_all), 1))

@@ -1,0 +1,142 @@
+"""One local training pass, shared by centralized, local-only and each federated hospital.
+
+Plain PyTorch (the task supplies model and loss). Optional DP-SGD through Opacus with a
+carried-over accountant history, and optional FedProx proximal correction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from privfed.tasks.base import Task
+
+__all__ = ["DPSettings", "LocalResult", "train_local_pass", "resolve_device", "steps_per_epoch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    noise_multiplier: float
+    max_grad_norm: float
+    #: Accountant entries from earlier rounds: ε composes over all of them.
+    history: Sequence[tuple[float, float, int]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    train_loss: float
+    num_examples: int
+    steps: int
+    history: list[tuple[float, float, int]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("base.device='cuda' but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_examples / batch_size))
+
+
+def _proximal_correction(
+    model: nn.Module, anchor: Sequence[torch.Tensor], *, lr: float, mu: float
+) -> None:
+    """FedProx: a gradient step on (mu/2)·||w - w_global||², applied after the optimizer step.
+
+    Applied outside the loss so DP-SGD's per-sample clipping never sees it: the term does not
+    depend on data, so it costs no privacy.
+    """
+    with torch.no_grad():
+        for param, ref in zip(model.parameters(), anchor, strict=True):
+            param.sub_(lr * mu * (param - ref))
+
+
+def train_local_pass(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    dp: DPSettings | None = None,
+    proximal_mu: float = 0.0,
+    device: torch.device | None = None,
+    label: str = "",
+) -> LocalResult:
+    """Train ``model`` in place for ``epochs`` epochs and report loss, steps and DP history."""
+    device = device or torch.device("cpu")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+
+    engine = None
+    train_module: nn.Module = model
+    if dp is not None:
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        engine.accountant.history = [tuple(h) for h in dp.history]
+        train_module, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
+        )
+
+    total, seen, steps = 0.0, 0, 0
+    try:
+        for epoch in range(epochs):
+            epoch_loss, epoch_n = 0.0, 0
+            for batch in loader:
+                batch = [t.to(device) for t in batch]
+                n = len(batch[-1])
+                optimizer.zero_grad(set_to_none=True)
+                if n == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
+                    optimizer.step()
+                    steps += 1
+                    continue
+                loss = task.loss(train_module, batch)
+                loss.backward()
+                optimizer.step()
+                if anchor is not None:
+                    _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
+                steps += 1
+                epoch_loss += loss.item() * n
+                epoch_n += n
+            total += epoch_loss
+            seen += epoch_n
+            log.info(
+                "%s epoch %d/%d loss=%.4f", label or "train", epoch + 1, epochs,
+                epoch_loss / max(epoch_n, 1),
+            )
+    finally:
+        if engine is not None:
+            train_module._close()  # remove Opacus hooks so ``model`` is a plain module again
+    history = [tuple(h) for h in engine.accountant.history] if engine is not None else []
+    return LocalResult(
+        train_loss=total / max(seen, 1),
+        num_examples=len(dataset),
+        steps=steps,
+        history=[(float(s), float(q), int(k)) for s, q, k in history],
+    )

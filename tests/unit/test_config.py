@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from privfed.config import STAGES, ConfigError, config_from_dict, load_config
+from tests.conftest import ROOT, raw_params
+
+
+def test_params_yaml_loads_with_every_profile() -> None:
+    for profile in ("tiny", "default", "full"):
+        raw = raw_params()
+        raw["base"]["profile"] = profile
+        cfg = config_from_dict(raw)
+        assert cfg.base.profile == profile
+    assert load_config(ROOT / "params.yaml").base.profile == "default"
+
+
+def test_profile_overlay_replaces_single_keys() -> None:
+    cfg = config_from_dict(raw_params())
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = raw["profiles"]["tiny"]
+    assert cfg.generate_data.patients_per_hospital == tiny["generate_data"]["patients_per_hospital"]
+    # keys the overlay does not name keep the section's value
+    assert cfg.train.lr == raw["train"]["lr"]
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "needle"),
+    [
+        ("base", {"task": "radiology"}, "radiology"),
+        ("train_federated", {"rounds": -3}, "train_federated.rounds"),
+        ("privacy", {"delta": 2.0}, "privacy.delta"),
+        ("partition_data", {"scheme": "random"}, "random"),
+        ("train_federated", {"roundz": 3}, "roundz"),
+    ],
+)
+def test_bad_values_are_named(section: str, values: dict, needle: str) -> None:
+    raw = raw_params(**{section: values})
+    raw["base"]["profile"] = "default"  # the tiny overlay would replace some of these keys
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert needle in str(err.value)
+
+
+def test_unknown_profile_is_rejected() -> None:
+    raw = raw_params()
+    raw["base"]["profile"] = "huge"
+    with pytest.raises(ConfigError, match="huge"):
+        config_from_dict(raw)
+
+
+def test_dvc_yaml_params_and_stages_match_the_schema() -> None:
+    """dvc.yaml, params.yaml and the config schema stay in step."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == list(STAGES)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for stage, spec in dvc.items():
+        assert spec["cmd"] == f"privfed {stage}"
+        for key in spec.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"dvc stage {stage} lists unknown param {key}"
+                node = node[part]
+    schema_sections = set(config_from_dict(raw_params()).model_dump())
+    assert set(params) - {"profiles"} == schema_sections
+
+
+def test_flower_run_config_is_derived_from_params(tmp_path) -> None:
+    from privfed.federated.launcher import write_app_dir
+
+    write_app_dir(tmp_path, {"privfed-config": '{"a": 1}', "dp": True, "num-nodes": 3})
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert 'serverapp = "privfed.federated.app:server_app"' in text
+    assert 'privfed-config = "{\\"a\\": 1}"' in text
+    assert "dp = true" in text and "num-nodes = 3" in text

@@ -1,0 +1,69 @@
+"""The strategy we build aggregates exactly as a hand-computed weighted average."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from privfed.config import config_from_dict
+from privfed.federated.server import RoundRecorder, make_strategy
+from tests.conftest import raw_params
+
+
+def _reply(node: int, hospital: str, weights: list[np.ndarray], n: int, loss: float) -> Message:
+    request = Message(content=RecordDict({}), dst_node_id=node, message_type=MessageType.TRAIN)
+    content = RecordDict({
+        "arrays": ArrayRecord(weights),
+        "metrics": MetricRecord({"num-examples": n, "train_loss": loss, "val_macro_auroc": 0.5}),
+        "ident": ConfigRecord({"hospital": hospital}),
+    })
+    return Message(content=content, reply_to=request)
+
+
+@pytest.fixture(autouse=True)
+def _serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages read the process's task identity, which Flower sets inside a ServerApp."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in {"_run_id": 1, "_node_id": 0, "_task_id": 1}.items():
+        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
+
+
+def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
+    # Prepare
+    cfg = config_from_dict(raw_params())
+    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
+                             primary_metric="macro_auroc", num_rounds=1, min_replies=3)
+    strategy = make_strategy(cfg, recorder, num_nodes=3)
+    replies = [
+        _reply(1, "hospital_1", [np.array([1.0, 2.0]), np.array([[0.0]])], n=10, loss=1.0),
+        _reply(2, "hospital_2", [np.array([3.0, 6.0]), np.array([[3.0]])], n=30, loss=0.5),
+        _reply(3, "hospital_3", [np.array([5.0, 4.0]), np.array([[6.0]])], n=60, loss=0.2),
+    ]
+    # Execute
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    # Assert: (10*[1,2] + 30*[3,6] + 60*[5,4]) / 100 = [4.0, 4.4]; (30*3 + 60*6)/100 = 4.5
+    first, second = arrays.to_numpy_ndarrays()
+    np.testing.assert_allclose(first, [4.0, 4.4])
+    np.testing.assert_allclose(second, [[4.5]])
+    assert abs(metrics["train_loss"] - (10 * 1.0 + 30 * 0.5 + 60 * 0.2) / 100) < 1e-12
+    # and the recorder kept each hospital's own row
+    assert [h for h, _ in recorder._pending] == ["hospital_1", "hospital_2", "hospital_3"]
+
+
+def test_fedprox_is_selected_with_mu_from_params(tmp_path) -> None:
+    cfg = config_from_dict(raw_params(train_federated={"strategy": "fedprox", "proximal_mu": 0.3}))
+    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
+                             primary_metric="macro_auroc", num_rounds=1, min_replies=1)
+    strategy = make_strategy(cfg, recorder, num_nodes=3)
+    assert type(strategy).__name__ == "FedProx"
+    assert strategy.proximal_mu == 0.3
+
+
+def test_round_end_checkpoints_and_fails_on_missing_updates(tmp_path) -> None:
+    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
+                             primary_metric="macro_auroc", num_rounds=2, min_replies=2)
+    recorder.on_round_end(0, ArrayRecord([np.zeros(2)]))
+    with pytest.raises(RuntimeError, match="only 0 hospital update"):
+        recorder.on_round_end(1, ArrayRecord([np.zeros(2)]))

@@ -1,0 +1,63 @@
+"""ε composes over rounds (never resets) and equals Opacus' own accountant for the same steps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from opacus.accountants import PRVAccountant, RDPAccountant
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from privfed.privacy import epsilon_from_history, noise_multiplier_for_target
+from privfed.training import DPSettings, train_local_pass
+
+
+class _Linear:
+    """Minimal task stand-in: only ``loss`` is used by the training loop."""
+
+    def loss(self, model, batch):
+        x, y = batch
+        return nn.functional.cross_entropy(model(x), y)
+
+
+def _data(n: int = 64) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g))
+
+
+def test_epsilon_grows_with_rounds_and_matches_opacus() -> None:
+    # Prepare
+    model, data, history, eps = nn.Linear(5, 3), _data(), [], []
+    # Execute: 4 "rounds" of one local epoch, carrying the accountant history like a hospital
+    for round_ in range(4):
+        result = train_local_pass(
+            _Linear(), model, data, epochs=1, batch_size=16, lr=0.1, seed=round_,
+            dp=DPSettings(noise_multiplier=1.1, max_grad_norm=1.0, history=history),
+        )
+        history = result.history
+        eps.append(epsilon_from_history(history, delta=1e-5))
+    # Assert: strictly increasing, and equal to one accountant stepped 4 epochs × 4 steps
+    assert all(b > a for a, b in zip(eps, eps[1:], strict=False))
+    reference = RDPAccountant()
+    for _ in range(16):
+        reference.step(noise_multiplier=1.1, sample_rate=16 / 64)
+    assert eps[-1] == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-9)
+    prv = PRVAccountant()
+    prv.history = [(1.1, 0.25, 16)]
+    assert epsilon_from_history(history, delta=1e-5, accountant="prv") == pytest.approx(
+        prv.get_epsilon(delta=1e-5), rel=1e-6)
+
+
+def test_noise_for_target_keeps_epsilon_within_target() -> None:
+    sigma = noise_multiplier_for_target(target_epsilon=1.0, delta=1e-5, sample_rate=0.1, steps=80)
+    eps = epsilon_from_history([(sigma, 0.1, 80)], delta=1e-5)
+    assert 0.95 <= eps <= 1.0
+
+
+def test_edge_cases() -> None:
+    assert epsilon_from_history([], delta=1e-5) == 0.0
+    assert math.isinf(epsilon_from_history([(0.0, 0.1, 3)], delta=1e-5))
+    with pytest.raises(ValueError, match="sample_rate"):
+        noise_multiplier_for_target(target_epsilon=1, delta=1e-5, sample_rate=2.0, steps=3)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import math
+
+from privfed.registry import data_version, promotion_gate
+
+
+def _gate(**kw):
+    args = dict(candidate_metric=0.88, central_metric=0.90, min_ratio=0.9, epsilon=0.9,
+                epsilon_budget=1.0, validation_passed=True)
+    return promotion_gate(**{**args, **kw})
+
+
+def test_gate_promotes_when_every_check_passes() -> None:
+    decision = _gate()
+    assert decision.promote and decision.alias == "champion" and decision.reasons == []
+
+
+def test_gate_withholds_and_says_why() -> None:
+    assert "utility ratio 0.778" in _gate(candidate_metric=0.70).reasons[0]
+    assert "epsilon 3.000 exceeds privacy budget 1.0" in _gate(epsilon=3.0).reasons[0]
+    assert "validation" in _gate(validation_passed=False).reasons[0]
+    assert _gate(epsilon=math.inf).alias == "challenger"
+    assert len(_gate(candidate_metric=0.1, epsilon=9, validation_passed=False).reasons) == 3
+
+
+def test_data_version_hashes_dvc_lock_outs(tmp_path) -> None:
+    lock = tmp_path / "dvc.lock"
+    assert data_version(lock) == "unversioned"
+    lock.write_text("stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abc.dir\n")
+    first = data_version(lock)
+    lock.write_text("stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abd.dir\n")
+    assert first != data_version(lock) and len(first) == 16
