@@ -42,9 +42,13 @@ def model_card(cfg: PrivFedConfig, summary: dict[str, Any], decision: Any, *, ve
 
 ## Evaluation
 {table}
+## Loading
+`mlflow.pytorch.load_model("models:/{cfg.register_model.model_name}@champion")` in an environment
+with `privfed` installed (the model class is `privfed.tasks.{cfg.base.task}`'s network).
+
 ## Intended use and limits
-Research use on the consortium's data. Trained on {'synthetic' if cfg.base.task else ''} data
-unless the data version says otherwise; not a medical device; check calibration locally before
+Research use. Trained on the data version above (the synthetic generator unless the consortium
+ingested its own records). Not a medical device; check calibration at each hospital before any
 clinical use.
 """
 
@@ -106,8 +110,11 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
         mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
         mlflow.log_artifacts(str(inputs["report"]), artifact_path="reports")
+        # pickle: the class lives in the installed privfed package (torch.export's pt2 format
+        # would need an input example per modality and gains nothing for our consumers).
         info = mlflow.pytorch.log_model(
             model, name="model", registered_model_name=r.model_name,
+            serialization_format="pickle",
             pip_requirements=[f"torch=={__import__('torch').__version__.split('+')[0]}"],
         )
         version = str(info.registered_model_version)

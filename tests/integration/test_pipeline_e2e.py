@@ -1,0 +1,112 @@
+"""`dvc repro` of the whole tiny pipeline with real Flower processes and a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.conftest import project_env, run, set_params
+
+pytestmark = pytest.mark.integration
+
+
+def _json(project: Path, rel: str) -> dict:
+    return json.loads((project / rel).read_text())
+
+
+def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
+    env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
+    set_params(project, {"profiles.tiny.register_model.min_ratio_to_central": 0.01})
+
+    # Execute: the whole pipeline
+    first = run(["dvc", "repro"], project, env)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+
+    # Every model on every test set, DP run included
+    evaluation = _json(project, "metrics/evaluation.json")
+    models = set(evaluation["models"])
+    assert {"centralized", "federated", "federated_dp"} <= models
+    assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
+    assert (project / "reports/evaluation/comparison.md").read_text().count("| local:") == 3
+    assert (project / "plots/federated_rounds.png").stat().st_size > 1000
+    assert (project / "plots/per_hospital.png").stat().st_size > 1000
+
+    # Federated run: all rounds, one checkpoint per round, each hospital reported every round
+    rounds = _json(project, "models/federated/rounds.json")
+    for name in ("federated", "federated_dp"):
+        assert rounds[name]["rounds_completed"] == 2
+        assert sorted(p.name for p in (project / f"models/federated/{name}/checkpoints").iterdir()
+                      ) == ["round_001.pt", "round_002.pt"]
+        for row in rounds[name]["rounds"]:
+            assert set(row["val_per_hospital"]) == {"hospital_1", "hospital_2", "hospital_3"}
+    # Each SuperNode's ClientApp worked only on its own hospital's data
+    logs = project / "models/federated/logs"
+    for i in (1, 2, 3):
+        text = (logs / f"executor-hospital_{i}.log").read_text()
+        assert f"hospital_{i} round 1" in text
+        assert all(f"hospital_{j} round" not in text for j in (1, 2, 3) if j != i)
+
+    # Privacy: ε per hospital, within budget, and the DP history composes both rounds
+    privacy = _json(project, "metrics/privacy.json")
+    assert set(privacy["hospitals"]) == {"hospital_1", "hospital_2", "hospital_3"}
+    assert 0 < privacy["epsilon"] <= privacy["budget"]
+    assert all(h["steps"] > 0 for h in privacy["hospitals"].values())
+
+    # Registry: the real server has the run, the version, its alias and model card
+    registration = _json(project, "reports/registration/registration.json")
+    assert registration["tracking_uri"] == mlflow_server
+    assert registration["alias"] == "champion", registration["reasons"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    version = client.get_model_version_by_alias("privfed-readmission", "champion")
+    assert version.version == registration["version"]
+    assert "Model card" in version.description
+    mlflow_run = client.get_run(registration["run_id"])
+    assert mlflow_run.data.params["base.profile"] == "tiny"
+    assert mlflow_run.data.tags["data_version"] not in ("", "unversioned")
+    assert "eval.centralized" in mlflow_run.data.metrics
+    history = client.get_metric_history(registration["run_id"], "federated.train_loss")
+    assert [m.step for m in history] == [1, 2]
+
+    # Nothing changed: a second repro runs no stage
+    second = run(["dvc", "repro"], project, env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Running stage" not in second.stdout, second.stdout
+
+    # A training param changes: only the training stages (and what follows) are stale
+    set_params(project, {"train.weight_decay": 0.001})
+    status = run(["dvc", "status", "--json"], project, env)
+    stale = set(json.loads(status.stdout))
+    assert stale == {"train_centralized", "train_local", "train_federated"}, stale
+
+    # The gate fails: the new version is a challenger with a reason; champion stays
+    set_params(project, {"train.weight_decay": 0.0001,
+                         "profiles.tiny.register_model.min_ratio_to_central": 5.0})
+    third = run(["privfed", "register_model"], project, env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    gated = _json(project, "reports/registration/registration.json")
+    assert gated["alias"] == "challenger" and not gated["promoted"]
+    assert "below registry min_ratio_to_central=5.0" in gated["reasons"][0]
+    challenger = client.get_model_version_by_alias("privfed-readmission", "challenger")
+    assert challenger.version == gated["version"] != version.version
+    assert "min_ratio_to_central" in challenger.tags["promotion_reason"]
+    assert client.get_model_version_by_alias("privfed-readmission", "champion").version == (
+        version.version)
+
+
+def test_failed_validation_stops_the_pipeline_and_registers_nothing(
+    project: Path, mlflow_server: str
+) -> None:
+    env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
+    set_params(project, {"profiles.tiny.validate_data.min_patients_per_hospital": 500})
+    result = run(["dvc", "repro"], project, env)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "expectation(s) failed" in output
+    assert "expect_table_row_count_to_be_between" in output
+    assert not (project / "data/partitions").exists()
+    assert not any((project / "models").glob("*/model.pt"))
+    assert not (project / "models/federated").exists()
+    assert MlflowClient(tracking_uri=mlflow_server).search_registered_models() == []
