@@ -19,7 +19,10 @@ MODEL_FILE = "model.pt"
 
 
 def save_model(
-    path: str | Path, state_dict: Mapping[str, torch.Tensor], *, task: str,
+    path: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    task: str,
     meta: Mapping[str, Any] | None = None,
 ) -> None:
     """Write weights atomically, with the task name and free-form metadata."""

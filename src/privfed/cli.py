@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.params)
             print(cfg.model_dump_json(indent=2))
             return 0
-        run_stage(args.command, args.params, _pairs(args.inputs, "--in"),
-                  _pairs(args.outputs, "--out"))
+        run_stage(
+            args.command, args.params, _pairs(args.inputs, "--in"), _pairs(args.outputs, "--out")
+        )
     except Exception as err:  # one readable line for the user; traceback with PRIVFED_DEBUG=1
         log.error("%s failed: %s: %s", args.command, type(err).__name__, err)
         if logging.getLogger().isEnabledFor(logging.DEBUG):

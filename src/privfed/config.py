@@ -190,9 +190,7 @@ class PrivFedConfig(_Section):
                 f"base.num_hospitals={self.base.num_hospitals}"
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
-            raise ValueError(
-                "register_model.candidate='federated_dp' needs privacy.enabled=true"
-            )
+            raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")
         return self
 
     def as_flat_dict(self) -> dict[str, Any]:

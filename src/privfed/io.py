@@ -87,8 +87,9 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(data: Any, path: str | Path) -> None:
-    text = json.dumps(jsonable(data), indent=2, sort_keys=True, default=_json_default,
-                      allow_nan=False)
+    text = json.dumps(
+        jsonable(data), indent=2, sort_keys=True, default=_json_default, allow_nan=False
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
 

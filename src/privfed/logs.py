@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-
 import shutil
 
 from rich.console import Console
@@ -15,7 +14,9 @@ __all__ = ["setup_logging"]
 
 def _console() -> Console:
     # Under DVC or CI stderr is no terminal: keep long lines whole instead of wrapping at 80.
-    width = None if Console(stderr=True).is_terminal else max(160, shutil.get_terminal_size().columns)
+    width = (
+        None if Console(stderr=True).is_terminal else max(160, shutil.get_terminal_size().columns)
+    )
     return Console(stderr=True, width=width)
 
 

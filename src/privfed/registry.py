@@ -50,8 +50,11 @@ def promotion_gate(
         reasons.append("candidate model has no primary metric")
         ratio = math.nan
     else:
-        ratio = candidate_metric / central_metric if higher_is_better else (
-            central_metric / candidate_metric)
+        ratio = (
+            candidate_metric / central_metric
+            if higher_is_better
+            else (central_metric / candidate_metric)
+        )
         if not ratio >= min_ratio:
             reasons.append(
                 f"utility ratio {ratio:.3f} to centralized ({candidate_metric:.4f} vs "
@@ -97,6 +100,6 @@ def tracking_uri(configured: str, root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` wins; a relative sqlite path is anchored at the project root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str((root / uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str((root / uri[len(prefix) :]).resolve())
     return uri

@@ -15,9 +15,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from privfed.config import PrivFedConfig
 from privfed.tasks.base import Task
 
-__all__ = ["DPSettings", "LocalResult", "train_local_pass", "resolve_device", "steps_per_epoch"]
+__all__ = [
+    "DPSettings",
+    "LocalResult",
+    "train_local_pass",
+    "train_with_config",
+    "resolve_device",
+    "steps_per_epoch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +135,10 @@ def train_local_pass(
             total += epoch_loss
             seen += epoch_n
             log.info(
-                "%s epoch %d/%d loss=%.4f", label or "train", epoch + 1, epochs,
+                "%s epoch %d/%d loss=%.4f",
+                label or "train",
+                epoch + 1,
+                epochs,
                 epoch_loss / max(epoch_n, 1),
             )
     finally:
@@ -139,4 +150,33 @@ def train_local_pass(
         num_examples=len(dataset),
         steps=steps,
         history=[(float(s), float(q), int(k)) for s, q, k in history],
+    )
+
+
+def train_with_config(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    cfg: PrivFedConfig,
+    *,
+    epochs: int,
+    seed: int,
+    label: str,
+    dp: DPSettings | None = None,
+    proximal_mu: float = 0.0,
+) -> LocalResult:
+    """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections."""
+    return train_local_pass(
+        task,
+        model,
+        dataset,
+        epochs=epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        seed=seed,
+        dp=dp,
+        proximal_mu=proximal_mu,
+        device=resolve_device(cfg.base.device),
+        label=label,
     )

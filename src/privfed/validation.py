@@ -69,9 +69,9 @@ def _failures(table: str, group: str | None, result: Any) -> list[dict[str, Any]
                 "table": table,
                 "group": group,
                 "expectation": j["expectation_config"]["type"],
-                "column": kwargs.get("column") or kwargs.get("column_list") or kwargs.get(
-                    "column_set"
-                ),
+                "column": kwargs.get("column")
+                or kwargs.get("column_list")
+                or kwargs.get("column_set"),
                 "observed_value": res.get("observed_value"),
                 "unexpected_count": res.get("unexpected_count"),
                 "partial_unexpected_list": res.get("partial_unexpected_list"),

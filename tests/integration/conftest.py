@@ -52,8 +52,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900):
 def project(tmp_path: Path) -> Path:
     """A fresh git+DVC copy of the tracked project files with base.profile=tiny."""
     dst = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         if rel.startswith(("tests/", "benchmarks/")) or rel == "dvc.lock":
             continue
@@ -61,8 +62,11 @@ def project(tmp_path: Path) -> Path:
         shutil.copy2(ROOT / rel, dst / rel)
     set_params(dst, {"base.profile": "tiny"})
     env = project_env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         subprocess.run(cmd, cwd=dst, env=env, check=True)
     return dst
 
@@ -75,10 +79,24 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     store.mkdir()
     log = open(store / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--artifacts-destination", str(store / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=project_env(), start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=project_env(),
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -91,8 +109,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("mlflow server did not start:\n"
-                               + (store / "server.log").read_text()[-3000:])
+            raise RuntimeError(
+                "mlflow server did not start:\n" + (store / "server.log").read_text()[-3000:]
+            )
         time.sleep(0.5)
     try:
         yield url

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
     ],
 )
 def test_bad_params_fail_clearly(project: Path, key: str, value: object, needle: str) -> None:
-    set_params(project, {key: value, "base.profile": "default"} if key != "base.profile"
-               else {key: value})
+    set_params(
+        project, {key: value, "base.profile": "default"} if key != "base.profile" else {key: value}
+    )
     result = run(["privfed", "generate_data"], project, project_env(), timeout=120)
     assert result.returncode == 1
     assert needle in result.stderr
@@ -29,8 +30,12 @@ def test_bad_params_fail_clearly(project: Path, key: str, value: object, needle:
 
 
 def test_missing_partition_is_named(project: Path) -> None:
-    result = run(["privfed", "train_centralized", "--in", "partitions=data/nowhere"], project,
-                 project_env(), timeout=120)
+    result = run(
+        ["privfed", "train_centralized", "--in", "partitions=data/nowhere"],
+        project,
+        project_env(),
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "missing partition directory: data/nowhere" in result.stderr
     assert not (project / "models/centralized").exists()

@@ -38,8 +38,9 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     rounds = _json(project, "models/federated/rounds.json")
     for name in ("federated", "federated_dp"):
         assert rounds[name]["rounds_completed"] == 2
-        assert sorted(p.name for p in (project / f"models/federated/{name}/checkpoints").iterdir()
-                      ) == ["round_001.pt", "round_002.pt"]
+        assert sorted(
+            p.name for p in (project / f"models/federated/{name}/checkpoints").iterdir()
+        ) == ["round_001.pt", "round_002.pt"]
         for row in rounds[name]["rounds"]:
             assert set(row["val_per_hospital"]) == {"hospital_1", "hospital_2", "hospital_3"}
     # Each SuperNode's ClientApp worked only on its own hospital's data
@@ -82,8 +83,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert stale == {"train_centralized", "train_local", "train_federated"}, stale
 
     # The gate fails: the new version is a challenger with a reason; champion stays
-    set_params(project, {"train.weight_decay": 0.0001,
-                         "profiles.tiny.register_model.min_ratio_to_central": 5.0})
+    set_params(
+        project,
+        {"train.weight_decay": 0.0001, "profiles.tiny.register_model.min_ratio_to_central": 5.0},
+    )
     third = run(["privfed", "register_model"], project, env)
     assert third.returncode == 0, third.stderr[-3000:]
     gated = _json(project, "reports/registration/registration.json")
@@ -93,7 +96,8 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert challenger.version == gated["version"] != version.version
     assert "min_ratio_to_central" in challenger.tags["promotion_reason"]
     assert client.get_model_version_by_alias("privfed-readmission", "champion").version == (
-        version.version)
+        version.version
+    )
 
 
 def test_failed_validation_stops_the_pipeline_and_registers_nothing(

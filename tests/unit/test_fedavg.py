@@ -11,13 +11,27 @@ from privfed.federated.server import RoundRecorder, make_strategy
 from tests.conftest import raw_params
 
 
+def _recorder(tmp_path, *, num_rounds: int, min_replies: int) -> RoundRecorder:
+    return RoundRecorder(
+        out_dir=tmp_path,
+        task_name="readmission",
+        primary_metric="macro_auroc",
+        num_rounds=num_rounds,
+        min_replies=min_replies,
+    )
+
+
 def _reply(node: int, hospital: str, weights: list[np.ndarray], n: int, loss: float) -> Message:
     request = Message(content=RecordDict({}), dst_node_id=node, message_type=MessageType.TRAIN)
-    content = RecordDict({
-        "arrays": ArrayRecord(weights),
-        "metrics": MetricRecord({"num-examples": n, "train_loss": loss, "val_macro_auroc": 0.5}),
-        "ident": ConfigRecord({"hospital": hospital}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(weights),
+            "metrics": MetricRecord(
+                {"num-examples": n, "train_loss": loss, "val_macro_auroc": 0.5}
+            ),
+            "ident": ConfigRecord({"hospital": hospital}),
+        }
+    )
     return Message(content=content, reply_to=request)
 
 
@@ -33,8 +47,7 @@ def _serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
     # Prepare
     cfg = config_from_dict(raw_params())
-    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
-                             primary_metric="macro_auroc", num_rounds=1, min_replies=3)
+    recorder = _recorder(tmp_path, num_rounds=1, min_replies=3)
     strategy = make_strategy(cfg, recorder, num_nodes=3)
     replies = [
         _reply(1, "hospital_1", [np.array([1.0, 2.0]), np.array([[0.0]])], n=10, loss=1.0),
@@ -54,16 +67,14 @@ def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
 
 def test_fedprox_is_selected_with_mu_from_params(tmp_path) -> None:
     cfg = config_from_dict(raw_params(train_federated={"strategy": "fedprox", "proximal_mu": 0.3}))
-    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
-                             primary_metric="macro_auroc", num_rounds=1, min_replies=1)
+    recorder = _recorder(tmp_path, num_rounds=1, min_replies=1)
     strategy = make_strategy(cfg, recorder, num_nodes=3)
     assert type(strategy).__name__ == "FedProx"
     assert strategy.proximal_mu == 0.3
 
 
 def test_round_end_checkpoints_and_fails_on_missing_updates(tmp_path) -> None:
-    recorder = RoundRecorder(out_dir=tmp_path, task_name="readmission",
-                             primary_metric="macro_auroc", num_rounds=2, min_replies=2)
+    recorder = _recorder(tmp_path, num_rounds=2, min_replies=2)
     recorder.on_round_end(0, ArrayRecord([np.zeros(2)]))
     with pytest.raises(RuntimeError, match="only 0 hospital update"):
         recorder.on_round_end(1, ArrayRecord([np.zeros(2)]))

@@ -8,8 +8,15 @@ from privfed.tasks.readmission.schema import LABELS, VARIABLES
 
 
 def _cohorts(seed: int, n: int = 150):
-    return generate_cohorts(["a", "b", "c"], seed=seed, patients_per_hospital=n, min_months=6,
-                            max_months=7, n_genes=50, label_noise=0.35)
+    return generate_cohorts(
+        ["a", "b", "c"],
+        seed=seed,
+        patients_per_hospital=n,
+        min_months=6,
+        max_months=7,
+        n_genes=50,
+        label_noise=0.35,
+    )
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:

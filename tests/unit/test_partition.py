@@ -35,8 +35,9 @@ def test_origin_partitions_are_disjoint_complete_and_local(tiny_cfg, tiny_raw, t
 
 
 def test_dirichlet_skews_labels_but_keeps_every_patient(tiny_raw, tmp_path) -> None:
-    cfg = config_from_dict(raw_params(partition_data={"scheme": "dirichlet",
-                                                      "dirichlet_alpha": 0.3}))
+    cfg = config_from_dict(
+        raw_params(partition_data={"scheme": "dirichlet", "dirichlet_alpha": 0.3})
+    )
     stats, parts = _partition(cfg, tiny_raw, tmp_path)
     total = sum(s[split]["n"] for s in stats["hospitals"].values() for split in s)
     assert total == 180
@@ -45,7 +46,8 @@ def test_dirichlet_skews_labels_but_keeps_every_patient(tiny_raw, tmp_path) -> N
         counts = pd.Series(s["train"]["labels"], dtype=float)
         mixes.append(counts / counts.sum())
     spread = pd.concat(mixes, axis=1).fillna(0).max(axis=1) - pd.concat(mixes, axis=1).fillna(
-        0).min(axis=1)
+        0
+    ).min(axis=1)
     assert spread.max() > 0.3
 
 
@@ -59,6 +61,9 @@ def test_partition_refuses_failed_validation(tiny_cfg, tiny_raw, tmp_path) -> No
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "report.json").write_text(json.dumps({"success": False}))
     with pytest.raises(DataError, match="validation did not pass"):
-        partition_data.run(tiny_cfg, {"raw": tiny_raw, "validation": tmp_path / "v"},
-                           {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"})
+        partition_data.run(
+            tiny_cfg,
+            {"raw": tiny_raw, "validation": tmp_path / "v"},
+            {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
+        )
     assert not (tmp_path / "p").exists()

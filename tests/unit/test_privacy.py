@@ -33,7 +33,13 @@ def test_epsilon_grows_with_rounds_and_matches_opacus() -> None:
     # Execute: 4 "rounds" of one local epoch, carrying the accountant history like a hospital
     for round_ in range(4):
         result = train_local_pass(
-            _Linear(), model, data, epochs=1, batch_size=16, lr=0.1, seed=round_,
+            _Linear(),
+            model,
+            data,
+            epochs=1,
+            batch_size=16,
+            lr=0.1,
+            seed=round_,
             dp=DPSettings(noise_multiplier=1.1, max_grad_norm=1.0, history=history),
         )
         history = result.history
@@ -47,7 +53,8 @@ def test_epsilon_grows_with_rounds_and_matches_opacus() -> None:
     prv = PRVAccountant()
     prv.history = [(1.1, 0.25, 16)]
     assert epsilon_from_history(history, delta=1e-5, accountant="prv") == pytest.approx(
-        prv.get_epsilon(delta=1e-5), rel=1e-6)
+        prv.get_epsilon(delta=1e-5), rel=1e-6
+    )
 
 
 def test_noise_for_target_keeps_epsilon_within_target() -> None:

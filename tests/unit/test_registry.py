@@ -6,8 +6,14 @@ from privfed.registry import data_version, promotion_gate
 
 
 def _gate(**kw):
-    args = dict(candidate_metric=0.88, central_metric=0.90, min_ratio=0.9, epsilon=0.9,
-                epsilon_budget=1.0, validation_passed=True)
+    args = dict(
+        candidate_metric=0.88,
+        central_metric=0.90,
+        min_ratio=0.9,
+        epsilon=0.9,
+        epsilon_budget=1.0,
+        validation_passed=True,
+    )
     return promotion_gate(**{**args, **kw})
 
 
@@ -27,7 +33,11 @@ def test_gate_withholds_and_says_why() -> None:
 def test_data_version_hashes_dvc_lock_outs(tmp_path) -> None:
     lock = tmp_path / "dvc.lock"
     assert data_version(lock) == "unversioned"
-    lock.write_text("stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abc.dir\n")
+    lock.write_text(
+        "stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abc.dir\n"
+    )
     first = data_version(lock)
-    lock.write_text("stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abd.dir\n")
+    lock.write_text(
+        "stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abd.dir\n"
+    )
     assert first != data_version(lock) and len(first) == 16

@@ -40,7 +40,9 @@ def test_corrupted_patients_table_is_caught(tiny_cfg, tiny_raw, tmp_path) -> Non
     assert report["success"] is False and len(report["failures"]) == 2
 
 
-def test_unordered_timeseries_and_out_of_range_vital_are_caught(tiny_cfg, tiny_raw, tmp_path) -> None:
+def test_unordered_timeseries_and_out_of_range_vital_are_caught(
+    tiny_cfg, tiny_raw, tmp_path
+) -> None:
     raw = _copy(tiny_raw, tmp_path)
     ts = pd.read_parquet(raw / "timeseries.parquet")
     hr = ts.index[ts["variable"] == "heart_rate"]

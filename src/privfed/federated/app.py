@@ -16,8 +16,12 @@ from flwr.serverapp import Grid, ServerApp
 from privfed.federated.client import evaluate_reply, train_reply
 from privfed.federated.server import run_server
 
-logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                    format="%(asctime)s %(levelname)s [privfed] %(message)s", force=False)
+logging.basicConfig(
+    level=logging.INFO,
+    stream=sys.stdout,
+    format="%(asctime)s %(levelname)s [privfed] %(message)s",
+    force=False,
+)
 
 server_app = ServerApp()
 client_app = ClientApp()
@@ -30,8 +34,9 @@ def main(grid: Grid, context: Context) -> None:
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    return Message(content=train_reply(msg.content, dict(context.node_config), context.state),
-                   reply_to=msg)
+    return Message(
+        content=train_reply(msg.content, dict(context.node_config), context.state), reply_to=msg
+    )
 
 
 @client_app.evaluate()

@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
-from privfed.training import DPSettings, resolve_device, steps_per_epoch, train_local_pass
+from privfed.training import DPSettings, steps_per_epoch, train_with_config
 
 __all__ = ["train_reply", "evaluate_reply", "CONFIG_KEY", "STATE_KEY"]
 
@@ -63,7 +63,9 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     per_epoch = steps_per_epoch(n_train, cfg.train.batch_size)
     total = cfg.train_federated.rounds * cfg.train_federated.local_epochs * per_epoch
     return noise_multiplier_for_target(
-        target_epsilon=float(p.target_epsilon), delta=p.delta, sample_rate=1.0 / per_epoch,
+        target_epsilon=float(p.target_epsilon),
+        delta=p.delta,
+        sample_rate=1.0 / per_epoch,
         steps=total,
     )
 
@@ -86,35 +88,53 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     if use_dp:
         sigma = float(saved.get("noise_multiplier") or _noise_multiplier(cfg, len(train)))
         history = json.loads(str(saved.get("dp_history", "[]")))
-        dp = DPSettings(noise_multiplier=sigma, max_grad_norm=cfg.privacy.max_grad_norm,
-                        history=[tuple(h) for h in history])
+        dp = DPSettings(
+            noise_multiplier=sigma,
+            max_grad_norm=cfg.privacy.max_grad_norm,
+            history=[tuple(h) for h in history],
+        )
     seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000
-    result = train_local_pass(
-        task, model, train, epochs=cfg.train_federated.local_epochs,
-        batch_size=cfg.train.batch_size, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-        seed=seed, dp=dp, proximal_mu=float(config.get("proximal-mu", 0.0)),
-        device=resolve_device(cfg.base.device), label=f"{hospital} round {server_round}",
+    result = train_with_config(
+        task,
+        model,
+        train,
+        cfg,
+        epochs=cfg.train_federated.local_epochs,
+        seed=seed,
+        dp=dp,
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        label=f"{hospital} round {server_round}",
     )
     ident: dict[str, Any] = {"hospital": hospital}
     if dp is not None:
-        state[STATE_KEY] = ConfigRecord({
-            "noise_multiplier": dp.noise_multiplier,
-            "dp_history": json.dumps(result.history),
-        })
+        state[STATE_KEY] = ConfigRecord(
+            {
+                "noise_multiplier": dp.noise_multiplier,
+                "dp_history": json.dumps(result.history),
+            }
+        )
         ident["dp_history"] = json.dumps(result.history)
-    log.info("%s round %d: received-model val %s=%.4f, train loss %.4f%s", hospital,
-             server_round, task.primary_metric, received_val[task.primary_metric],
-             result.train_loss, f", σ={dp.noise_multiplier:.3f}" if dp else "")
+    log.info(
+        "%s round %d: received-model val %s=%.4f, train loss %.4f%s",
+        hospital,
+        server_round,
+        task.primary_metric,
+        received_val[task.primary_metric],
+        result.train_loss,
+        f", σ={dp.noise_multiplier:.3f}" if dp else "",
+    )
     metrics = {
         "num-examples": result.num_examples,
         "train_loss": result.train_loss,
         **_metrics("val_", received_val),
     }
-    return RecordDict({
-        "arrays": ArrayRecord(model.state_dict()),
-        "metrics": MetricRecord(metrics),
-        "ident": ConfigRecord(ident),
-    })
+    return RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord(metrics),
+            "ident": ConfigRecord(ident),
+        }
+    )
 
 
 def evaluate_reply(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
@@ -125,7 +145,9 @@ def evaluate_reply(content: RecordDict, node_config: dict[str, Any]) -> RecordDi
     torch.set_num_threads(1)
     val = task.load_dataset(cfg, [data_path / "val"])
     metrics = task.evaluate(_model(cfg, content["arrays"]), val)
-    return RecordDict({
-        "metrics": MetricRecord({"num-examples": len(val), **_metrics("val_", metrics)}),
-        "ident": ConfigRecord({"hospital": hospital}),
-    })
+    return RecordDict(
+        {
+            "metrics": MetricRecord({"num-examples": len(val), **_metrics("val_", metrics)}),
+            "ident": ConfigRecord({"hospital": hospital}),
+        }
+    )

@@ -8,6 +8,7 @@ are ended on exit, on failure too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -99,7 +100,7 @@ def _toml_value(value: Any) -> str:
 
 
 class LocalFederation:
-    """Context manager: ``with LocalFederation(cfg, hospital_dirs, workdir) as fed: fed.run(spec)``."""
+    """Real local federation; ``with LocalFederation(cfg, dirs, workdir) as fed: fed.run(spec)``."""
 
     def __init__(self, cfg: PrivFedConfig, hospital_dirs: Sequence[Path], workdir: Path) -> None:
         self.cfg = cfg
@@ -123,8 +124,9 @@ class LocalFederation:
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, env=self._env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=logfile, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+        )
         logfile.close()
         self._procs.append((name, proc))
         log.debug("started %s (pid %d): %s", name, proc.pid, " ".join(args))
@@ -174,10 +176,18 @@ class LocalFederation:
         )
         t0 = time.monotonic()
         # flwr 1.41 serves the Runtime, Control and Fleet APIs on this one port.
-        self._start("superlink", [
-            _bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(self.port),
-        ])
+        self._start(
+            "superlink",
+            [
+                _bin("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+        )
         self._wait_port(self.port, self.cfg.train_federated.startup_timeout_s)
         self.timings["superlink_ready_s"] = time.monotonic() - t0
         warm = self.cfg.train_federated.clientapp_launcher == "warm"
@@ -185,38 +195,58 @@ class LocalFederation:
             hospital = hospital_dir.name
             runtime_port = free_port()
             node_config = f'hospital="{hospital}" data-path="{hospital_dir}"'
-            supernode = self._start(f"supernode-{hospital}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                "--host", "127.0.0.1", "--port", str(runtime_port), "--node-config", node_config,
-                *(["--isolation", "process"] if warm else []),
-            ])
+            supernode = self._start(
+                f"supernode-{hospital}",
+                [
+                    _bin("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{self.port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(runtime_port),
+                    "--node-config",
+                    node_config,
+                    *(["--isolation", "process"] if warm else []),
+                ],
+            )
             if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
-                self._start(f"executor-{hospital}", [
-                    sys.executable, "-m", "privfed.federated.executor",
-                    "--runtime-api-address", f"127.0.0.1:{runtime_port}",
-                    "--poll-interval", SUPEREXEC_POLL_S, "--parent-pid", str(supernode.pid),
-                ])
-        log.info("federation up: SuperLink 127.0.0.1:%d, %d SuperNodes (%s), %s ClientApps",
-                 self.port, len(self.hospital_dirs),
-                 ", ".join(d.name for d in self.hospital_dirs), "warm" if warm else "per-message")
+                self._start(
+                    f"executor-{hospital}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "privfed.federated.executor",
+                        "--runtime-api-address",
+                        f"127.0.0.1:{runtime_port}",
+                        "--poll-interval",
+                        SUPEREXEC_POLL_S,
+                        "--parent-pid",
+                        str(supernode.pid),
+                    ],
+                )
+        log.info(
+            "federation up: SuperLink 127.0.0.1:%d, %d SuperNodes (%s), %s ClientApps",
+            self.port,
+            len(self.hospital_dirs),
+            ", ".join(d.name for d in self.hospital_dirs),
+            "warm" if warm else "per-message",
+        )
 
     def stop(self) -> None:
         for _, proc in self._procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for name, proc in self._procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop on SIGTERM; killing it", name)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=5)
         self._procs.clear()
 
@@ -235,8 +265,14 @@ class LocalFederation:
         write_app_dir(app_dir, run_config)
         cmd = [_bin("flwr"), "run", str(app_dir), "local", "--stream"]
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=self._env, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            text=True,
+            start_new_session=True,
+        )
         timed_out = threading.Event()
 
         def _kill() -> None:
@@ -281,18 +317,23 @@ class LocalFederation:
             raise FederationError(f"run {spec.name!r} completed but wrote no {result_path}")
         result = json.loads(result_path.read_text())
         result["wall_seconds"] = time.monotonic() - t0
-        result["flower"] = {k: status.get(k) for k in ("run-id", "elapsed", "network-traffic",
-                                                        "compute-time")}
+        result["flower"] = {
+            k: status.get(k) for k in ("run-id", "elapsed", "network-traffic", "compute-time")
+        }
         return result
 
     def _status(self, run_id: str) -> dict[str, Any]:
         out = subprocess.run(
             [_bin("flwr"), "ls", "local", "--run-id", run_id, "--format", "json"],
-            capture_output=True, text=True, env=self._env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=self._env,
+            timeout=60,
         )
         try:
             runs = json.loads(out.stdout)["runs"]
         except (json.JSONDecodeError, KeyError) as err:
-            raise FederationError(f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
-                                  ) from err
+            raise FederationError(
+                f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
+            ) from err
         return runs[0] if runs else {}

@@ -28,7 +28,7 @@ from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.io import write_json
 from privfed.tasks import get_task
 
-__all__ = ["RoundRecorder", "make_strategy", "run_server", "RUN_RESULT_FILE"]
+__all__ = ["RoundRecorder", "make_strategy", "min_train_nodes", "run_server", "RUN_RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ RUN_RESULT_FILE = "run.json"
 
 
 def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
 class RoundRecorder:
@@ -47,8 +47,15 @@ class RoundRecorder:
     late, and the final round's by an explicit evaluation after training.
     """
 
-    def __init__(self, *, out_dir: Path, task_name: str, primary_metric: str,
-                 num_rounds: int, min_replies: int) -> None:
+    def __init__(
+        self,
+        *,
+        out_dir: Path,
+        task_name: str,
+        primary_metric: str,
+        num_rounds: int,
+        min_replies: int,
+    ) -> None:
         self.out_dir = out_dir
         self.task_name = task_name
         self.primary_metric = primary_metric
@@ -86,34 +93,54 @@ class RoundRecorder:
             self._t_round = now
             return None
         if len(self._pending) < self.min_replies:
+            arrived = sorted(h for h, _ in self._pending)
             raise RuntimeError(
-                f"round {server_round}: only {len(self._pending)} hospital update(s) arrived, "
-                f"fewer than the {self.min_replies} required"
+                f"round {server_round}: only {len(self._pending)} hospital update(s) arrived "
+                f"({', '.join(arrived) or 'none'}), fewer than the {self.min_replies} required "
+                "(train_federated.min_train_nodes); see the SuperNode and executor logs"
             )
         row = self.rounds[server_round]
         row["seconds"] = now - self._t_round
         self._t_round = now
         for hospital, metrics in self._pending:
-            row["train"][hospital] = {"train_loss": float(metrics["train_loss"]),
-                                      "num_examples": int(metrics["num-examples"])}
+            row["train"][hospital] = {
+                "train_loss": float(metrics["train_loss"]),
+                "num_examples": int(metrics["num-examples"]),
+            }
             self.record_val(server_round - 1, hospital, metrics)
         n = sum(v["num_examples"] for v in row["train"].values())
         row["train_loss"] = sum(
-            v["train_loss"] * v["num_examples"] for v in row["train"].values()) / max(n, 1)
+            v["train_loss"] * v["num_examples"] for v in row["train"].values()
+        ) / max(n, 1)
         self._pending = []
-        save_model(self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt",
-                   arrays.to_torch_state_dict(), task=self.task_name,
-                   meta={"round": server_round})
+        save_model(
+            self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt",
+            arrays.to_torch_state_dict(),
+            task=self.task_name,
+            meta={"round": server_round},
+        )
         prev = self.rounds[server_round - 1]["val"].get(self.primary_metric, math.nan)
-        log.info("round %d done in %.2f s: train loss %.4f; val %s of round-%d model %.4f",
-                 server_round, row["seconds"], row["train_loss"], self.primary_metric,
-                 server_round - 1, prev)
+        log.info(
+            "round %d done in %.2f s: train loss %.4f; val %s of round-%d model %.4f",
+            server_round,
+            row["seconds"],
+            row["train_loss"],
+            self.primary_metric,
+            server_round - 1,
+            prev,
+        )
         return None
+
+
+def min_train_nodes(cfg: PrivFedConfig, num_nodes: int) -> int:
+    """Hospitals that must return an update for a round to count (params or the sampled share)."""
+    fed = cfg.train_federated
+    return fed.min_train_nodes or max(1, math.ceil(fed.fraction_train * num_nodes))
 
 
 def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -> FedAvg:
     fed = cfg.train_federated
-    min_train = fed.min_train_nodes or max(1, math.ceil(fed.fraction_train * num_nodes))
+    min_train = min_train_nodes(cfg, num_nodes)
     common = dict(
         fraction_train=fed.fraction_train,
         fraction_evaluate=0.0,  # validation rides on the next round's train message
@@ -127,11 +154,15 @@ def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -
     return FedAvg(**common)
 
 
-def _final_evaluation(grid: Grid, arrays: ArrayRecord, config: ConfigRecord, *,
-                      timeout: float) -> list[Message]:
+def _final_evaluation(
+    grid: Grid, arrays: ArrayRecord, config: ConfigRecord, *, timeout: float
+) -> list[Message]:
     messages = [
-        Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node,
-                message_type=MessageType.EVALUATE)
+        Message(
+            content=RecordDict({"arrays": arrays, "config": config}),
+            dst_node_id=node,
+            message_type=MessageType.EVALUATE,
+        )
         for node in grid.get_node_ids()
     ]
     return list(grid.send_and_receive(messages, timeout=timeout))
@@ -147,29 +178,49 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     grid = FastPollGrid(grid, poll_interval=fed.poll_interval_s)
     t0 = time.monotonic()
     wait_for_nodes(grid, num_nodes, timeout=fed.startup_timeout_s)
-    log.info("%d hospitals connected after %.1f s; %d rounds of %s%s", num_nodes,
-             time.monotonic() - t0, fed.rounds, fed.strategy, " with DP-SGD" if use_dp else "")
+    log.info(
+        "%d hospitals connected after %.1f s; %d rounds of %s%s",
+        num_nodes,
+        time.monotonic() - t0,
+        fed.rounds,
+        fed.strategy,
+        " with DP-SGD" if use_dp else "",
+    )
     torch.manual_seed(cfg.base.seed)
     initial = task.build_model(cfg)
     recorder = RoundRecorder(
-        out_dir=out_dir, task_name=task.name, primary_metric=task.primary_metric,
-        num_rounds=fed.rounds, min_replies=fed.min_train_nodes or 1,
+        out_dir=out_dir,
+        task_name=task.name,
+        primary_metric=task.primary_metric,
+        num_rounds=fed.rounds,
+        min_replies=min_train_nodes(cfg, num_nodes),
     )
     strategy = make_strategy(cfg, recorder, num_nodes)
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
     result = strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(initial.state_dict()), num_rounds=fed.rounds,
-        timeout=fed.round_timeout_s, train_config=config, evaluate_fn=recorder.on_round_end,
+        grid=grid,
+        initial_arrays=ArrayRecord(initial.state_dict()),
+        num_rounds=fed.rounds,
+        timeout=fed.round_timeout_s,
+        train_config=config,
+        evaluate_fn=recorder.on_round_end,
     )
     for reply in _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s):
         if reply.has_error():
-            raise RuntimeError(f"final evaluation failed on node {reply.metadata.src_node_id}: "
-                               f"{reply.error.reason}")
-        recorder.record_val(fed.rounds, str(reply.content["ident"]["hospital"]),
-                            dict(reply.content["metrics"]))
-    save_model(out_dir / "model.pt", result.arrays.to_torch_state_dict(), task=task.name,
-               meta={"rounds": fed.rounds, "dp": use_dp, "strategy": fed.strategy})
+            raise RuntimeError(
+                f"final evaluation failed on node {reply.metadata.src_node_id}: "
+                f"{reply.error.reason}"
+            )
+        recorder.record_val(
+            fed.rounds, str(reply.content["ident"]["hospital"]), dict(reply.content["metrics"])
+        )
+    save_model(
+        out_dir / "model.pt",
+        result.arrays.to_torch_state_dict(),
+        task=task.name,
+        meta={"rounds": fed.rounds, "dp": use_dp, "strategy": fed.strategy},
+    )
     round_seconds = [r["seconds"] for r in recorder.rounds[1:] if "seconds" in r]
     summary = {
         "rounds": recorder.rounds,
@@ -185,7 +236,11 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         },
     }
     write_json(summary, out_dir / RUN_RESULT_FILE)
-    log.info("federated run finished: %d rounds, median %.2f s per round, final val %s=%.4f",
-             len(round_seconds), summary["seconds"]["per_round_median"] or math.nan,
-             task.primary_metric, recorder.rounds[-1]["val"].get(task.primary_metric, math.nan))
+    log.info(
+        "federated run finished: %d rounds, median %.2f s per round, final val %s=%.4f",
+        len(round_seconds),
+        summary["seconds"]["per_round_median"] or math.nan,
+        task.primary_metric,
+        recorder.rounds[-1]["val"].get(task.primary_metric, math.nan),
+    )
     return summary

@@ -36,7 +36,7 @@ def epsilon_from_history(
 def noise_multiplier_for_target(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
-    """Noise multiplier that keeps ε ≤ ``target_epsilon`` after ``steps`` steps at ``sample_rate``."""
+    """Noise multiplier keeping ε ≤ ``target_epsilon`` after ``steps`` steps at ``sample_rate``."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     if not 0 < sample_rate <= 1:

@@ -17,21 +17,28 @@ from typing import Any
 from privfed.config import PrivFedConfig
 from privfed.io import read_json, write_json
 from privfed.privacy import epsilon_from_history
+from privfed.stages.train_federated import ROUNDS_FILE
 
 log = logging.getLogger(__name__)
-
-ROUNDS_FILE = "rounds.json"
 
 
 class PrivacyBudgetExceeded(RuntimeError):
     """ε of at least one hospital is above ``privacy.epsilon_budget``."""
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     p = cfg.privacy
     if not p.enabled:
-        result = {"enabled": False, "epsilon": math.inf, "delta": None, "hospitals": {},
-                  "budget": None, "within_budget": True}
+        result = {
+            "enabled": False,
+            "epsilon": math.inf,
+            "delta": None,
+            "hospitals": {},
+            "budget": None,
+            "within_budget": True,
+        }
         write_json(result, outputs["privacy"])
         log.info("privacy disabled: no DP run to account for")
         return result
@@ -41,8 +48,10 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
         raise ValueError(f"{inputs['federated']}/{ROUNDS_FILE} has no 'federated_dp' run")
     hospitals: dict[str, Any] = {}
     for hospital, history in sorted(dp_run["dp_history"].items()):
-        eps = {name: epsilon_from_history(history, delta=p.delta, accountant=name)
-               for name in p.accountants}
+        eps = {
+            name: epsilon_from_history(history, delta=p.delta, accountant=name)
+            for name in p.accountants
+        }
         hospitals[hospital] = {
             "epsilon": max(eps.values()),
             "by_accountant": eps,
@@ -50,8 +59,13 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             "noise_multiplier": history[-1][0] if history else None,
             "sample_rate": history[-1][1] if history else None,
         }
-        log.info("%s: ε=%.3f at δ=%g (%s)", hospital, hospitals[hospital]["epsilon"], p.delta,
-                 ", ".join(f"{k} {v:.3f}" for k, v in eps.items()))
+        log.info(
+            "%s: ε=%.3f at δ=%g (%s)",
+            hospital,
+            hospitals[hospital]["epsilon"],
+            p.delta,
+            ", ".join(f"{k} {v:.3f}" for k, v in eps.items()),
+        )
     epsilon = max(h["epsilon"] for h in hospitals.values())
     result = {
         "enabled": True,
@@ -70,4 +84,3 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             f"{p.epsilon_budget}"
         )
     return result
-

@@ -52,8 +52,12 @@ def comparison_table(results: Mapping[str, Any], metric_names: list[str]) -> str
     header = ["model", *[f"pooled {m}" for m in metric_names], "mean per-hospital", "ε"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, res in results.items():
-        row = [name, *[_fmt(res[POOLED][m]) for m in metric_names],
-               _fmt(res["mean_per_hospital"]), _fmt(res["epsilon"])]
+        row = [
+            name,
+            *[_fmt(res[POOLED][m]) for m in metric_names],
+            _fmt(res["mean_per_hospital"]),
+            _fmt(res["epsilon"]),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -79,8 +83,9 @@ def _plot_rounds(rounds_file: Path, metric: str, out: Path) -> list[dict[str, An
     return rows
 
 
-def _plot_per_hospital(results: Mapping[str, Any], hospitals: list[str], metric: str,
-                       out: Path) -> None:
+def _plot_per_hospital(
+    results: Mapping[str, Any], hospitals: list[str], metric: str, out: Path
+) -> None:
     names = [n for n in results if not n.startswith("local:")] + ["local (own hospital)"]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(names)
@@ -101,7 +106,9 @@ def _plot_per_hospital(results: Mapping[str, Any], hospitals: list[str], metric:
     plt.close(fig)
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
     metric = task.primary_metric
     hospitals_paths = hospital_dirs(Path(inputs["partitions"]))
@@ -134,8 +141,9 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
         summary["federated_to_central"] = summary["federated"] / summary["centralized"]
     if summary["federated_dp"] is not None:
         summary["federated_dp_to_central"] = summary["federated_dp"] / summary["centralized"]
-    table = comparison_table(results, ["macro_auroc", "accuracy", "macro_f1"]
-                             if metric == "macro_auroc" else [metric])
+    table = comparison_table(
+        results, ["macro_auroc", "accuracy", "macro_f1"] if metric == "macro_auroc" else [metric]
+    )
     report_dir, plots = Path(outputs["report"]), Path(outputs["plots"])
     write_text(
         f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "
@@ -147,9 +155,14 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
     round_rows = _plot_rounds(Path(inputs["federated"]) / "rounds.json", metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)
-    write_json({"summary": summary, "models": {
-        n: {POOLED: r[POOLED], "mean_per_hospital": r["mean_per_hospital"]}
-        for n, r in results.items()
-    }}, outputs["metrics"])
+    write_json(
+        {
+            "summary": summary,
+            "models": {
+                n: {POOLED: r[POOLED], "mean_per_hospital": r["mean_per_hospital"]}
+                for n, r in results.items()
+            },
+        },
+        outputs["metrics"],
+    )
     return {"summary": summary, "results": results, "table": table}
-

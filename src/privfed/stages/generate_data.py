@@ -14,11 +14,15 @@ from privfed.tasks import get_task
 log = logging.getLogger(__name__)
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
     log.info(
         "generating %s data for %d hospitals (seed %d)",
-        task.name, cfg.base.num_hospitals, cfg.base.seed,
+        task.name,
+        cfg.base.num_hospitals,
+        cfg.base.seed,
     )
     with atomic_dir(outputs["raw"]) as tmp:
         manifest = task.generate(cfg, tmp)

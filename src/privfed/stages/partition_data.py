@@ -30,7 +30,8 @@ def dirichlet_assignment(
     """Re-deal units to hospitals: per label, hospital shares ~ Dir(α) (times size weights)."""
     rng = np.random.default_rng([seed, 7])
     size_weight = (
-        rng.lognormal(0.0, quantity_skew, len(hospitals)) if quantity_skew > 0
+        rng.lognormal(0.0, quantity_skew, len(hospitals))
+        if quantity_skew > 0
         else np.ones(len(hospitals))
     )
     assignment = pd.Series(index=units.index, dtype=object)
@@ -44,9 +45,7 @@ def dirichlet_assignment(
     return assignment
 
 
-def quantity_subsample(
-    units: pd.DataFrame, *, sigma: float, seed: int
-) -> pd.DataFrame:
+def quantity_subsample(units: pd.DataFrame, *, sigma: float, seed: int) -> pd.DataFrame:
     """Keep a lognormal-sized share of each hospital's units (largest hospital keeps all)."""
     rng = np.random.default_rng([seed, 11])
     hospitals = sorted(units["hospital"].unique())
@@ -74,7 +73,9 @@ def stratified_split(
     return split
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     report = read_json(Path(inputs["validation"]) / "report.json")
     if not report.get("success"):
         raise DataError(f"validation did not pass ({inputs['validation']}); refusing to partition")
@@ -86,8 +87,11 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
     if p.scheme == "dirichlet":
         units = units.assign(
             hospital=dirichlet_assignment(
-                units, hospitals, alpha=p.dirichlet_alpha,
-                quantity_skew=p.quantity_skew, seed=cfg.base.seed,
+                units,
+                hospitals,
+                alpha=p.dirichlet_alpha,
+                quantity_skew=p.quantity_skew,
+                seed=cfg.base.seed,
             )
         )
     elif p.quantity_skew > 0:
@@ -96,7 +100,9 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
     with atomic_dir(outputs["partitions"]) as tmp:
         for hospital, group in units.groupby("hospital", sort=True):
             split = stratified_split(
-                group, val_fraction=p.val_fraction, test_fraction=p.test_fraction,
+                group,
+                val_fraction=p.val_fraction,
+                test_fraction=p.test_fraction,
                 seed=cfg.base.seed,
             )
             stats["hospitals"][hospital] = {}
@@ -110,10 +116,14 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
                 task.write_subset(raw, ids, tmp / str(hospital) / name)
                 labels = group.loc[split == name, "label"].value_counts().sort_index()
                 stats["hospitals"][hospital][name] = {
-                    "n": len(ids), "labels": {str(k): int(v) for k, v in labels.items()},
+                    "n": len(ids),
+                    "labels": {str(k): int(v) for k, v in labels.items()},
                 }
-            log.info("partitioned %s: %s", hospital,
-                     {k: v["n"] for k, v in stats["hospitals"][hospital].items()})
+            log.info(
+                "partitioned %s: %s",
+                hospital,
+                {k: v["n"] for k, v in stats["hospitals"][hospital].items()},
+            )
     stats["total"] = int(len(units))
     write_json(stats, outputs["stats"])
     return stats

@@ -1,4 +1,4 @@
-"""Stage ``register_model``: log the pipeline run to MLflow, register the candidate, gate promotion."""
+"""Stage ``register_model``: log the run to MLflow, register the candidate, gate promotion."""
 
 from __future__ import annotations
 
@@ -23,18 +23,26 @@ def _float(value: Any) -> float:
     return float(value) if value is not None else math.nan
 
 
-def model_card(cfg: PrivFedConfig, summary: dict[str, Any], decision: Any, *, version: str,
-               data_hash: str, commit: str, table: str) -> str:
+def model_card(
+    cfg: PrivFedConfig,
+    summary: dict[str, Any],
+    decision: Any,
+    *,
+    version: str,
+    data_hash: str,
+    commit: str,
+    table: str,
+) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
     return f"""# Model card: {cfg.register_model.model_name} v{version}
 
-- Task: `{cfg.base.task}` (primary metric `{summary['primary_metric']}`)
+- Task: `{cfg.base.task}` (primary metric `{summary["primary_metric"]}`)
 - Candidate: `{candidate}` — trained with Flower across {cfg.base.num_hospitals} hospitals,
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
   {cfg.train_federated.local_epochs} local epoch(s)
-- Differential privacy: {'on' if candidate == 'federated_dp' else 'off'};
-  ε = {summary.get('epsilon')} at δ = {cfg.privacy.delta} (max over hospitals)
+- Differential privacy: {"on" if candidate == "federated_dp" else "off"};
+  ε = {summary.get("epsilon")} at δ = {cfg.privacy.delta} (max over hospitals)
 - Data version (dvc.lock): `{data_hash}`; code: `{commit}`; privfed {__version__}
 
 ## Promotion decision: `{decision.alias}`
@@ -53,7 +61,9 @@ clinical use.
 """
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     import mlflow
     from mlflow import MlflowClient
 
@@ -94,13 +104,26 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
     table = (Path(inputs["report"]) / "comparison.md").read_text()
 
-    with mlflow.start_run(experiment_id=experiment_id,
-                          run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in cfg.as_flat_dict().items()})
-        mlflow.set_tags({"data_version": data_hash, "git_commit": commit, "task": task.name,
-                         "candidate": candidate, "privfed_version": __version__})
-        mlflow.log_metrics({f"eval.{k}": float(v) for k, v in summary.items()
-                            if isinstance(v, int | float) and math.isfinite(v)})
+        mlflow.set_tags(
+            {
+                "data_version": data_hash,
+                "git_commit": commit,
+                "task": task.name,
+                "candidate": candidate,
+                "privfed_version": __version__,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"eval.{k}": float(v)
+                for k, v in summary.items()
+                if isinstance(v, int | float) and math.isfinite(v)
+            }
+        )
         for run_name, run_rounds in rounds.items():
             for row in run_rounds["rounds"]:
                 for key, value in {**row["val"], "train_loss": row.get("train_loss")}.items():
@@ -113,29 +136,54 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
         # pickle: the class lives in the installed privfed package (torch.export's pt2 format
         # would need an input example per modality and gains nothing for our consumers).
         info = mlflow.pytorch.log_model(
-            model, name="model", registered_model_name=r.model_name,
+            model,
+            name="model",
+            registered_model_name=r.model_name,
             serialization_format="pickle",
             pip_requirements=[f"torch=={__import__('torch').__version__.split('+')[0]}"],
         )
         version = str(info.registered_model_version)
-        card = model_card(cfg, {**summary, "epsilon": epsilon}, decision, version=version,
-                          data_hash=data_hash, commit=commit, table=table)
+        card = model_card(
+            cfg,
+            {**summary, "epsilon": epsilon},
+            decision,
+            version=version,
+            data_hash=data_hash,
+            commit=commit,
+            table=table,
+        )
         mlflow.log_text(card, "model_card.md")
         run_id = run.info.run_id
     client.set_registered_model_alias(r.model_name, decision.alias, version)
     client.update_model_version(r.model_name, version, description=card)
-    client.set_model_version_tag(r.model_name, version, "promotion_reason",
-                                 "; ".join(decision.reasons) or "passed all gate checks")
+    client.set_model_version_tag(
+        r.model_name,
+        version,
+        "promotion_reason",
+        "; ".join(decision.reasons) or "passed all gate checks",
+    )
     for key, value in decision.checks.items():
         client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
     result = {
-        "tracking_uri": uri, "run_id": run_id, "model_name": r.model_name, "version": version,
-        "alias": decision.alias, "promoted": decision.promote, "reasons": decision.reasons,
-        "checks": decision.checks, "data_version": data_hash, "git_commit": commit,
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "model_name": r.model_name,
+        "version": version,
+        "alias": decision.alias,
+        "promoted": decision.promote,
+        "reasons": decision.reasons,
+        "checks": decision.checks,
+        "data_version": data_hash,
+        "git_commit": commit,
     }
     with atomic_dir(outputs["registration"]) as tmp:
         write_json(result, tmp / "registration.json")
         write_text(card, tmp / "model_card.md")
-    log.info("registered %s v%s as %s%s", r.model_name, version, decision.alias,
-             "" if decision.promote else f" ({'; '.join(decision.reasons)})")
+    log.info(
+        "registered %s v%s as %s%s",
+        r.model_name,
+        version,
+        decision.alias,
+        "" if decision.promote else f" ({'; '.join(decision.reasons)})",
+    )
     return result

@@ -12,12 +12,14 @@ from privfed.config import PrivFedConfig
 from privfed.io import write_json
 from privfed.partitions import hospital_dirs, split_dirs
 from privfed.tasks import get_task
-from privfed.training import resolve_device, train_local_pass
+from privfed.training import resolve_device, train_with_config
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
     partitions = Path(inputs["partitions"])
     hospitals = hospital_dirs(partitions)
@@ -25,12 +27,20 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
     val = task.load_dataset(cfg, split_dirs(hospitals, "val"))
     device = resolve_device(cfg.base.device)
     model = task.build_model(cfg)
-    log.info("centralized: %d training examples from %d hospitals on %s",
-             len(train), len(hospitals), device)
-    result = train_local_pass(
-        task, model, train, epochs=cfg.train_centralized.epochs,
-        batch_size=cfg.train.batch_size, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-        seed=cfg.base.seed, device=device, label="centralized",
+    log.info(
+        "centralized: %d training examples from %d hospitals on %s",
+        len(train),
+        len(hospitals),
+        device,
+    )
+    result = train_with_config(
+        task,
+        model,
+        train,
+        cfg,
+        epochs=cfg.train_centralized.epochs,
+        seed=cfg.base.seed,
+        label="centralized",
     )
     metrics = {
         "train_loss": result.train_loss,
@@ -38,8 +48,12 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
         "val": task.evaluate(model, val),
         "device": str(device),
     }
-    save_model(Path(outputs["model"]) / MODEL_FILE, model.state_dict(), task=task.name,
-               meta={"kind": "centralized"})
+    save_model(
+        Path(outputs["model"]) / MODEL_FILE,
+        model.state_dict(),
+        task=task.name,
+        meta={"kind": "centralized"},
+    )
     write_json(metrics, outputs["metrics"])
     log.info("centralized val %s=%.4f", task.primary_metric, metrics["val"][task.primary_metric])
     return metrics

@@ -25,20 +25,27 @@ log = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.json"
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
     hospitals = hospital_dirs(Path(inputs["partitions"]))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
     runs: dict[str, Any] = {}
-    with atomic_dir(outputs["models"]) as out, tempfile.TemporaryDirectory(
-        prefix="privfed-federation-"
-    ) as work:
+    with (
+        atomic_dir(outputs["models"]) as out,
+        tempfile.TemporaryDirectory(prefix="privfed-federation-") as work,
+    ):
         federation = LocalFederation(cfg, hospitals, Path(work))
         try:
             with federation:
                 for name, dp in specs:
-                    log.info("starting federated run %r (%d rounds, DP %s)", name,
-                             cfg.train_federated.rounds, "on" if dp else "off")
+                    log.info(
+                        "starting federated run %r (%d rounds, DP %s)",
+                        name,
+                        cfg.train_federated.rounds,
+                        "on" if dp else "off",
+                    )
                     runs[name] = federation.run(RunSpec(name=name, out_dir=out / name, dp=dp))
         finally:
             shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)

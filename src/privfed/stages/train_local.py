@@ -1,4 +1,4 @@
-"""Stage ``train_local``: one model per hospital on its own data only (the no-collaboration floor)."""
+"""Stage ``train_local``: one model per hospital on its own data (the no-collaboration floor)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from privfed.config import PrivFedConfig
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
 from privfed.tasks import get_task
-from privfed.training import resolve_device, train_local_pass
+from privfed.training import train_with_config
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
-    device = resolve_device(cfg.base.device)
     metrics: dict[str, Any] = {}
     with atomic_dir(outputs["models"]) as tmp:
         for hospital_dir in hospital_dirs(Path(inputs["partitions"])):
@@ -27,10 +28,13 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             train = task.load_dataset(cfg, [hospital_dir / "train"])
             val = task.load_dataset(cfg, [hospital_dir / "val"])
             model = task.build_model(cfg)
-            result = train_local_pass(
-                task, model, train, epochs=cfg.train_local.epochs,
-                batch_size=cfg.train.batch_size, lr=cfg.train.lr,
-                weight_decay=cfg.train.weight_decay, seed=cfg.base.seed, device=device,
+            result = train_with_config(
+                task,
+                model,
+                train,
+                cfg,
+                epochs=cfg.train_local.epochs,
+                seed=cfg.base.seed,
                 label=f"local {hospital}",
             )
             metrics[hospital] = {
@@ -38,9 +42,17 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
                 "num_examples": result.num_examples,
                 "val": task.evaluate(model, val),
             }
-            save_model(tmp / hospital / MODEL_FILE, model.state_dict(), task=task.name,
-                       meta={"kind": "local", "hospital": hospital})
-            log.info("local %s: val %s=%.4f", hospital, task.primary_metric,
-                     metrics[hospital]["val"][task.primary_metric])
+            save_model(
+                tmp / hospital / MODEL_FILE,
+                model.state_dict(),
+                task=task.name,
+                meta={"kind": "local", "hospital": hospital},
+            )
+            log.info(
+                "local %s: val %s=%.4f",
+                hospital,
+                task.primary_metric,
+                metrics[hospital]["val"][task.primary_metric],
+            )
     write_json(metrics, outputs["metrics"])
     return metrics

@@ -22,7 +22,9 @@ class ValidationFailed(RuntimeError):
     """At least one expectation failed; the message lists each one."""
 
 
-def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> dict[str, Any]:
+def run(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
     task = get_task(cfg.base.task)
     out = Path(outputs["report"])
     shutil.rmtree(out, ignore_errors=True)  # never leave an older, passing report behind
@@ -41,6 +43,9 @@ def run(cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pa
             f"{len(outcome.failures)} expectation(s) failed (report: {out / REPORT_FILE}):\n"
             + format_failures(outcome.failures)
         )
-    log.info("all expectations passed (%d suite runs); Data Docs at %s",
-             len(outcome.results), outcome.docs_index)
+    log.info(
+        "all expectations passed (%d suite runs); Data Docs at %s",
+        len(outcome.results),
+        outcome.docs_index,
+    )
     return report

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from privfed.io import read_parquet, write_parquet
 from privfed.metrics import classification_metrics
-from privfed.tasks.base import Task, TableCheck
+from privfed.tasks.base import TableCheck, Task
 from privfed.tasks.readmission import schema
 from privfed.tasks.readmission.features import featurize, to_dataset
 from privfed.tasks.readmission.generate import generate_cohorts, profiles_as_dicts

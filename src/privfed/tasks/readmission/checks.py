@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import great_expectations.expectations as gxe
 import pandas as pd
+from great_expectations.expectations.row_conditions import Column
 
 from privfed.tasks.base import TableCheck
 from privfed.tasks.readmission.schema import (
@@ -29,7 +30,9 @@ def _patient_expectations(cfg: PrivFedConfig, n_genes: int) -> list:
     genes = gene_columns(n_genes)
     binary = [f"comorbidity_{c}" for c in COMORBIDITIES] + [f"med_{m}" for m in MEDICATIONS]
     exps = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(PATIENT_COLUMNS) + genes, exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(PATIENT_COLUMNS) + genes, exact_match=True
+        ),
         gxe.ExpectColumnValuesToNotBeNull(column="patient_id"),
         gxe.ExpectColumnValuesToBeUnique(column="patient_id"),
         gxe.ExpectColumnValuesToBeOfType(column="patient_id", type_="str"),
@@ -52,7 +55,9 @@ def _patient_expectations(cfg: PrivFedConfig, n_genes: int) -> list:
 
 def _timeseries_expectations(cfg: PrivFedConfig, patient_ids: list[str]) -> list:
     exps = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=[*TIMESERIES_COLUMNS, "day_step"], exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[*TIMESERIES_COLUMNS, "day_step"], exact_match=True
+        ),
         gxe.ExpectColumnValuesToBeInSet(column="variable", value_set=list(VARIABLES)),
         gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=cfg.base.hospitals),
         gxe.ExpectColumnValuesToBeInSet(column="patient_id", value_set=patient_ids),
@@ -71,8 +76,7 @@ def _timeseries_expectations(cfg: PrivFedConfig, patient_ids: list[str]) -> list
                 column="value",
                 min_value=low,
                 max_value=high,
-                row_condition=f'variable=="{variable}"',
-                condition_parser="pandas",
+                row_condition=Column("variable") == variable,
             )
         )
     return exps

@@ -140,12 +140,22 @@ def _cohort(
 
     det, inf = deterioration[:, None], inflammation[:, None]
     vitals = {
-        "heart_rate": 74 + 4 * frailty[:, None] + 9 * det * ramp + 3 * inf * ramp
-        + _ar1(rng, (n, d_max), 0.7, 5) + p.hr_offset,
-        "systolic_bp": 122 + 9 * comorb["hypertension"][:, None] - 6 * cardiac[:, None] * ramp
-        + _ar1(rng, (n, d_max), 0.7, 7) + p.sbp_offset,
-        "spo2": 97 - 1.2 * comorb["copd"][:, None] - 1.4 * det * ramp
-        + _ar1(rng, (n, d_max), 0.6, 0.8) + p.spo2_offset,
+        "heart_rate": 74
+        + 4 * frailty[:, None]
+        + 9 * det * ramp
+        + 3 * inf * ramp
+        + _ar1(rng, (n, d_max), 0.7, 5)
+        + p.hr_offset,
+        "systolic_bp": 122
+        + 9 * comorb["hypertension"][:, None]
+        - 6 * cardiac[:, None] * ramp
+        + _ar1(rng, (n, d_max), 0.7, 7)
+        + p.sbp_offset,
+        "spo2": 97
+        - 1.2 * comorb["copd"][:, None]
+        - 1.4 * det * ramp
+        + _ar1(rng, (n, d_max), 0.6, 0.8)
+        + p.spo2_offset,
         "temperature": 36.8 + 0.45 * inf * ramp + _ar1(rng, (n, d_max), 0.5, 0.22) + p.temp_offset,
     }
     vitals["diastolic_bp"] = 0.55 * vitals["systolic_bp"] + 10 + rng.normal(0, 4, (n, d_max))
@@ -161,7 +171,9 @@ def _cohort(
     col = lambda x: x[:, None]  # noqa: E731 - tiny broadcasting helper
     labs = {
         "wbc": lognorm(7.0, 0.18 * col(inflammation) + 0.15 * col(inflammation) * wramp, 0.15),
-        "hemoglobin": 13.6 - 1.0 * col(comorb["ckd"]) - 0.8 * col(comorb["cancer"])
+        "hemoglobin": 13.6
+        - 1.0 * col(comorb["ckd"])
+        - 0.8 * col(comorb["cancer"])
         + rng.normal(0, 0.8, (n, n_weeks)),
         "platelets": lognorm(240.0, 0.05 * col(inflammation), 0.2),
         "sodium": 139 - 1.5 * col(cardiac) * wramp + rng.normal(0, 2.0, (n, n_weeks)),

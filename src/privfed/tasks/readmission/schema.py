@@ -1,4 +1,4 @@
-"""Column and variable vocabulary of the readmission data (shared by generator, checks, features)."""
+"""Column and variable vocabulary of the readmission data (generator, checks, features)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""PrivFed benchmarks: ratios measured side by side in one run; results in benchmarks/results/."""

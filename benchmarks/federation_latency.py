@@ -1,0 +1,122 @@
+"""Per-round latency of the local Flower federation: stock per-message ClientApp processes vs
+PrivFed's warm (forking) executor, measured side by side on the same data in one run.
+
+    python -m benchmarks.federation_latency [--rounds 4] [--repeats 2] [--profile tiny]
+
+Writes benchmarks/results/federation_latency.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from privfed.config import config_from_dict
+from privfed.io import write_json, write_text
+from privfed.logs import setup_logging
+from privfed.stages import generate_data, partition_data, train_federated, validate_data
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _config(profile: str, rounds: int, launcher: str):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["base"]["profile"] = profile
+    overlay = raw["profiles"].setdefault(profile, {}) or {}
+    raw["profiles"][profile] = overlay
+    overlay["train_federated"] = {
+        **overlay.get("train_federated", {}),
+        "rounds": rounds,
+        "clientapp_launcher": launcher,
+    }
+    overlay["privacy"] = {**overlay.get("privacy", {}), "enabled": False}
+    overlay["register_model"] = {**overlay.get("register_model", {}), "candidate": "federated"}
+    return config_from_dict(raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    setup_logging("WARNING")
+    launchers = ("subprocess", "warm")
+    rows: dict[str, list[dict]] = {name: [] for name in launchers}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cfg = _config(args.profile, args.rounds, "warm")
+        generate_data.run(cfg, {}, {"raw": work / "raw"})
+        validate_data.run(cfg, {"raw": work / "raw"}, {"report": work / "v"})
+        partition_data.run(
+            cfg,
+            {"raw": work / "raw", "validation": work / "v"},
+            {"partitions": work / "p", "stats": work / "s.json"},
+        )
+        for repeat in range(args.repeats):
+            for launcher in launchers:  # interleaved so drift hits both equally
+                cfg = _config(args.profile, args.rounds, launcher)
+                t0 = time.monotonic()
+                metrics = train_federated.run(
+                    cfg,
+                    {"partitions": work / "p"},
+                    {"models": work / f"m-{launcher}-{repeat}", "metrics": work / "m.json"},
+                )
+                run = metrics["runs"]["federated"]
+                rows[launcher].append(
+                    {
+                        "stage_seconds": time.monotonic() - t0,
+                        "run_wall_seconds": run["wall_seconds"],
+                        "per_round_seconds_median": run["per_round_seconds_median"],
+                    }
+                )
+                print(launcher, rows[launcher][-1], flush=True)
+    summary = {
+        name: {
+            "per_round_median_s": statistics.median(r["per_round_seconds_median"] for r in rs),
+            "per_round_spread_s": [
+                min(r["per_round_seconds_median"] for r in rs),
+                max(r["per_round_seconds_median"] for r in rs),
+            ],
+            "stage_median_s": statistics.median(r["stage_seconds"] for r in rs),
+        }
+        for name, rs in rows.items()
+    }
+    ratio = summary["subprocess"]["per_round_median_s"] / summary["warm"]["per_round_median_s"]
+    result = {
+        "profile": args.profile,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "hospitals": cfg.base.num_hospitals,
+        "runs": rows,
+        "summary": summary,
+        "speedup_per_round": ratio,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(result, RESULTS / "federation_latency.json")
+    table = [
+        "| ClientApp launcher | per-round median (s) | min-max (s) | stage wall median (s) |",
+        "|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        table.append(
+            f"| {name} | {s['per_round_median_s']:.2f} | "
+            f"{s['per_round_spread_s'][0]:.2f}-{s['per_round_spread_s'][1]:.2f} | "
+            f"{s['stage_median_s']:.1f} |"
+        )
+    write_text(
+        "\n".join(table) + f"\n\nwarm is {ratio:.2f}x faster per round "
+        f"({args.profile} profile, {args.rounds} rounds, {args.repeats} repeats)\n",
+        RESULTS / "federation_latency.md",
+    )
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
