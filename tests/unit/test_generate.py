@@ -63,3 +63,22 @@ def test_label_is_learnable_from_observations() -> None:
     crp = patients.set_index("patient_id")["readmission_risk"].to_frame().join(last)
     means = crp.groupby("readmission_risk")["value"].median()
     assert means["High"] > means["Low"]
+
+
+def test_measurements_stay_within_reportable_ranges() -> None:
+    """Validation ranges are the assays' reportable ranges: generated data must never break them."""
+    from privfed.tasks.readmission.schema import VARIABLE_RANGES
+
+    _, ts, _ = generate_cohorts(
+        ["a", "b", "c", "d"],
+        seed=42,
+        patients_per_hospital=600,
+        min_months=6,
+        max_months=12,
+        n_genes=50,
+        label_noise=0.35,
+    )
+    bounds = ts.groupby("variable")["value"].agg(["min", "max"])
+    for variable, (low, high, *_) in VARIABLE_RANGES.items():
+        assert bounds.loc[variable, "min"] >= low, variable
+        assert bounds.loc[variable, "max"] <= high, variable

@@ -74,7 +74,8 @@ def _plot_rounds(rounds_file: Path, metric: str, out: Path) -> list[dict[str, An
         ax.plot(xs, ys, marker="o", label=run_name)
         rows += [{"run": run_name, "round": x, metric: y} for x, y in zip(xs, ys, strict=True)]
     ax.set_xlabel("round")
-    ax.set_ylabel(f"validation {metric} (mean over hospitals)")
+    ax.set_ylabel(f"val {metric}, mean of hospitals")
+    ax.set_title("global model after each round")
     ax.legend()
     fig.tight_layout()
     with atomic_path(out / "federated_rounds.png") as tmp:
@@ -98,7 +99,7 @@ def _plot_per_hospital(
         ax.bar(x + i * width, ys, width, label=name)
     ax.set_xticks(x + 0.4 - width / 2, hospitals)
     ax.set_ylabel(f"test {metric}")
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylim(0.0, 1.0)
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out / "per_hospital.png") as tmp:

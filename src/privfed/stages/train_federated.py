@@ -23,6 +23,8 @@ from privfed.tasks import get_task
 log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.json"
+#: Beside the models folder; not a DVC output, so a failed run's logs survive.
+FAILED_LOGS = "federated-failed-logs"
 
 
 def run(
@@ -47,8 +49,15 @@ def run(
                         "on" if dp else "off",
                     )
                     runs[name] = federation.run(RunSpec(name=name, out_dir=out / name, dp=dp))
-        finally:
-            shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
+        except BaseException:
+            # The output folder is discarded on failure: keep the process logs where a user
+            # can read them, and say where.
+            kept = Path(outputs["models"]).parent / FAILED_LOGS
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(federation.log_dir, kept, dirs_exist_ok=True)
+            log.error("federated training failed; Flower process logs kept in %s", kept)
+            raise
+        shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
         write_json(runs, out / ROUNDS_FILE)
     metrics = {
         "federation": federation.timings,

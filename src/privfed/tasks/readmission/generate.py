@@ -23,6 +23,7 @@ from privfed.tasks.readmission.schema import (
     LABELS,
     LABS,
     MEDICATIONS,
+    VARIABLE_RANGES,
     VITALS,
     gene_columns,
 )
@@ -159,7 +160,6 @@ def _cohort(
         "temperature": 36.8 + 0.45 * inf * ramp + _ar1(rng, (n, d_max), 0.5, 0.22) + p.temp_offset,
     }
     vitals["diastolic_bp"] = 0.55 * vitals["systolic_bp"] + 10 + rng.normal(0, 4, (n, d_max))
-    vitals["spo2"] = np.minimum(vitals["spo2"], 100.0)
 
     n_weeks = d_max // 7
     week_day = np.arange(n_weeks) * 7 + 3
@@ -186,6 +186,13 @@ def _cohort(
         "d_dimer": lognorm(0.5, 0.3 * col(inflammation) + 0.3 * col(deterioration) * wramp, 0.35),
         "troponin": lognorm(0.01, 0.6 * col(cardiac) + 0.4 * col(deterioration) * wramp, 0.45),
     }
+
+    # Devices and assays report within a fixed range (e.g. troponin below the detection limit is
+    # reported at the limit, SpO2 never above 100): clip each measurement to it.
+    for measured in (vitals, labs):
+        for name, values in measured.items():
+            low, high = VARIABLE_RANGES[name][:2]
+            measured[name] = np.clip(values, low, high)
 
     genes = rng.normal(0, 1, (n, n_genes))
     genes[:, :8] += 0.9 * genomic[:, None]
