@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from tests.integration.conftest import project_env, run, set_params
@@ -70,6 +71,14 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert "eval.centralized" in mlflow_run.data.metrics
     history = client.get_metric_history(registration["run_id"], "federated.train_loss")
     assert [m.step for m in history] == [1, 2]
+    per_hospital = client.get_metric_history(
+        registration["run_id"], "federated.hospital_2.val_macro_auroc"
+    )
+    assert [m.step for m in per_hospital] == [0, 1, 2]
+    # and the same per-round, per-hospital rows in metrics/
+    fed_metrics = _json(project, "metrics/train_federated.json")["runs"]["federated"]["rounds"]
+    assert [r["round"] for r in fed_metrics] == [0, 1, 2]
+    assert "val_macro_auroc.hospital_3" in fed_metrics[2]
 
     # Nothing changed: a second repro runs no stage
     second = run(["dvc", "repro"], project, env)
@@ -77,7 +86,8 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert "Running stage" not in second.stdout, second.stdout
 
     # A training param changes: only the training stages (and what follows) are stale
-    set_params(project, {"train.weight_decay": 0.001})
+    weight_decay = yaml.safe_load((project / "params.yaml").read_text())["train"]["weight_decay"]
+    set_params(project, {"train.weight_decay": weight_decay * 2})
     status = run(["dvc", "status", "--json"], project, env)
     stale = set(json.loads(status.stdout))
     assert stale == {"train_centralized", "train_local", "train_federated"}, stale
@@ -85,7 +95,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     # The gate fails: the new version is a challenger with a reason; champion stays
     set_params(
         project,
-        {"train.weight_decay": 0.0001, "profiles.tiny.register_model.min_ratio_to_central": 5.0},
+        {
+            "train.weight_decay": weight_decay,
+            "profiles.tiny.register_model.min_ratio_to_central": 5.0,
+        },
     )
     third = run(["privfed", "register_model"], project, env)
     assert third.returncode == 0, third.stderr[-3000:]

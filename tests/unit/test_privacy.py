@@ -68,3 +68,18 @@ def test_edge_cases() -> None:
     assert math.isinf(epsilon_from_history([(0.0, 0.1, 3)], delta=1e-5))
     with pytest.raises(ValueError, match="sample_rate"):
         noise_multiplier_for_target(target_epsilon=1, delta=1e-5, sample_rate=2.0, steps=3)
+
+
+def test_fedprox_correction_is_a_step_on_the_proximal_term() -> None:
+    """w <- w - lr*mu*(w - w_global): hand-computed for one parameter."""
+    from privfed.training import _proximal_correction
+
+    # Prepare
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    anchor = [torch.tensor([[0.0, 0.0]])]
+    # Execute
+    _proximal_correction(model, anchor, lr=0.1, mu=0.5)
+    # Assert: [1, -2] - 0.05 * [1, -2] = [0.95, -1.9]
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([[0.95, -1.9]]))

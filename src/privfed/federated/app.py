@@ -7,21 +7,22 @@ Kept thin on purpose: all logic is in :mod:`privfed.federated.server` and
 from __future__ import annotations
 
 import logging
-import sys
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.federated.client import evaluate_reply, train_reply
 from privfed.federated.server import run_server
 
-logging.basicConfig(
-    level=logging.INFO,
-    stream=sys.stdout,
-    format="%(asctime)s %(levelname)s [privfed] %(message)s",
-    force=False,
-)
+# Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
+# repointing its own handler. Our records go through that handler, so they are streamed too.
+_privfed_logger = logging.getLogger("privfed")
+_privfed_logger.setLevel(logging.INFO)
+_privfed_logger.propagate = False
+for _handler in FLOWER_LOGGER.handlers:
+    _privfed_logger.addHandler(_handler)
 
 server_app = ServerApp()
 client_app = ClientApp()

@@ -206,7 +206,13 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         train_config=config,
         evaluate_fn=recorder.on_round_end,
     )
-    for reply in _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s):
+    replies = _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s)
+    if len(replies) < num_nodes:
+        raise RuntimeError(
+            f"final evaluation: only {len(replies)} of {num_nodes} hospitals replied within "
+            f"train_federated.round_timeout_s={fed.round_timeout_s}"
+        )
+    for reply in replies:
         if reply.has_error():
             raise RuntimeError(
                 f"final evaluation failed on node {reply.metadata.src_node_id}: "

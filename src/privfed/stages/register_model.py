@@ -126,7 +126,13 @@ def run(
         )
         for run_name, run_rounds in rounds.items():
             for row in run_rounds["rounds"]:
-                for key, value in {**row["val"], "train_loss": row.get("train_loss")}.items():
+                per_hospital = {
+                    f"{hospital}.val_{key}": value
+                    for hospital, values in row["val_per_hospital"].items()
+                    for key, value in values.items()
+                }
+                values = {**row["val"], "train_loss": row.get("train_loss"), **per_hospital}
+                for key, value in values.items():
                     if isinstance(value, int | float) and math.isfinite(value):
                         mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
         for h, info in privacy.get("hospitals", {}).items():

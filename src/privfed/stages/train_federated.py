@@ -27,6 +27,17 @@ ROUNDS_FILE = "rounds.json"
 FAILED_LOGS = "federated-failed-logs"
 
 
+def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """One round, flat: train loss, and the primary validation metric overall and per hospital."""
+    return {
+        "round": row["round"],
+        "seconds": row.get("seconds"),
+        "train_loss": row.get("train_loss"),
+        f"val_{metric}": row["val"].get(metric),
+        **{f"val_{metric}.{h}": m.get(metric) for h, m in sorted(row["val_per_hospital"].items())},
+    }
+
+
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
@@ -68,6 +79,7 @@ def run(
                 "per_round_seconds_median": r["seconds"]["per_round_median"],
                 "final_val": r["rounds"][-1]["val"],
                 "network_bytes": (r["flower"].get("network-traffic") or {}).get("total-bytes"),
+                "rounds": [_round_row(row, task.primary_metric) for row in r["rounds"]],
             }
             for name, r in runs.items()
         },
