@@ -153,8 +153,12 @@ class PrivacySection(_Section):
         return self
 
 
+class AccountPrivacySection(_Section):
+    """No keys yet: the stage reads ``privacy``. Present so unknown keys are rejected."""
+
+
 class EvaluateModelsSection(_Section):
-    pass
+    """No keys yet. Present so unknown keys are rejected."""
 
 
 class RegisterModelSection(_Section):
@@ -177,7 +181,7 @@ class PrivFedConfig(_Section):
     train_local: TrainLocalSection = TrainLocalSection()
     train_federated: TrainFederatedSection = TrainFederatedSection()
     privacy: PrivacySection = PrivacySection()
-    account_privacy: dict[str, Any] = Field(default_factory=dict)
+    account_privacy: AccountPrivacySection = AccountPrivacySection()
     evaluate_models: EvaluateModelsSection = EvaluateModelsSection()
     register_model: RegisterModelSection = RegisterModelSection()
 

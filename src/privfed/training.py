@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ def _proximal_correction(
             param.sub_(lr * mu * (param - ref))
 
 
+def _secret_seed() -> int:
+    return int.from_bytes(os.urandom(8), "little")
+
+
 def train_local_pass(
     task: Task,
     model: nn.Module,
@@ -89,7 +94,10 @@ def train_local_pass(
     """Train ``model`` in place for ``epochs`` epochs and report loss, steps and DP history."""
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both from
+    # torch's global RNG (without secure_mode), and ``seed`` derives from a config the server
+    # knows, so DP passes reseed it from OS entropy: DP runs are not bitwise reproducible.
+    torch.manual_seed(seed if dp is None else _secret_seed())
     model.to(device).train()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -109,7 +117,6 @@ def train_local_pass(
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True,
-            noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
         )
 
     total, seen, steps = 0.0, 0, 0
@@ -120,18 +127,18 @@ def train_local_pass(
                 batch = [t.to(device) for t in batch]
                 n = len(batch[-1])
                 optimizer.zero_grad(set_to_none=True)
-                if n == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
-                    optimizer.step()
-                    steps += 1
-                    continue
+                # Poisson sampling can draw an empty batch: it goes through the same path (Opacus
+                # then adds noise to a zero sum and counts the step); its NaN mean loss is not
+                # added to the epoch loss.
                 loss = task.loss(train_module, batch)
                 loss.backward()
                 optimizer.step()
                 if anchor is not None:
                     _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
                 steps += 1
-                epoch_loss += loss.item() * n
-                epoch_n += n
+                if n:
+                    epoch_loss += loss.item() * n
+                    epoch_n += n
             total += epoch_loss
             seen += epoch_n
             log.info(

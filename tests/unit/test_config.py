@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -74,3 +76,36 @@ def test_flower_run_config_is_derived_from_params(tmp_path) -> None:
     assert 'serverapp = "privfed.federated.app:server_app"' in text
     assert 'privfed-config = "{\\"a\\": 1}"' in text
     assert "dp = true" in text and "num-nodes = 3" in text
+
+
+# Modules that cannot change a stage's outputs: entry-point glue and the path table.
+_NOT_OUTPUT_AFFECTING = {"__init__.py", "cli.py", "logs.py", "stages/__init__.py"}
+
+
+def test_every_stage_depends_on_the_code_it_imports() -> None:
+    """A module a stage imports but dvc.yaml does not list would let `dvc repro` skip a rerun."""
+    import json
+    import subprocess
+    import sys
+
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    src = ROOT / "src" / "privfed"
+    for stage, spec in dvc.items():
+        probe = (
+            f"import json, sys, privfed.stages.{stage}; "
+            "print(json.dumps([m.__file__ for n, m in list(sys.modules.items()) "
+            "if n.startswith('privfed') and getattr(m, '__file__', None)]))"
+        )
+        files = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        deps = [ROOT / d for d in spec["deps"] if d.startswith("src/")]
+        for file in map(Path, files):
+            rel = file.resolve().relative_to(src.resolve()).as_posix()
+            if rel in _NOT_OUTPUT_AFFECTING:
+                continue
+            assert any(
+                file.resolve() == d.resolve() or d.resolve() in file.resolve().parents for d in deps
+            ), f"dvc stage {stage} imports {rel} but does not depend on it"

@@ -83,3 +83,35 @@ def test_fedprox_correction_is_a_step_on_the_proximal_term() -> None:
     _proximal_correction(model, anchor, lr=0.1, mu=0.5)
     # Assert: [1, -2] - 0.05 * [1, -2] = [0.95, -1.9]
     torch.testing.assert_close(model.weight.detach(), torch.tensor([[0.95, -1.9]]))
+
+
+def test_dp_noise_and_sampling_are_not_derived_from_the_public_seed() -> None:
+    """The server knows base.seed: DP randomness must not follow it, plain training must."""
+
+    def weights(dp: DPSettings | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        train_local_pass(_Linear(), model, _data(), epochs=1, batch_size=16, lr=0.1, seed=7, dp=dp)
+        return model.weight.detach().clone()
+
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0)
+    assert torch.equal(weights(None), weights(None))
+    assert not torch.equal(weights(dp), weights(dp))
+
+
+def test_empty_poisson_batch_is_a_counted_noisy_step() -> None:
+    """With sample rate 1/64 most Poisson batches are empty; every one must still be a DP step."""
+    model = nn.Linear(5, 3)
+    result = train_local_pass(
+        _Linear(),
+        model,
+        _data(64),
+        epochs=1,
+        batch_size=1,
+        lr=0.1,
+        seed=0,
+        dp=DPSettings(noise_multiplier=1.0, max_grad_norm=1.0),
+    )
+    assert result.history == [(1.0, 1 / 64, 64)]
+    assert torch.isfinite(model.weight).all()
+    assert math.isfinite(result.train_loss)

@@ -7,11 +7,16 @@ processes on 127.0.0.1 and submits runs to it.
 
 from __future__ import annotations
 
-__all__ = ["LocalFederation", "RunSpec"]
+__all__ = ["LocalFederation", "RunSpec", "ROUNDS_FILE", "RUN_RESULT_FILE"]
+
+#: Written by the ServerApp into each run's output folder.
+RUN_RESULT_FILE = "run.json"
+#: Written by ``train_federated`` beside the runs: every run's rounds and DP histories.
+ROUNDS_FILE = "rounds.json"
 
 
 def __getattr__(name: str):  # lazy: importing privfed.federated must not start Flower
-    if name in __all__:
+    if name in ("LocalFederation", "RunSpec"):
         from privfed.federated import launcher
 
         return getattr(launcher, name)

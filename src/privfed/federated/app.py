@@ -42,4 +42,6 @@ def train(msg: Message, context: Context) -> Message:
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return Message(content=evaluate_reply(msg.content, dict(context.node_config)), reply_to=msg)
+    return Message(
+        content=evaluate_reply(msg.content, dict(context.node_config), context.state), reply_to=msg
+    )

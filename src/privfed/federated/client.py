@@ -137,17 +137,26 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     )
 
 
-def evaluate_reply(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
-    """Score the global model on this hospital's validation split."""
+def evaluate_reply(
+    content: RecordDict, node_config: dict[str, Any], state: RecordDict
+) -> RecordDict:
+    """Score the global model on this hospital's validation split.
+
+    Also returns the node's DP accountant history: it is the complete record of what this
+    hospital spent, even if one of its train replies never reached the server.
+    """
     cfg, _ = _config(content)
     hospital, data_path = _node(node_config)
     task = get_task(cfg.base.task)
     torch.set_num_threads(1)
     val = task.load_dataset(cfg, [data_path / "val"])
     metrics = task.evaluate(_model(cfg, content["arrays"]), val)
+    ident: dict[str, Any] = {"hospital": hospital}
+    if STATE_KEY in state:
+        ident["dp_history"] = str(dict(state[STATE_KEY])["dp_history"])
     return RecordDict(
         {
             "metrics": MetricRecord({"num-examples": len(val), **_metrics("val_", metrics)}),
-            "ident": ConfigRecord({"hospital": hospital}),
+            "ident": ConfigRecord(ident),
         }
     )

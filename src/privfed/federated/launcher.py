@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY
 
 __all__ = ["LocalFederation", "RunSpec", "FederationError", "free_port"]
@@ -247,7 +248,8 @@ class LocalFederation:
                 log.warning("%s did not stop on SIGTERM; killing it", name)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # go on with the others
+                    proc.wait(timeout=5)
         self._procs.clear()
 
     # -- runs ---------------------------------------------------------------------------
@@ -296,6 +298,12 @@ class LocalFederation:
             proc.wait()
         finally:
             timer.cancel()
+            if proc.poll() is None:  # interrupted while streaming: do not leave `flwr run` behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         if timed_out.is_set():
             raise FederationError(
                 f"run {spec.name!r} exceeded train_federated.run_timeout_s="
@@ -312,7 +320,7 @@ class LocalFederation:
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
                 f"{status.get('status-details')}\nSuperLink log:\n{self._tail('superlink')}"
             )
-        result_path = spec.out_dir / "run.json"
+        result_path = spec.out_dir / RUN_RESULT_FILE
         if not result_path.is_file():
             raise FederationError(f"run {spec.name!r} completed but wrote no {result_path}")
         result = json.loads(result_path.read_text())

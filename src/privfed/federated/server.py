@@ -23,16 +23,15 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from privfed.checkpoints import save_model
 from privfed.config import PrivFedConfig, resolved_config
+from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.io import write_json
 from privfed.tasks import get_task
 
-__all__ = ["RoundRecorder", "make_strategy", "min_train_nodes", "run_server", "RUN_RESULT_FILE"]
+__all__ = ["RoundRecorder", "make_strategy", "min_train_nodes", "run_server"]
 
 log = logging.getLogger(__name__)
-
-RUN_RESULT_FILE = "run.json"
 
 
 def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -146,7 +145,9 @@ def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -
         fraction_evaluate=0.0,  # validation rides on the next round's train message
         min_train_nodes=min_train,
         min_evaluate_nodes=0,
-        min_available_nodes=num_nodes,
+        # not num_nodes: Flower waits for min_available_nodes without a bound, so a hospital
+        # that drops out mid-run would stall every later round
+        min_available_nodes=min_train,
         train_metrics_aggr_fn=recorder.collect_train,
     )
     if fed.strategy == "fedprox":
@@ -206,6 +207,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         train_config=config,
         evaluate_fn=recorder.on_round_end,
     )
+    training_seconds = time.monotonic() - t_train
     replies = _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s)
     if len(replies) < num_nodes:
         raise RuntimeError(
@@ -218,9 +220,10 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
                 f"final evaluation failed on node {reply.metadata.src_node_id}: "
                 f"{reply.error.reason}"
             )
-        recorder.record_val(
-            fed.rounds, str(reply.content["ident"]["hospital"]), dict(reply.content["metrics"])
-        )
+        ident = reply.content["ident"]
+        recorder.record_val(fed.rounds, str(ident["hospital"]), dict(reply.content["metrics"]))
+        if "dp_history" in ident:  # the node's own, complete history (a lost reply is in it)
+            recorder.dp_history[str(ident["hospital"])] = json.loads(str(ident["dp_history"]))
     save_model(
         out_dir / "model.pt",
         result.arrays.to_torch_state_dict(),
@@ -236,7 +239,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         "strategy": fed.strategy,
         "seconds": {
             "total": time.monotonic() - t0,
-            "training": time.monotonic() - t_train,
+            "training": training_seconds,
             "per_round": round_seconds,
             "per_round_median": float(np.median(round_seconds)) if round_seconds else None,
         },

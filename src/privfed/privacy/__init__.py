@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from privfed.privacy.accounting import (
-    AccountantHistory,
     epsilon_from_history,
     noise_multiplier_for_target,
 )
 
-__all__ = ["AccountantHistory", "epsilon_from_history", "noise_multiplier_for_target"]
+__all__ = ["epsilon_from_history", "noise_multiplier_for_target"]

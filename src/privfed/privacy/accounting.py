@@ -14,10 +14,7 @@ from collections.abc import Sequence
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-__all__ = ["AccountantHistory", "epsilon_from_history", "noise_multiplier_for_target"]
-
-#: One entry per run of identical steps: (noise_multiplier, sample_rate, num_steps).
-AccountantHistory = list[tuple[float, float, int]]
+__all__ = ["epsilon_from_history", "noise_multiplier_for_target"]
 
 
 def epsilon_from_history(

@@ -1,7 +1,7 @@
 """Pipeline stages. Each module has ``run(cfg, inputs, outputs) -> dict`` over plain paths.
 
-The CLI (what ``dvc.yaml`` calls), the Kubeflow components and tests are thin adapters around
-these functions; none of them holds logic of its own.
+The CLI (what ``dvc.yaml`` calls) and the tests are thin adapters around these functions and
+hold no logic of their own (Kubeflow components are meant to be the third such adapter).
 """
 
 from __future__ import annotations

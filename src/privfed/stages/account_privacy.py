@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated import ROUNDS_FILE
 from privfed.io import read_json, write_json
 from privfed.privacy import epsilon_from_history
-from privfed.stages.train_federated import ROUNDS_FILE
 
 log = logging.getLogger(__name__)
 

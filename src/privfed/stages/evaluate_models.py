@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from privfed.checkpoints import MODEL_FILE, load_model  # noqa: E402
 from privfed.config import PrivFedConfig  # noqa: E402
+from privfed.federated import ROUNDS_FILE  # noqa: E402
 from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E402
 from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
 from privfed.tasks import get_task  # noqa: E402
@@ -153,7 +154,7 @@ def run(
         report_dir / "comparison.md",
     )
     write_json(results, report_dir / "comparison.json")
-    round_rows = _plot_rounds(Path(inputs["federated"]) / "rounds.json", metric, plots)
+    round_rows = _plot_rounds(Path(inputs["federated"]) / ROUNDS_FILE, metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)
     write_json(

@@ -12,6 +12,7 @@ from typing import Any
 from privfed import __version__
 from privfed.checkpoints import MODEL_FILE, load_model
 from privfed.config import PrivFedConfig
+from privfed.federated import ROUNDS_FILE
 from privfed.io import atomic_dir, read_json, write_json, write_text
 from privfed.registry import data_version, git_commit, promotion_gate, tracking_uri
 from privfed.tasks import get_task
@@ -100,7 +101,7 @@ def run(
         experiment_id = client.create_experiment(r.experiment, artifact_location=artifact_location)
     else:
         experiment_id = experiment.experiment_id
-    rounds_file = Path(inputs["federated"]) / "rounds.json"
+    rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
     table = (Path(inputs["report"]) / "comparison.md").read_text()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated import ROUNDS_FILE
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
@@ -22,7 +23,6 @@ from privfed.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-ROUNDS_FILE = "rounds.json"
 #: Beside the models folder; not a DVC output, so a failed run's logs survive.
 FAILED_LOGS = "federated-failed-logs"
 
@@ -64,9 +64,10 @@ def run(
             # The output folder is discarded on failure: keep the process logs where a user
             # can read them, and say where.
             kept = Path(outputs["models"]).parent / FAILED_LOGS
-            shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(federation.log_dir, kept, dirs_exist_ok=True)
-            log.error("federated training failed; Flower process logs kept in %s", kept)
+            if federation.log_dir.is_dir():  # start() may fail before any process has a log
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(federation.log_dir, kept, dirs_exist_ok=True)
+                log.error("federated training failed; Flower process logs kept in %s", kept)
             raise
         shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
         write_json(runs, out / ROUNDS_FILE)
