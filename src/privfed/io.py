@@ -31,10 +31,14 @@ class DataError(ValueError):
     """An input file is missing, unreadable or has the wrong content."""
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+#: Read once at import: probing it sets the process umask to 0 for a moment.
+_UMASK = _read_umask()
 
 
 @contextmanager
@@ -47,7 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes it private; a published file is not
+        tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes it private; a published file is not
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -59,7 +63,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the published folder is not
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the published folder is not
     try:
         yield tmp
         if path.exists():

@@ -43,7 +43,6 @@ class DPSettings:
 class LocalResult:
     train_loss: float
     num_examples: int
-    steps: int
     history: list[tuple[float, float, int]]
 
 
@@ -91,7 +90,7 @@ def train_local_pass(
     device: torch.device | None = None,
     label: str = "",
 ) -> LocalResult:
-    """Train ``model`` in place for ``epochs`` epochs and report loss, steps and DP history."""
+    """Train ``model`` in place for ``epochs`` epochs; report loss and the DP accountant history."""
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
     # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both from
@@ -119,7 +118,7 @@ def train_local_pass(
             poisson_sampling=True,
         )
 
-    total, seen, steps = 0.0, 0, 0
+    total, seen = 0.0, 0
     try:
         for epoch in range(epochs):
             epoch_loss, epoch_n = 0.0, 0
@@ -135,7 +134,6 @@ def train_local_pass(
                 optimizer.step()
                 if anchor is not None:
                     _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
-                steps += 1
                 if n:
                     epoch_loss += loss.item() * n
                     epoch_n += n
@@ -155,7 +153,6 @@ def train_local_pass(
     return LocalResult(
         train_loss=total / max(seen, 1),
         num_examples=len(dataset),
-        steps=steps,
         history=[(float(s), float(q), int(k)) for s, q, k in history],
     )
 
