@@ -131,6 +131,7 @@ class TrainFederatedSection(_Section):
     port: int = Field(0, ge=0, le=65535, description="SuperLink port; 0 picks a free one")
     poll_interval_s: float = Field(0.1, gt=0.0, le=5.0)
     clientapp_launcher: Literal["warm", "subprocess"] = "warm"
+    launcher: Literal["local", "kubernetes"] = "local"
 
 
 class PrivacySection(_Section):
@@ -170,6 +171,62 @@ class RegisterModelSection(_Section):
     min_ratio_to_central: float = Field(0.9, gt=0.0)
 
 
+class ClusterSection(_Section):
+    """Where ``train_federated`` finds the federation when ``launcher: kubernetes``."""
+
+    namespace: str = "privfed"
+    superlink_address: str = "privfed-superlink.privfed.svc.cluster.local:9093"
+    root_certificates: str = "/etc/privfed/tls/ca.crt"
+    insecure: bool = False
+    shared_pvc: str = "privfed-runs"
+    shared_dir: str = "/mnt/privfed/runs"
+    supernode_selector: str = "app.kubernetes.io/component=supernode"
+    hospital_label: str = "privfed.ai/hospital"
+
+
+class KubeflowSection(_Section):
+    """How ``privfed pipeline`` builds the Kubeflow DAG. No DVC stage reads it."""
+
+    image: str = "ghcr.io/privfed/privfed:0.1.0"
+    gpu_image: str = "ghcr.io/privfed/privfed:0.1.0-cuda"
+    pipeline_name: str = "privfed"
+    experiment: str = "privfed"
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    memory_limit: str = "4Gi"
+    train_cpu_request: str = "2"
+    train_memory_request: str = "4Gi"
+    train_memory_limit: str = "16Gi"
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: int = Field(1, ge=0, le=8)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    retries: int = Field(2, ge=0, le=10)
+    backoff_duration: str = "60s"
+    backoff_factor: float = Field(2.0, ge=1.0)
+    backoff_max_duration: str = "3600s"
+    cache_data_stages: bool = True
+    mlflow_tracking_uri: str = "http://mlflow.privfed.svc.cluster.local:5000"
+    mlflow_secret: str = "privfed-mlflow-s3"
+    sweep_epsilons: tuple[float, ...] = (8.0, 3.0, 1.0, 0.5)
+    sweep_hospitals: tuple[int, ...] = (3, 5)
+
+    @field_validator("sweep_epsilons")
+    @classmethod
+    def _positive_epsilons(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [v for v in value if not v > 0]
+        if bad or not value:
+            raise ValueError(f"sweep_epsilons must be a non-empty list of values > 0, got {value}")
+        return value
+
+    @field_validator("sweep_hospitals")
+    @classmethod
+    def _valid_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [v for v in value if not 2 <= v <= 64]
+        if bad or not value:
+            raise ValueError(f"sweep_hospitals must be a non-empty list in [2, 64], got {value}")
+        return value
+
+
 class PrivFedConfig(_Section):
     base: BaseSection = BaseSection()
     generate_data: GenerateDataSection = GenerateDataSection()
@@ -184,6 +241,8 @@ class PrivFedConfig(_Section):
     account_privacy: AccountPrivacySection = AccountPrivacySection()
     evaluate_models: EvaluateModelsSection = EvaluateModelsSection()
     register_model: RegisterModelSection = RegisterModelSection()
+    cluster: ClusterSection = ClusterSection()
+    kubeflow: KubeflowSection = KubeflowSection()
 
     @model_validator(mode="after")
     def _cross_section(self) -> PrivFedConfig:
