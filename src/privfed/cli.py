@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,7 +39,72 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", dest="outputs", action="append", metavar="NAME=PATH")
     check = sub.add_parser("check-params", help="validate params.yaml and print the result")
     check.add_argument("--params", default="params.yaml")
+    _add_pipeline_parser(sub)
     return parser
+
+
+def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    """``privfed pipeline compile|run-local|submit|schedule``: the Kubeflow front door."""
+    pipe = sub.add_parser("pipeline", help="Kubeflow Pipelines: compile, run locally, submit")
+    actions = pipe.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="defaults for the pipeline")
+    common.add_argument("--project", default=".", help="PrivFed checkout with pipelines/")
+    common.add_argument("--pipeline", default="main", choices=["main", "sweep"])
+    comp = actions.add_parser("compile", parents=[common], help="write the IR YAML for the UI")
+    comp.add_argument("--output", help="default: the committed pipelines/<name>.yaml")
+    loc = actions.add_parser("run-local", parents=[common], help="KFP local runner, no cluster")
+    loc.add_argument("--root", default="kfp-local", help="pipeline root for artifacts")
+    loc.add_argument("--out", default=".", help="copy artifacts into the DVC layout here")
+    for name, text in (("submit", "start one run"), ("schedule", "create a recurring run")):
+        p = actions.add_parser(name, parents=[common], help=text)
+        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a params value for this run",
+        )
+        p.add_argument("--name", help="run / schedule name (default: the pipeline name)")
+        if name == "schedule":
+            p.add_argument("--cron", required=True, help="6 fields, seconds first: '0 0 3 * * *'")
+
+
+def run_pipeline_command(args: argparse.Namespace) -> None:
+    from privfed.kubeflow import client, local, project
+
+    params, proj = Path(args.params), Path(args.project)
+    if args.action == "compile":
+        out = Path(args.output) if args.output else proj / project.PIPELINES[args.pipeline].package
+        project.compile_pipeline(args.pipeline, params, out, proj)
+        log.info("compiled %s pipeline to %s", args.pipeline, out)
+        return
+    if args.action == "run-local":
+        run_dir = local.run_local(
+            params, root=Path(args.root), out=Path(args.out), pipeline=args.pipeline, project=proj
+        )
+        log.info("local run finished; artifacts in %s", run_dir)
+        return
+    cfg = load_config(params)
+    with tempfile.TemporaryDirectory() as work:
+        package = project.compile_pipeline(args.pipeline, params, Path(work) / "p.yaml", proj)
+        name = args.name or cfg.kubeflow.pipeline_name
+        common = dict(
+            host=args.host,
+            package=package,
+            params=params,
+            overrides=args.overrides,
+            experiment=cfg.kubeflow.experiment,
+            namespace=args.namespace,
+        )
+        if args.action == "submit":
+            done = client.submit(**common, run_name=name)
+        else:
+            done = client.schedule(**common, cron=args.cron, name=name)
+    print(done.id)
 
 
 def run_stage(stage: str, params: str, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -60,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "pipeline":
+            run_pipeline_command(args)
+            return 0
         if args.command == "check-params":
             cfg = load_config(args.params)
             print(cfg.model_dump_json(indent=2))

@@ -85,7 +85,26 @@ def data_version(dvc_lock: Path) -> str:
     return hashlib.sha256(json.dumps(outs, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tree_version(root: Path) -> str:
+    """Content hash of a data folder (relative paths and bytes) where no dvc.lock records one.
+
+    Kubeflow runs have no dvc.lock: the validated dataset artifact is hashed instead, so a model
+    card still names the exact data it was trained on.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in Path(root).rglob("*") if p.is_file())
+    if not files:
+        return "unversioned"
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def git_commit(cwd: Path | None = None) -> str:
+    """HEAD of the checkout; in an image without ``.git``, ``PRIVFED_GIT_COMMIT`` set at build."""
+    if os.environ.get("PRIVFED_GIT_COMMIT"):
+        return os.environ["PRIVFED_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

@@ -14,7 +14,13 @@ from privfed.checkpoints import MODEL_FILE, load_model
 from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.io import atomic_dir, read_json, write_json, write_text
-from privfed.registry import data_version, git_commit, promotion_gate, tracking_uri
+from privfed.registry import (
+    data_version,
+    git_commit,
+    promotion_gate,
+    tracking_uri,
+    tree_version,
+)
 from privfed.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,8 @@ def model_card(
   {cfg.train_federated.local_epochs} local epoch(s)
 - Differential privacy: {"on" if candidate == "federated_dp" else "off"};
   ε = {summary.get("epsilon")} at δ = {cfg.privacy.delta} (max over hospitals)
-- Data version (dvc.lock): `{data_hash}`; code: `{commit}`; privfed {__version__}
+- Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
+- Code: `{commit}`; privfed {__version__}
 
 ## Promotion decision: `{decision.alias}`
 {reasons}
@@ -88,7 +95,12 @@ def run(
     )
     candidate_path = Path(inputs["federated"]) / candidate / MODEL_FILE
     model = load_model(candidate_path, cfg)
-    data_hash = data_version(Path(inputs["dvc_lock"]))
+    # DVC runs hash dvc.lock's data entries; Kubeflow runs pass the validated dataset instead.
+    data_hash = (
+        tree_version(Path(inputs["data"]))
+        if "data" in inputs
+        else data_version(Path(inputs["dvc_lock"]))
+    )
     commit = git_commit(root)
     uri = tracking_uri(r.tracking_uri, root)
     mlflow.set_tracking_uri(uri)

@@ -1,0 +1,1 @@
+"""Kubeflow components: one folder per pipeline stage, each a thin adapter over its ``run()``."""

@@ -1,0 +1,26 @@
+"""``account_privacy`` as a Kubeflow component: calls ``privfed.stages.account_privacy.run``."""
+
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from privfed.kubeflow.settings import component
+
+
+@component
+def account_privacy(
+    base: dict,
+    privacy: dict,
+    profiles: dict,
+    federated: Input[Model],
+    accounting: Output[Artifact],
+    privacy_metrics: Output[Metrics],
+):
+    """ε per hospital over the whole run (RDP and PRV); fails when over budget."""
+    from privfed.kubeflow.adapter import log_scalars, run_stage
+
+    result = run_stage(
+        "account_privacy",
+        {"base": base, "privacy": privacy, "profiles": profiles},
+        {"federated": federated.path},
+        {"privacy": accounting.path},
+    )
+    log_scalars(privacy_metrics, result)

@@ -1,0 +1,1 @@
+"""Kubeflow component for ``record_pipeline_status``."""

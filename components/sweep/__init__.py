@@ -1,0 +1,1 @@
+"""Kubeflow components of the privacy-utility and federation-size sweep pipeline."""

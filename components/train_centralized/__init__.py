@@ -1,0 +1,1 @@
+"""Kubeflow component for ``train_centralized``."""

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines definitions; compiled by ``privfed pipeline compile``."""

@@ -1,0 +1,301 @@
+"""The PrivFed DAG for Kubeflow Pipelines v2, and its privacy-utility / federation-size sweep.
+
+Every node is a component in ``components/<stage>/`` that calls the same ``run()`` DVC calls.
+Pipeline parameters are the params.yaml sections (one dict parameter each, defaults from the
+file at compile time), so a run started in the Kubeflow UI can change any of them. The
+``kubeflow`` section is read at compile time only: images, resources, GPUs, retries, caching.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signatures as real types.
+
+from pathlib import Path
+from typing import Any
+
+from components.account_privacy.component import account_privacy as account_privacy_op
+from components.evaluate_models.component import evaluate_models as evaluate_models_op
+from components.generate_data.component import generate_data as generate_data_op
+from components.partition_data.component import partition_data as partition_data_op
+from components.record_pipeline_status.component import (
+    record_pipeline_status as record_pipeline_status_op,
+)
+from components.register_model.component import register_model as register_model_op
+from components.sweep.component import collect_sweep, set_params, sweep_point
+from components.train_centralized.component import train_centralized as train_centralized_op
+from components.train_federated.component import train_federated as train_federated_op
+from components.train_local.component import train_local as train_local_op
+from components.validate_data.component import validate_data as validate_data_op
+from kfp import dsl
+
+from privfed.config import PrivFedConfig
+from privfed.kubeflow.parameters import PIPELINE_SECTIONS, load_params
+from privfed.kubeflow.settings import configure_task
+
+__all__ = ["build_pipeline", "build_sweep_pipeline"]
+
+
+def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
+    """generate → validate → partition → the three trainings → ε accounting → evaluation."""
+
+    def conf(task: Any, stage: str) -> Any:
+        return configure_task(task, stage, cfg)
+
+    gen = conf(
+        generate_data_op(base=p["base"], generate_data=p["generate_data"], profiles=p["profiles"]),
+        "generate_data",
+    )
+    val = conf(
+        validate_data_op(
+            base=p["base"],
+            generate_data=p["generate_data"],
+            validate_data=p["validate_data"],
+            profiles=p["profiles"],
+            raw=gen.outputs["raw"],
+        ),
+        "validate_data",
+    )
+    part = conf(
+        partition_data_op(
+            base=p["base"],
+            partition_data=p["partition_data"],
+            profiles=p["profiles"],
+            validated=val.outputs["validated"],
+            validation=val.outputs["validation"],
+        ),
+        "partition_data",
+    )
+    common = {k: p[k] for k in ("base", "generate_data", "model", "train", "profiles")}
+    partitions = part.outputs["partitions"]
+    cen = conf(
+        train_centralized_op(
+            **common, train_centralized=p["train_centralized"], partitions=partitions
+        ),
+        "train_centralized",
+    )
+    loc = conf(
+        train_local_op(**common, train_local=p["train_local"], partitions=partitions), "train_local"
+    )
+    fed = conf(
+        train_federated_op(
+            **common,
+            train_federated=p["train_federated"],
+            privacy=p["privacy"],
+            cluster=p["cluster"],
+            partitions=partitions,
+        ),
+        "train_federated",
+    )
+    acc = conf(
+        account_privacy_op(
+            base=p["base"],
+            privacy=p["privacy"],
+            profiles=p["profiles"],
+            federated=fed.outputs["federated"],
+        ),
+        "account_privacy",
+    )
+    ev = conf(
+        evaluate_models_op(
+            base=p["base"],
+            generate_data=p["generate_data"],
+            model=p["model"],
+            profiles=p["profiles"],
+            partitions=partitions,
+            centralized=cen.outputs["centralized"],
+            local=loc.outputs["local"],
+            federated=fed.outputs["federated"],
+            accounting=acc.outputs["accounting"],
+        ),
+        "evaluate_models",
+    )
+    return {
+        "validate": val,
+        "partition": part,
+        "centralized": cen,
+        "local": loc,
+        "federated": fed,
+        "account": acc,
+        "evaluate": ev,
+    }
+
+
+def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
+    """The main DAG, with parameter defaults and task settings from ``params_path``."""
+    d, cfg = load_params(params_path)
+
+    @dsl.pipeline(
+        name=cfg.kubeflow.pipeline_name,
+        description="PrivFed: federated, differentially private training across hospitals "
+        "(generate → validate → partition → baselines → Flower → ε → evaluate → MLflow).",
+    )
+    def privfed(
+        base: dict = d["base"],
+        generate_data: dict = d["generate_data"],
+        validate_data: dict = d["validate_data"],
+        partition_data: dict = d["partition_data"],
+        model: dict = d["model"],
+        train: dict = d["train"],
+        train_centralized: dict = d["train_centralized"],
+        train_local: dict = d["train_local"],
+        train_federated: dict = d["train_federated"],
+        privacy: dict = d["privacy"],
+        account_privacy: dict = d["account_privacy"],
+        evaluate_models: dict = d["evaluate_models"],
+        register_model: dict = d["register_model"],
+        cluster: dict = d["cluster"],
+        profiles: dict = d["profiles"],
+        mlflow_tracking_uri: str = cfg.kubeflow.mlflow_tracking_uri,
+    ):
+        p = dict(locals())
+        exit_task = configure_task(
+            record_pipeline_status_op(
+                base=base,
+                register_model=register_model,
+                profiles=profiles,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+            ),
+            "record_pipeline_status",
+            cfg,
+        )
+        with dsl.ExitHandler(exit_task, name="privfed-run"):
+            t = _stage_chain(p, cfg)
+            configure_task(
+                register_model_task(p, t),
+                "register_model",
+                cfg,
+            )
+
+    return privfed
+
+
+def register_model_task(p: dict[str, Any], t: dict[str, Any]) -> Any:
+    """The registry step takes every section: its MLflow run logs the whole configuration."""
+    ev = t["evaluate"]
+    return register_model_op(
+        **{s: p[s] for s in PIPELINE_SECTIONS},
+        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        validated=t["validate"].outputs["validated"],
+        validation=t["validate"].outputs["validation"],
+        centralized=t["centralized"].outputs["centralized"],
+        federated=t["federated"].outputs["federated"],
+        accounting=t["account"].outputs["accounting"],
+        evaluation=ev.outputs["evaluation"],
+        evaluation_report=ev.outputs["evaluation_report"],
+        plots=ev.outputs["plots"],
+    )
+
+
+def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
+    """Privacy-utility (ε) and federation-size sweeps, run in parallel, collected into one table.
+
+    The ε loop reuses one dataset and the baselines and retrains only the federation; the size
+    loop runs the whole chain per federation size (the data differ with the number of hospitals).
+    """
+    d, cfg = load_params(params_path)
+    kf = cfg.kubeflow
+
+    @dsl.pipeline(
+        name=f"{kf.pipeline_name}-sweep",
+        description="PrivFed privacy-utility (ε) and federation-size sweeps.",
+    )
+    def privfed_sweep(
+        base: dict = d["base"],
+        generate_data: dict = d["generate_data"],
+        validate_data: dict = d["validate_data"],
+        partition_data: dict = d["partition_data"],
+        model: dict = d["model"],
+        train: dict = d["train"],
+        train_centralized: dict = d["train_centralized"],
+        train_local: dict = d["train_local"],
+        train_federated: dict = d["train_federated"],
+        privacy: dict = d["privacy"],
+        account_privacy: dict = d["account_privacy"],
+        evaluate_models: dict = d["evaluate_models"],
+        register_model: dict = d["register_model"],
+        cluster: dict = d["cluster"],
+        profiles: dict = d["profiles"],
+        mlflow_tracking_uri: str = kf.mlflow_tracking_uri,
+        epsilons: list = list(kf.sweep_epsilons),  # noqa: B006 - KFP reads literal defaults
+        hospital_counts: list = list(kf.sweep_hospitals),  # noqa: B006
+    ):
+        p = dict(locals())
+        base_chain = _stage_chain(p, cfg)
+        with dsl.ParallelFor(epsilons, parallelism=2) as eps:
+            priv = set_params(
+                section=privacy,
+                profiles=profiles,
+                name="privacy",
+                fixed={"enabled": True},
+                unset_keys=["noise_multiplier"],
+                loop_keys=["target_epsilon", "epsilon_budget"],
+                loop_value=eps,
+            ).set_display_name("set epsilon")
+            q = {**p, "privacy": priv.outputs["section"], "profiles": priv.outputs["profiles"]}
+            common = {k: q[k] for k in ("base", "generate_data", "model", "train", "profiles")}
+            fed = configure_task(
+                train_federated_op(
+                    **common,
+                    train_federated=q["train_federated"],
+                    privacy=q["privacy"],
+                    cluster=q["cluster"],
+                    partitions=base_chain["partition"].outputs["partitions"],
+                ),
+                "train_federated",
+                cfg,
+            )
+            acc = configure_task(
+                account_privacy_op(
+                    base=q["base"],
+                    privacy=q["privacy"],
+                    profiles=q["profiles"],
+                    federated=fed.outputs["federated"],
+                ),
+                "account_privacy",
+                cfg,
+            )
+            ev = configure_task(
+                evaluate_models_op(
+                    base=q["base"],
+                    generate_data=q["generate_data"],
+                    model=q["model"],
+                    profiles=q["profiles"],
+                    partitions=base_chain["partition"].outputs["partitions"],
+                    centralized=base_chain["centralized"].outputs["centralized"],
+                    local=base_chain["local"].outputs["local"],
+                    federated=fed.outputs["federated"],
+                    accounting=acc.outputs["accounting"],
+                ),
+                "evaluate_models",
+                cfg,
+            )
+            eps_point = sweep_point(
+                variable="epsilon",
+                value=eps,
+                evaluation=ev.outputs["evaluation"],
+                accounting=acc.outputs["accounting"],
+            )
+        with dsl.ParallelFor(hospital_counts, parallelism=1) as n:
+            sized = set_params(
+                section=base,
+                profiles=profiles,
+                name="base",
+                fixed={},
+                unset_keys=[],
+                loop_keys=["num_hospitals"],
+                loop_value=n,
+            ).set_display_name("set hospitals")
+            chain = _stage_chain(
+                {**p, "base": sized.outputs["section"], "profiles": sized.outputs["profiles"]},
+                cfg,
+            )
+            size_point = sweep_point(
+                variable="hospitals",
+                value=n,
+                evaluation=chain["evaluate"].outputs["evaluation"],
+                accounting=chain["account"].outputs["accounting"],
+            )
+        collect_sweep(
+            epsilon_points=dsl.Collected(eps_point.outputs["point"]),
+            size_points=dsl.Collected(size_point.outputs["point"]),
+        )
+
+    return privfed_sweep

@@ -1,0 +1,303 @@
+"""What a KFP component does around a stage's ``run()``: config from sections, artifact glue.
+
+Components import this inside their function bodies, so it runs in the project image (or, under
+``kfp.local.SubprocessRunner(use_venv=False)``, in this environment). Nothing here knows the
+task: it maps artifact paths to the stage's named inputs and outputs, as the CLI does for DVC.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from privfed.config import PrivFedConfig, config_from_dict
+from privfed.logs import setup_logging
+
+__all__ = [
+    "stage_config",
+    "run_stage",
+    "log_scalars",
+    "copy_tree",
+    "plots_html",
+    "validation_html",
+    "record_pipeline_status",
+]
+
+log = logging.getLogger("privfed")
+
+
+class MetricsArtifact(Protocol):
+    """The part of ``kfp.dsl.Metrics`` we use (kept structural so tests need no KFP runtime)."""
+
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
+def stage_config(sections: Mapping[str, Any]) -> PrivFedConfig:
+    """Validate the params sections a component received (pipeline parameters, as in params.yaml).
+
+    Sections a stage does not read keep their schema defaults, exactly as a stage under DVC
+    ignores the keys ``dvc.yaml`` does not list for it.
+    """
+    return config_from_dict({k: dict(v or {}) for k, v in sections.items()})
+
+
+def run_stage(
+    stage: str,
+    sections: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+) -> dict[str, Any]:
+    """Run ``privfed.stages.<stage>.run`` on artifact paths, with the CLI's logging."""
+    from privfed.stages import get_stage
+
+    setup_logging()
+    cfg = stage_config(sections)
+    log.info("kubeflow component %s (task %s, profile %s)", stage, cfg.base.task, cfg.base.profile)
+    for path in outputs.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return get_stage(stage)(
+        cfg, {k: Path(v) for k, v in inputs.items()}, {k: Path(v) for k, v in outputs.items()}
+    )
+
+
+def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(data, bool):
+        return
+    elif isinstance(data, int | float) and math.isfinite(data):
+        yield prefix, float(data)
+
+
+def log_scalars(artifact: MetricsArtifact, data: Mapping[str, Any], *, prefix: str = "") -> int:
+    """Log every finite number in a (nested) stage metrics dict; the Kubeflow UI lists them.
+
+    Lists (per-round rows) are skipped: they are in the artifact's JSON file and in MLflow.
+    Returns how many scalars were logged.
+    """
+    count = 0
+    for key, value in _flatten(data, prefix):
+        artifact.log_metric(key, value)
+        count += 1
+    return count
+
+
+def copy_tree(src: str | Path, dst: str | Path) -> None:
+    """Copy a folder artifact (KFP gives each output its own path; the folder may pre-exist)."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}td,th{border:1px solid #ccc;"
+        "padding:.2em .5em}table{border-collapse:collapse}.bad{color:#b00}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def plots_html(plots_dir: str | Path, out: str | Path, *, title: str = "PrivFed plots") -> None:
+    """One self-contained page with every PNG inlined: the UI's HTML viewer cannot follow links."""
+    parts = []
+    for png in sorted(Path(plots_dir).glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(
+            f"<h2>{html.escape(png.stem)}</h2><img alt='{html.escape(png.stem)}' "
+            f"src='data:image/png;base64,{data}'/>"
+        )
+    Path(out).write_text(_page(title, "".join(parts) or "<p>no plots</p>"))
+
+
+def validation_html(report_dir: str | Path, out: str | Path) -> None:
+    """A readable, self-contained summary of ``report.json`` (GX Data Docs stay in the folder)."""
+    from privfed.validation import format_failures  # imports Great Expectations: only here
+
+    report = json.loads((Path(report_dir) / "report.json").read_text())
+    verdict = "passed" if report.get("success") else "FAILED"
+    rows = []
+    for run in report.get("runs", []):
+        stats = run.get("statistics") or {}
+        ok = run.get("success")
+        rows.append(
+            f"<tr><td>{html.escape(str(run.get('table')))}</td>"
+            f"<td>{html.escape(str(run.get('run')))}</td>"
+            f"<td>{stats.get('successful_expectations', '?')}/"
+            f"{stats.get('evaluated_expectations', '?')}</td>"
+            f"<td class='{'' if ok else 'bad'}'>{'passed' if ok else 'failed'}</td></tr>"
+        )
+    lines = format_failures(report.get("failures", [])).splitlines()
+    failures = "".join(f"<li class='bad'>{html.escape(line)}</li>" for line in lines)
+    body = (
+        f"<p>Task <code>{html.escape(str(report.get('task')))}</code>: validation {verdict}.</p>"
+        "<table><tr><th>table</th><th>run</th><th>expectations met</th><th>result</th></tr>"
+        f"{''.join(rows)}</table>"
+        + (f"<h2>Failures</h2><ul>{failures}</ul>" if failures else "")
+        + f"<p>Full Great Expectations Data Docs: <code>{html.escape(report['data_docs'])}</code>"
+        " in the <em>validation</em> artifact.</p>"
+    )
+    Path(out).write_text(_page("Data validation", body))
+
+
+def record_pipeline_status(
+    *,
+    state: str,
+    job: str,
+    error: str,
+    sections: Mapping[str, Any],
+    tracking_uri: str,
+) -> str | None:
+    """Exit-handler body: a pipeline that did not succeed leaves a FAILED run in MLflow.
+
+    A successful pipeline already has its run (``register_model``); nothing is added then.
+    Returns the MLflow run id of the recorded failure, or None.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from privfed.registry import tracking_uri as resolve_uri
+
+    setup_logging()
+    if state == "SUCCEEDED":
+        log.info("pipeline %s succeeded; nothing to record", job)
+        return None
+    cfg = stage_config(sections)
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    mlflow.set_tracking_uri(resolve_uri(cfg.register_model.tracking_uri, Path.cwd()))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.register_model.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(cfg.register_model.experiment)
+    )
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{cfg.base.task}-failed",
+        tags={
+            "task": cfg.base.task,
+            "pipeline_status": state,
+            "kfp.pipeline_job": job,
+            "error": error[:4000],
+        },
+    )
+    client.set_terminated(run.info.run_id, status="FAILED")
+    log.error(
+        "pipeline %s ended %s; recorded as MLflow run %s: %s", job, state, run.info.run_id, error
+    )
+    return run.info.run_id
+
+
+def _number(value: Any) -> Any:
+    """Loop values arrive as floats from KFP; integral ones go back to int (num_hospitals)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def override_section(
+    section: Mapping[str, Any],
+    profiles: Mapping[str, Any],
+    name: str,
+    values: Mapping[str, Any],
+    unset: list[str] | tuple[str, ...] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set ``values`` in params section ``name`` so that they hold whatever the profile.
+
+    Profile overlays win over section keys (see params.yaml), so a sweep value must also be
+    taken out of every overlay that names the same key, or the tiny profile would silently put
+    its own ε back. Keys in ``unset`` go back to their schema defaults (KFP cannot pass null).
+    """
+    touched = set(values) | set(unset)
+    new_section = {k: v for k, v in dict(section or {}).items() if k not in unset}
+    new_section |= {k: _number(v) for k, v in values.items()}
+    new_profiles: dict[str, Any] = {}
+    for profile, overlay in (profiles or {}).items():
+        overlay = dict(overlay or {})
+        if isinstance(overlay.get(name), Mapping):
+            kept = {k: v for k, v in overlay[name].items() if k not in touched}
+            overlay[name] = kept
+        new_profiles[profile] = overlay
+    return new_section, new_profiles
+
+
+def sweep_row(
+    variable: str, value: float, evaluation: str | Path, accounting: str | Path, out: str | Path
+) -> dict[str, Any]:
+    """One sweep point: the swept value, utility of each model, ε actually spent."""
+    summary = json.loads(Path(evaluation).read_text())["summary"]
+    privacy = json.loads(Path(accounting).read_text())
+    row = {
+        "variable": variable,
+        "value": _number(value),
+        "primary_metric": summary["primary_metric"],
+        "centralized": summary.get("centralized"),
+        "local_mean": summary.get("local_mean"),
+        "federated": summary.get("federated"),
+        "federated_dp": summary.get("federated_dp"),
+        "epsilon_spent": privacy.get("epsilon"),
+    }
+    Path(out).write_text(json.dumps(row, indent=2))
+    return row
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def collect_sweep_points(
+    points: list[str], results: str | Path, table: str | Path, plot: str | Path
+) -> list[dict[str, Any]]:
+    """Markdown tables (one per swept variable), a JSON list and a self-contained HTML plot."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(Path(p).read_text()) for p in points]
+    rows.sort(
+        key=lambda r: (
+            r["variable"],
+            -float(r["value"]) if r["variable"] == "epsilon" else float(r["value"]),
+        )
+    )
+    Path(results).write_text(json.dumps(rows, indent=2))
+    cols = ["value", "centralized", "local_mean", "federated", "federated_dp", "epsilon_spent"]
+    parts, images = [], []
+    for variable in sorted({r["variable"] for r in rows}):
+        sub = [r for r in rows if r["variable"] == variable]
+        metric = sub[0]["primary_metric"]
+        parts.append(f"## {variable} sweep (pooled test {metric})\n")
+        parts.append("| " + " | ".join([variable, *cols[1:]]) + " |")
+        parts.append("|" + "---|" * len(cols))
+        parts += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in sub]
+        parts.append("")
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        xs = [float(r["value"]) for r in sub]
+        for model in ("federated_dp", "federated", "centralized"):
+            ax.plot(xs, [r.get(model) for r in sub], marker="o", label=model)
+        if variable == "epsilon":
+            ax.set_xscale("log")
+        ax.set_xlabel(variable)
+        ax.set_ylabel(f"pooled test {metric}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        images.append(
+            f"<h2>{html.escape(variable)}</h2><img alt='{html.escape(variable)} sweep' "
+            f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
+        )
+    Path(table).write_text("# PrivFed sweep\n\n" + "\n".join(parts))
+    Path(plot).write_text(_page("PrivFed sweep", "".join(images)))
+    return rows

@@ -1,0 +1,53 @@
+"""Pipeline parameters: the params.yaml sections, one dict parameter each.
+
+A Kubeflow UI run can override any section; the ``kubeflow`` section is compile-time only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from privfed.config import ConfigError, PrivFedConfig, config_from_dict, load_config
+
+__all__ = ["PIPELINE_SECTIONS", "load_params"]
+
+#: params.yaml sections that are pipeline parameters (``kubeflow`` is compile-time only).
+PIPELINE_SECTIONS = (
+    "base",
+    "generate_data",
+    "validate_data",
+    "partition_data",
+    "model",
+    "train",
+    "train_centralized",
+    "train_local",
+    "train_federated",
+    "privacy",
+    "account_privacy",
+    "evaluate_models",
+    "register_model",
+    "cluster",
+    "profiles",
+)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """KFP cannot write null into a parameter default; a null key means 'the schema default'."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def load_params(path: str | Path) -> tuple[dict[str, Any], PrivFedConfig]:
+    """The pipeline parameter defaults (params.yaml sections) and the validated config.
+
+    Keys set to null are left out of the defaults; the check below proves that changes nothing.
+    """
+    cfg = load_config(path)  # names a missing file or a bad value
+    raw = _drop_nulls(yaml.safe_load(Path(path).read_text()) or {})
+    if config_from_dict(raw).model_dump() != cfg.model_dump():
+        raise ConfigError(f"{path}: a null value differs from its schema default")
+    return {s: raw.get(s) or {} for s in PIPELINE_SECTIONS}, cfg
