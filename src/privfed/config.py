@@ -172,7 +172,11 @@ class RegisterModelSection(_Section):
 
 
 class ClusterSection(_Section):
-    """Where ``train_federated`` finds the federation when ``launcher: kubernetes``."""
+    """Where ``train_federated`` finds the federation when ``launcher: kubernetes``.
+
+    The values must agree with ``manifests/`` (a test checks that they do); the validators
+    reject what Kubernetes or Flower would only reject later, on the cluster.
+    """
 
     namespace: str = "privfed"
     superlink_address: str = "privfed-superlink.privfed.svc.cluster.local:9093"
@@ -182,6 +186,70 @@ class ClusterSection(_Section):
     shared_dir: str = "/mnt/privfed/runs"
     supernode_selector: str = "app.kubernetes.io/component=supernode"
     hospital_label: str = "privfed.ai/hospital"
+
+    @staticmethod
+    def _is_label(key: str, value: str = "") -> bool:
+        """Kubernetes' label key (optional DNS-subdomain prefix, then a name) and value syntax."""
+        import re  # local: this section is the only part of the module that needs it
+
+        name = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+        prefix = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        return bool(re.fullmatch(prefix + name, key) and re.fullmatch(f"({name})?", value))
+
+    @field_validator("namespace", "shared_pvc")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(f"must be a Kubernetes DNS label (a-z, 0-9, '-'), got {value!r}")
+        return value
+
+    @field_validator("superlink_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port (no URL scheme), got {value!r}")
+        return value
+
+    @field_validator("root_certificates", "shared_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return value
+
+    @field_validator("hospital_label")
+    @classmethod
+    def _label_key(cls, value: str) -> str:
+        if not cls._is_label(value):
+            raise ValueError(f"must be a Kubernetes label key, got {value!r}")
+        return value
+
+    @field_validator("supernode_selector")
+    @classmethod
+    def _equality_selector(cls, value: str) -> str:
+        cls.parse_selector(value)
+        return value
+
+    @staticmethod
+    def parse_selector(selector: str) -> dict[str, str]:
+        """``k=v,k2=v2`` as a dict; only equality terms, so manifests can be checked against it."""
+        labels: dict[str, str] = {}
+        for term in selector.split(","):
+            key, sep, val = term.strip().partition("=")
+            if not sep or not ClusterSection._is_label(key, val):
+                raise ValueError(
+                    f"label selector must be key=value terms joined by ',', got {selector!r}"
+                )
+            labels[key] = val
+        return labels
+
+    @property
+    def supernode_labels(self) -> dict[str, str]:
+        """The labels every SuperNode pod carries (from ``supernode_selector``)."""
+        return self.parse_selector(self.supernode_selector)
 
 
 class KubeflowSection(_Section):

@@ -29,7 +29,23 @@ from privfed.config import PrivFedConfig
 from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY
 
-__all__ = ["LocalFederation", "RunSpec", "FederationError", "free_port"]
+__all__ = [
+    "LocalFederation",
+    "RunSpec",
+    "FederationError",
+    "TlsFiles",
+    "build_run_config",
+    "executor_command",
+    "flwr_connection_toml",
+    "free_port",
+    "node_config_arg",
+    "read_run_result",
+    "run_status",
+    "submit_run",
+    "superlink_command",
+    "supernode_command",
+    "write_app_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +114,227 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     return _toml_str(str(value))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A SuperLink's TLS material: the CA certificate, its own certificate and key (PEM paths)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def superlink_command(
+    port: int, *, host: str = "127.0.0.1", tls: TlsFiles | None = None
+) -> list[str]:
+    """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port."""
+    security = (
+        ["--insecure"]
+        if tls is None
+        else [
+            "--ssl-ca-certfile",
+            str(tls.ca_cert),
+            "--ssl-certfile",
+            str(tls.cert),
+            "--ssl-keyfile",
+            str(tls.key),
+        ]
+    )
+    return [
+        _bin("flower-superlink"),
+        *security,
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def supernode_command(
+    superlink: str,
+    *,
+    runtime_port: int,
+    node_config: str,
+    warm: bool,
+    root_certificates: str | None = None,
+) -> list[str]:
+    """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps."""
+    security = (
+        ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
+    )
+    return [
+        _bin("flower-supernode"),
+        *security,
+        "--superlink",
+        superlink,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
+        "--node-config",
+        node_config,
+        *(["--isolation", "process"] if warm else []),
+    ]
+
+
+def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
+    """The warm ClientApp executor serving the SuperNode whose Runtime API is on this port."""
+    return [
+        sys.executable,
+        "-m",
+        "privfed.federated.executor",
+        "--runtime-api-address",
+        f"127.0.0.1:{runtime_port}",
+        "--poll-interval",
+        SUPEREXEC_POLL_S,
+        *(["--parent-pid", str(parent_pid)] if parent_pid is not None else []),
+    ]
+
+
+def node_config_arg(hospital: str, data_path: str | Path) -> str:
+    """``--node-config`` value: the hospital's name and its partition folder (TOML strings)."""
+    return f"hospital={_toml_str(hospital)} data-path={_toml_str(str(data_path))}"
+
+
+def build_run_config(
+    cfg: PrivFedConfig, *, out_dir: str, dp: bool, num_nodes: int
+) -> dict[str, Any]:
+    """The Flower run config of one run, derived from the validated config (never by hand).
+
+    ``out_dir`` is where the ServerApp writes checkpoints, the final model and ``run.json``: an
+    absolute path on the machine (or volume) the ServerApp runs on.
+    """
+    if not Path(out_dir).is_absolute():
+        raise ValueError(f"the ServerApp's out-dir must be absolute, got {out_dir!r}")
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be at least 1, got {num_nodes}")
+    return {
+        CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")),
+        "out-dir": out_dir,
+        "dp": dp,
+        "num-nodes": num_nodes,
+    }
+
+
+def flwr_connection_toml(
+    name: str, address: str, *, insecure: bool, root_certificates: str | None = None
+) -> str:
+    """``$FLWR_HOME/config.toml`` naming one SuperLink connection, the default for ``flwr``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"connection name must be a bare TOML key, got {name!r}")
+    if insecure == (root_certificates is not None):
+        raise ValueError(
+            f"connection {name!r}: give root_certificates (TLS) or insecure=True, not both or "
+            f"neither (got insecure={insecure}, root_certificates={root_certificates!r})"
+        )
+    security = (
+        "insecure = true\n"
+        if insecure
+        else f"root-certificates = {_toml_str(str(root_certificates))}\n"
+    )
+    return (
+        f"[superlink]\ndefault = {_toml_str(name)}\n\n[superlink.{name}]\n"
+        f"address = {_toml_str(address)}\n{security}"
+    )
+
+
+def submit_run(
+    *,
+    app_dir: Path,
+    connection: str,
+    name: str,
+    env: dict[str, str],
+    timeout_s: float,
+    log_file: Path | None = None,
+) -> str:
+    """``flwr run APP CONNECTION --stream``: stream the run's logs and return its run id.
+
+    Raises:
+        FederationError: the run outlived ``timeout_s`` (``train_federated.run_timeout_s``) or
+            ``flwr run`` failed. ``flwr run`` exits 0 when the ServerApp raises, so callers
+            must still read the final status with :func:`run_status`.
+    """
+    cmd = [_bin("flwr"), "run", str(app_dir), connection, "--stream"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s, _kill)
+    timer.start()
+    run_id = None
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = re.sub(r"\x1b\[[0-9;]*m", "", raw.rstrip())
+            lines.append(line)
+            match = re.search(r"Successfully started run (\d+)", line)
+            if match:
+                run_id = match.group(1)
+            if line.strip():
+                log.info("[%s] %s", name, line.strip())
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # interrupted while streaming: do not leave `flwr run` behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.write_text("\n".join(lines) + "\n")
+    if timed_out.is_set():
+        raise FederationError(f"run {name!r} exceeded train_federated.run_timeout_s={timeout_s}")
+    if proc.returncode != 0 or run_id is None:
+        raise FederationError(
+            f"`flwr run` for {name!r} failed (exit {proc.returncode}):\n" + "\n".join(lines[-20:])
+        )
+    return run_id
+
+
+def run_status(run_id: str, connection: str, env: dict[str, str]) -> dict[str, Any]:
+    """The run's row from ``flwr ls --run-id N --format json`` (``{}`` if Flower lists none)."""
+    out = subprocess.run(
+        [_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    try:
+        runs = json.loads(out.stdout)["runs"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise FederationError(
+            f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
+        ) from err
+    return runs[0] if runs else {}
+
+
+def read_run_result(spec: RunSpec, status: dict[str, Any], t0: float) -> dict[str, Any]:
+    """The ServerApp's ``run.json`` from ``spec.out_dir``, with wall time and Flower's figures."""
+    result_path = spec.out_dir / RUN_RESULT_FILE
+    if not result_path.is_file():
+        raise FederationError(f"run {spec.name!r} completed but wrote no {result_path}")
+    result = json.loads(result_path.read_text())
+    result["wall_seconds"] = time.monotonic() - t0
+    result["flower"] = {
+        k: status.get(k) for k in ("run-id", "elapsed", "network-traffic", "compute-time")
+    }
+    return result
 
 
 class LocalFederation:
@@ -172,61 +409,15 @@ class LocalFederation:
         shutil.rmtree(self.flwr_home, ignore_errors=True)
         self.flwr_home.mkdir(parents=True)
         (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            flwr_connection_toml("local", f"127.0.0.1:{self.port}", insecure=True)
         )
         t0 = time.monotonic()
-        # flwr 1.41 serves the Runtime, Control and Fleet APIs on this one port.
-        self._start(
-            "superlink",
-            [
-                _bin("flower-superlink"),
-                "--insecure",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-        )
+        self._start("superlink", superlink_command(self.port))
         self._wait_port(self.port, self.cfg.train_federated.startup_timeout_s)
         self.timings["superlink_ready_s"] = time.monotonic() - t0
         warm = self.cfg.train_federated.clientapp_launcher == "warm"
         for hospital_dir in self.hospital_dirs:
-            hospital = hospital_dir.name
-            runtime_port = free_port()
-            node_config = f'hospital="{hospital}" data-path="{hospital_dir}"'
-            supernode = self._start(
-                f"supernode-{hospital}",
-                [
-                    _bin("flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{self.port}",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(runtime_port),
-                    "--node-config",
-                    node_config,
-                    *(["--isolation", "process"] if warm else []),
-                ],
-            )
-            if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
-                self._start(
-                    f"executor-{hospital}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "privfed.federated.executor",
-                        "--runtime-api-address",
-                        f"127.0.0.1:{runtime_port}",
-                        "--poll-interval",
-                        SUPEREXEC_POLL_S,
-                        "--parent-pid",
-                        str(supernode.pid),
-                    ],
-                )
+            self.start_supernode(hospital_dir, warm=warm)
         log.info(
             "federation up: SuperLink 127.0.0.1:%d, %d SuperNodes (%s), %s ClientApps",
             self.port,
@@ -234,6 +425,27 @@ class LocalFederation:
             ", ".join(d.name for d in self.hospital_dirs),
             "warm" if warm else "per-message",
         )
+
+    def start_supernode(
+        self, hospital_dir: Path, *, warm: bool, root_certificates: str | None = None
+    ) -> None:
+        """One hospital's SuperNode (and its warm ClientApp executor) on 127.0.0.1."""
+        hospital = hospital_dir.name
+        runtime_port = free_port()
+        supernode = self._start(
+            f"supernode-{hospital}",
+            supernode_command(
+                f"127.0.0.1:{self.port}",
+                runtime_port=runtime_port,
+                node_config=node_config_arg(hospital, hospital_dir),
+                warm=warm,
+                root_certificates=root_certificates,
+            ),
+        )
+        if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
+            self._start(
+                f"executor-{hospital}", executor_command(runtime_port, parent_pid=supernode.pid)
+            )
 
     def stop(self) -> None:
         for _, proc in self._procs:
@@ -257,91 +469,26 @@ class LocalFederation:
         """Submit one run, stream its logs, and return its result (or raise)."""
         self._check_alive()
         spec.out_dir.mkdir(parents=True, exist_ok=True)
-        run_config = {
-            CONFIG_KEY: json.dumps(self.cfg.model_dump(mode="json")),
-            "out-dir": str(spec.out_dir.resolve()),
-            "dp": spec.dp,
-            "num-nodes": len(self.hospital_dirs),
-        }
+        run_config = build_run_config(
+            self.cfg,
+            out_dir=str(spec.out_dir.resolve()),
+            dp=spec.dp,
+            num_nodes=len(self.hospital_dirs),
+        )
         app_dir = self.workdir / f"app-{spec.name}"
         write_app_dir(app_dir, run_config)
-        cmd = [_bin("flwr"), "run", str(app_dir), "local", "--stream"]
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+        run_id = submit_run(
+            app_dir=app_dir,
+            connection="local",
+            name=spec.name,
             env=self._env,
-            text=True,
-            start_new_session=True,
+            timeout_s=self.cfg.train_federated.run_timeout_s,
         )
-        timed_out = threading.Event()
-
-        def _kill() -> None:
-            timed_out.set()
-            os.killpg(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(self.cfg.train_federated.run_timeout_s, _kill)
-        timer.start()
-        run_id = None
-        lines: list[str] = []
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = re.sub(r"\x1b\[[0-9;]*m", "", raw.rstrip())
-                lines.append(line)
-                match = re.search(r"Successfully started run (\d+)", line)
-                if match:
-                    run_id = match.group(1)
-                if line.strip():
-                    log.info("[%s] %s", spec.name, line.strip())
-            proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:  # interrupted while streaming: do not leave `flwr run` behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if timed_out.is_set():
-            raise FederationError(
-                f"run {spec.name!r} exceeded train_federated.run_timeout_s="
-                f"{self.cfg.train_federated.run_timeout_s}"
-            )
-        if proc.returncode != 0 or run_id is None:
-            raise FederationError(
-                f"`flwr run` for {spec.name!r} failed (exit {proc.returncode}):\n"
-                + "\n".join(lines[-20:])
-            )
-        status = self._status(run_id)
+        status = run_status(run_id, "local", self._env)
         if status.get("status") != "finished:completed":
             raise FederationError(
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
                 f"{status.get('status-details')}\nSuperLink log:\n{self._tail('superlink')}"
             )
-        result_path = spec.out_dir / RUN_RESULT_FILE
-        if not result_path.is_file():
-            raise FederationError(f"run {spec.name!r} completed but wrote no {result_path}")
-        result = json.loads(result_path.read_text())
-        result["wall_seconds"] = time.monotonic() - t0
-        result["flower"] = {
-            k: status.get(k) for k in ("run-id", "elapsed", "network-traffic", "compute-time")
-        }
-        return result
-
-    def _status(self, run_id: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [_bin("flwr"), "ls", "local", "--run-id", run_id, "--format", "json"],
-            capture_output=True,
-            text=True,
-            env=self._env,
-            timeout=60,
-        )
-        try:
-            runs = json.loads(out.stdout)["runs"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise FederationError(
-                f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
-            ) from err
-        return runs[0] if runs else {}
+        return read_run_result(spec, status, t0)

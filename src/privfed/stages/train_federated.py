@@ -1,8 +1,11 @@
 """Stage ``train_federated``: Flower Deployment Engine runs, without and with DP-SGD.
 
-One local federation (SuperLink + a SuperNode per hospital) serves both runs: ``federated``
-(no DP) and, when ``privacy.enabled``, ``federated_dp``. Outputs go to a temporary folder that
-replaces ``models/federated`` only when every run completed.
+One federation serves both runs: ``federated`` (no DP) and, when ``privacy.enabled``,
+``federated_dp``. ``train_federated.launcher`` says where it is: ``local`` starts a SuperLink and
+a SuperNode per hospital partition on 127.0.0.1; ``kubernetes`` uses the cluster's SuperLink and
+SuperNode pods (section ``cluster``; the hospitals' data stays on their volumes, so the
+``partitions`` input is not read). Outputs go to a temporary folder that replaces
+``models/federated`` only when every run completed; either way they have the same layout.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
+from privfed.federated.kubernetes import KubernetesFederation, PodApi
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
@@ -39,17 +43,31 @@ def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 def run(
-    cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+    cfg: PrivFedConfig,
+    inputs: Mapping[str, Path],
+    outputs: Mapping[str, Path],
+    *,
+    kube_api: PodApi | None = None,
 ) -> dict[str, Any]:
+    """Train ``federated`` (and ``federated_dp``) with the launcher params select.
+
+    ``kube_api`` replaces the Kubernetes API client (``launcher: kubernetes`` only); tests pass
+    a stand-in because no API server can run where they do.
+    """
     task = get_task(cfg.base.task)
-    hospitals = hospital_dirs(Path(inputs["partitions"]))
+    kubernetes = cfg.train_federated.launcher == "kubernetes"
+    hospitals = [] if kubernetes else hospital_dirs(Path(inputs["partitions"]))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
     runs: dict[str, Any] = {}
     with (
         atomic_dir(outputs["models"]) as out,
         tempfile.TemporaryDirectory(prefix="privfed-federation-") as work,
     ):
-        federation = LocalFederation(cfg, hospitals, Path(work))
+        federation: LocalFederation | KubernetesFederation = (
+            KubernetesFederation(cfg, Path(work), core_api=kube_api)
+            if kubernetes
+            else LocalFederation(cfg, hospitals, Path(work))
+        )
         try:
             with federation:
                 for name, dp in specs:
@@ -61,13 +79,13 @@ def run(
                     )
                     runs[name] = federation.run(RunSpec(name=name, out_dir=out / name, dp=dp))
         except BaseException:
-            # The output folder is discarded on failure: keep the process logs where a user
-            # can read them, and say where.
+            # The output folder is discarded on failure: keep the process (or SuperNode pod)
+            # logs where a user can read them, and say where.
             kept = Path(outputs["models"]).parent / FAILED_LOGS
             if federation.log_dir.is_dir():  # start() may fail before any process has a log
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(federation.log_dir, kept, dirs_exist_ok=True)
-                log.error("federated training failed; Flower process logs kept in %s", kept)
+                log.error("federated training failed; Flower logs kept in %s", kept)
             raise
         shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
         write_json(runs, out / ROUNDS_FILE)

@@ -1,0 +1,387 @@
+"""Submit ``train_federated`` runs to a federation that lives on a Kubernetes cluster.
+
+With ``train_federated.launcher: kubernetes`` the SuperLink and one SuperNode per hospital are
+long-lived pods (``manifests/``); this launcher starts no Flower process. It waits until every
+hospital in ``base.hospitals`` has a Ready SuperNode pod, submits the same generated Flower App
+as the local launcher to the cluster's SuperLink (TLS unless ``cluster.insecure``), reads the
+run's final status with ``flwr ls``, and copies what the ServerApp wrote on the shared volume
+(``cluster.shared_dir``) into the stage's output in the local launcher's layout. SuperNode pod
+logs are kept beside the outputs, on failure too.
+
+Only the Kubernetes API goes through the ``kubernetes`` client (list pods, read pod logs); the
+pure functions below decide readiness, paths and names so that tests can check them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, Protocol
+
+from privfed.config import ClusterSection, PrivFedConfig
+from privfed.federated.launcher import (
+    FederationError,
+    RunSpec,
+    build_run_config,
+    flwr_connection_toml,
+    read_run_result,
+    run_status,
+    submit_run,
+    write_app_dir,
+)
+
+__all__ = [
+    "CONNECTION",
+    "KubernetesFederation",
+    "PodApi",
+    "SupernodeReadiness",
+    "load_core_api",
+    "pod_is_ready",
+    "pod_log_name",
+    "pod_state",
+    "remote_run_dir",
+    "run_tag",
+    "supernode_readiness",
+]
+
+log = logging.getLogger(__name__)
+
+#: Name of the SuperLink connection in the temporary ``$FLWR_HOME/config.toml``.
+CONNECTION = "cluster"
+#: How often the launcher asks the API server for SuperNode pods and Flower for a run's status.
+POLL_S = 2.0
+
+
+class PodApi(Protocol):
+    """The part of ``kubernetes.client.CoreV1Api`` the launcher uses (read-only, two verbs)."""
+
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any: ...
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str: ...
+
+
+def load_core_api() -> PodApi:
+    """A CoreV1Api from the pod's ServiceAccount, or from ``~/.kube/config`` outside a cluster."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException as in_cluster:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as kubeconfig:
+            raise FederationError(
+                "train_federated.launcher=kubernetes needs the Kubernetes API: no in-cluster "
+                f"ServiceAccount ({in_cluster}) and no usable kubeconfig ({kubeconfig})"
+            ) from kubeconfig
+    return client.CoreV1Api()
+
+
+# -- pure functions ---------------------------------------------------------------------------
+def pod_is_ready(pod: Any) -> bool:
+    """Running, not being deleted, and its Ready condition is True (what a Service would route)."""
+    if pod.metadata.deletion_timestamp is not None or pod.status is None:
+        return False
+    if pod.status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def pod_state(pod: Any) -> str:
+    """One line a user can act on: phase, readiness and why a container is not running."""
+    status = pod.status
+    if pod.metadata.deletion_timestamp is not None:
+        return "Terminating"
+    if status is None:
+        return "Unknown"
+    parts = [status.phase or "Unknown", "Ready" if pod_is_ready(pod) else "not Ready"]
+    for cs in status.container_statuses or []:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason:
+            parts.append(f"{cs.name}: {waiting.reason}")
+        if cs.restart_count:
+            parts.append(f"{cs.name}: {cs.restart_count} restarts")
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status != "True" and cond.reason:
+            parts.append(f"{cond.reason}: {cond.message or ''}".strip())
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class SupernodeReadiness:
+    """Which configured hospitals have a Ready SuperNode pod, and which pods do not fit."""
+
+    ready: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    pods: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected
+
+
+def supernode_readiness(
+    pods: Iterable[Any], hospitals: Sequence[str], hospital_label: str
+) -> SupernodeReadiness:
+    """Match SuperNode pods to ``hospitals`` by ``hospital_label``.
+
+    A Ready pod of a hospital that is not configured is ``unexpected``: it would join the
+    federation (the SuperLink samples every connected node) although params do not list it.
+    A pod without the label is reported as ``<no label>``.
+    """
+    ready: set[str] = set()
+    seen: set[str] = set()
+    states: dict[str, str] = {}
+    for pod in pods:
+        labels = pod.metadata.labels or {}
+        hospital = labels.get(hospital_label, "<no label>")
+        seen.add(hospital)
+        states[pod.metadata.name] = f"{hospital}: {pod_state(pod)}"
+        if pod_is_ready(pod):
+            ready.add(hospital)
+    expected = set(hospitals)
+    return SupernodeReadiness(
+        ready=tuple(sorted(ready & expected)),
+        missing=tuple(sorted(expected - ready)),
+        unexpected=tuple(sorted(ready - expected)),
+        pods=dict(sorted(states.items())),
+    )
+
+
+def run_tag(now: datetime, token: str) -> str:
+    """Unique, sortable name of one stage execution's folder on the shared volume."""
+    if not token.isalnum():
+        raise ValueError(f"run tag token must be alphanumeric, got {token!r}")
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{token}"
+
+
+def remote_run_dir(shared_dir: str, tag: str, name: str) -> PurePosixPath:
+    """``<cluster.shared_dir>/<tag>/<run name>``: where the ServerApp pod writes one run."""
+    base = PurePosixPath(shared_dir)
+    if not base.is_absolute():
+        raise ValueError(f"cluster.shared_dir must be absolute, got {shared_dir!r}")
+    for part in (tag, name):
+        if not part or "/" in part or part in (".", ".."):
+            raise ValueError(f"run folder names must be single path parts, got {part!r}")
+    return base / tag / name
+
+
+def pod_log_name(pod_name: str, container: str) -> str:
+    """File name of one container's log in the kept logs folder."""
+    return f"{pod_name}.{container}.log"
+
+
+# -- the launcher ------------------------------------------------------------------------------
+class KubernetesFederation:
+    """``with KubernetesFederation(cfg, workdir) as fed: fed.run(spec)`` against the cluster.
+
+    Args:
+        cfg: the validated config; ``cluster`` says where the federation is.
+        workdir: a private temporary folder (Flower App, ``FLWR_HOME``, logs).
+        core_api: a ``CoreV1Api``-like object; by default one from the pod's ServiceAccount
+            (falling back to a kubeconfig). Tests pass a stand-in.
+    """
+
+    def __init__(self, cfg: PrivFedConfig, workdir: Path, *, core_api: PodApi | None = None):
+        self.cfg = cfg
+        self.cluster: ClusterSection = cfg.cluster
+        self.hospitals = list(cfg.base.hospitals)
+        self.workdir = Path(workdir).resolve()
+        self.log_dir = self.workdir / "logs"
+        self.flwr_home = self.workdir / "flwr_home"
+        self.tag = run_tag(datetime.now(UTC), uuid.uuid4().hex[:8])
+        self.timings: dict[str, float] = {}
+        self._api = core_api
+        self._started_wall = time.time()
+        self._env = {
+            **os.environ,
+            "FLWR_HOME": str(self.flwr_home),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    @property
+    def api(self) -> PodApi:
+        if self._api is None:
+            self._api = load_core_api()
+        return self._api
+
+    def __enter__(self) -> KubernetesFederation:
+        try:
+            self.start()
+        except BaseException as err:  # `with` skips __exit__ when __enter__ raises
+            self.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Keep the SuperNode pods' logs; a failure to read them never hides the run's error."""
+        try:
+            self.collect_logs()
+        except Exception as log_err:
+            if exc is None:
+                raise FederationError(
+                    f"the runs completed but the SuperNode pod logs could not be read: {log_err}"
+                ) from log_err
+            exc.add_note(f"(SuperNode pod logs could not be read either: {log_err})")
+
+    # -- start-up ------------------------------------------------------------------------
+    def start(self) -> None:
+        shared = Path(self.cluster.shared_dir)
+        if not shared.is_dir() or not os.access(shared, os.W_OK):
+            raise FederationError(
+                f"cluster.shared_dir={self.cluster.shared_dir!r} is not a writable folder here: "
+                f"mount PVC {self.cluster.shared_pvc!r} there (the ServerApp writes models to it)"
+            )
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        if self.cluster.insecure:
+            log.warning(
+                "cluster.insecure=true: talking to the SuperLink at %s over plaintext",
+                self.cluster.superlink_address,
+            )
+            toml = flwr_connection_toml(CONNECTION, self.cluster.superlink_address, insecure=True)
+        else:
+            if not Path(self.cluster.root_certificates).is_file():
+                raise FederationError(
+                    f"cluster.root_certificates={self.cluster.root_certificates!r} does not "
+                    "exist: mount the CA certificate Secret there, or set cluster.insecure"
+                )
+            toml = flwr_connection_toml(
+                CONNECTION,
+                self.cluster.superlink_address,
+                insecure=False,
+                root_certificates=self.cluster.root_certificates,
+            )
+        (self.flwr_home / "config.toml").write_text(toml)
+        t0 = time.monotonic()
+        self.wait_for_supernodes(self.cfg.train_federated.startup_timeout_s)
+        self.timings["supernodes_ready_s"] = time.monotonic() - t0
+
+    def wait_for_supernodes(self, timeout_s: float) -> SupernodeReadiness:
+        """Block until every configured hospital has a Ready SuperNode pod, at most ``timeout_s``.
+
+        Raises:
+            FederationError: naming the hospitals still missing (and every pod's state), or a
+                Ready SuperNode of a hospital that ``base.hospitals`` does not list.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pods = self.api.list_namespaced_pod(
+                self.cluster.namespace, label_selector=self.cluster.supernode_selector
+            ).items
+            state = supernode_readiness(pods, self.hospitals, self.cluster.hospital_label)
+            if state.unexpected:
+                raise FederationError(
+                    f"SuperNode pods are Ready for hospitals not in base.hospitals "
+                    f"({', '.join(self.hospitals)}): {', '.join(state.unexpected)}; they would "
+                    "join the federation. Scale them to 0 or raise base.num_hospitals"
+                )
+            if not state.missing:
+                log.info("SuperNodes Ready for %s", ", ".join(state.ready))
+                return state
+            if time.monotonic() >= deadline:
+                pods_text = "\n".join(f"  {n}: {s}" for n, s in state.pods.items()) or "  (none)"
+                raise FederationError(
+                    f"no Ready SuperNode pod for {', '.join(state.missing)} within "
+                    f"train_federated.startup_timeout_s={timeout_s:g} (namespace "
+                    f"{self.cluster.namespace!r}, selector {self.cluster.supernode_selector!r}, "
+                    f"hospital label {self.cluster.hospital_label!r}); pods found:\n{pods_text}"
+                )
+            log.info("waiting for SuperNode pods of %s", ", ".join(state.missing))
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+    # -- runs ------------------------------------------------------------------------------
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        """Submit one run, wait for its final status, and copy its outputs to ``spec.out_dir``."""
+        remote = Path(remote_run_dir(self.cluster.shared_dir, self.tag, spec.name))
+        remote.mkdir(parents=True)
+        run_config = build_run_config(
+            self.cfg, out_dir=str(remote), dp=spec.dp, num_nodes=len(self.hospitals)
+        )
+        app_dir = self.workdir / f"app-{spec.name}"
+        write_app_dir(app_dir, run_config)
+        timeout_s = self.cfg.train_federated.run_timeout_s
+        t0 = time.monotonic()
+        run_id = submit_run(
+            app_dir=app_dir,
+            connection=CONNECTION,
+            name=spec.name,
+            env=self._env,
+            timeout_s=timeout_s,
+            log_file=self.log_dir / f"flwr-run-{spec.name}.log",
+        )
+        status = self._final_status(run_id, spec.name, deadline=t0 + timeout_s)
+        if status.get("status") != "finished:completed":
+            raise FederationError(
+                f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
+                f"{status.get('status-details')}\nServerApp outputs so far kept in {remote}; "
+                f"SuperNode pod logs in the kept logs folder"
+            )
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(remote, spec.out_dir, dirs_exist_ok=True)
+        result = read_run_result(spec, status, t0)
+        shutil.rmtree(remote)
+        with contextlib.suppress(OSError):  # the tag folder is shared by this stage's runs
+            remote.parent.rmdir()
+        return result
+
+    def _final_status(self, run_id: str, name: str, *, deadline: float) -> dict[str, Any]:
+        """Flower's final status; ``flwr run --stream`` can return before the run ends."""
+        while True:
+            status = run_status(run_id, CONNECTION, self._env)
+            if str(status.get("status", "")).startswith("finished"):
+                return status
+            if time.monotonic() >= deadline:
+                raise FederationError(
+                    f"run {name!r} (id {run_id}) still {status.get('status')!r} after "
+                    f"train_federated.run_timeout_s={self.cfg.train_federated.run_timeout_s:g}"
+                )
+            time.sleep(POLL_S)
+
+    # -- logs ------------------------------------------------------------------------------
+    def collect_logs(self) -> list[Path]:
+        """Write every SuperNode container's log since this stage started into ``log_dir``."""
+        from kubernetes.client.exceptions import ApiException
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        since = int(time.time() - self._started_wall) + 60
+        pods = self.api.list_namespaced_pod(
+            self.cluster.namespace, label_selector=self.cluster.supernode_selector
+        ).items
+        written: list[Path] = []
+        states = []
+        for pod in pods:
+            states.append(f"{pod.metadata.name}: {pod_state(pod)}")
+            for container in pod.spec.containers:
+                try:
+                    text = self.api.read_namespaced_pod_log(
+                        pod.metadata.name,
+                        self.cluster.namespace,
+                        container=container.name,
+                        since_seconds=since,
+                    )
+                except ApiException as err:
+                    if err.status != 400:  # 400: the container has not started; others are real
+                        raise
+                    text = f"(no log: {err.reason}: {err.body})\n"
+                path = self.log_dir / pod_log_name(pod.metadata.name, container.name)
+                path.write_text(text or "")
+                written.append(path)
+        (self.log_dir / "supernode-pods.txt").write_text("\n".join(states) + "\n")
+        return written

@@ -1,0 +1,286 @@
+"""``train_federated.launcher: kubernetes`` against a real Flower federation on 127.0.0.1.
+
+The SuperLink (with TLS from a CA made here), the SuperNodes and their warm ClientApp executors
+are the real Flower binaries and PrivFed code, started as processes. Only the Kubernetes API is
+replaced: ``PodApiStandIn`` answers ``list_namespaced_pod`` and ``read_namespaced_pod_log`` from
+those processes (a SuperNode "pod" is Ready while its processes run; its logs are their logs).
+It is a stand-in because no Kubernetes API server can run where these tests run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from kubernetes.client import (
+    V1Container,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodCondition,
+    V1PodList,
+    V1PodSpec,
+    V1PodStatus,
+)
+
+from privfed.config import PrivFedConfig, config_from_dict
+from privfed.federated import ROUNDS_FILE, RUN_RESULT_FILE
+from privfed.federated.launcher import (
+    FederationError,
+    LocalFederation,
+    TlsFiles,
+    superlink_command,
+)
+from privfed.stages import partition_data, train_federated, validate_data
+from tests.conftest import raw_params
+
+pytestmark = pytest.mark.integration
+
+HOSPITAL_LABEL = "privfed.ai/hospital"
+
+
+# -- TLS material (what docs/kubernetes.md has a platform engineer create) --------------------
+def _write_tls(folder: Path) -> TlsFiles:
+    """A CA and a SuperLink certificate for 127.0.0.1/localhost, as PEM files."""
+    folder.mkdir(parents=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privfed-test-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privfed-superlink")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(ca_cert=folder / "ca.crt", cert=folder / "tls.crt", key=folder / "tls.key")
+    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+class TlsFederation(LocalFederation):
+    """LocalFederation's processes, with the SuperLink on TLS as the cluster runs it."""
+
+    def __init__(self, cfg: PrivFedConfig, hospital_dirs: list[Path], workdir: Path, tls: TlsFiles):
+        super().__init__(cfg, hospital_dirs, workdir)
+        self.tls = tls
+
+    def start(self) -> None:
+        self._start("superlink", superlink_command(self.port, tls=self.tls))
+        self._wait_port(self.port, self.cfg.train_federated.startup_timeout_s)
+        for hospital_dir in self.hospital_dirs:
+            self.start_supernode(hospital_dir, warm=True, root_certificates=str(self.tls.ca_cert))
+
+    def alive(self, name: str) -> bool:
+        return any(n == name and p.poll() is None for n, p in self._procs)
+
+
+# -- the Kubernetes API stand-in ---------------------------------------------------------------
+def _pod(hospital: str, *, ready: bool, phase: str = "Running") -> V1Pod:
+    name = f"privfed-supernode-{hospital.replace('_', '-')}-7d9c-x2x"
+    return V1Pod(
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace="privfed",
+            labels={"app.kubernetes.io/component": "supernode", HOSPITAL_LABEL: hospital},
+        ),
+        spec=V1PodSpec(containers=[V1Container(name="supernode"), V1Container(name="clientapp")]),
+        status=V1PodStatus(
+            phase=phase,
+            conditions=[V1PodCondition(type="Ready", status="True" if ready else "False")],
+        ),
+    )
+
+
+class PodApiStandIn:
+    """Answers the two CoreV1Api calls the launcher makes (stand-in: no API server here).
+
+    ``federation`` given: one pod per hospital process pair, Ready while both run, logs from
+    their log files. Otherwise a fixed list of pods (``pods``) with empty logs.
+    """
+
+    def __init__(
+        self, *, federation: TlsFederation | None = None, pods: list[V1Pod] | None = None
+    ) -> None:
+        self.federation = federation
+        self.fixed = pods or []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _pods(self) -> list[V1Pod]:
+        if self.federation is None:
+            return self.fixed
+        pods = []
+        for hospital_dir in self.federation.hospital_dirs:
+            h = hospital_dir.name
+            up = self.federation.alive(f"supernode-{h}") and self.federation.alive(f"executor-{h}")
+            pods.append(_pod(h, ready=up))
+        return pods
+
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> V1PodList:
+        self.calls.append(("list_namespaced_pod", {"namespace": namespace, **kwargs}))
+        assert namespace == "privfed"
+        assert kwargs["label_selector"] == "app.kubernetes.io/component=supernode"
+        return V1PodList(items=self._pods())
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+        self.calls.append(("read_namespaced_pod_log", {"name": name, **kwargs}))
+        if self.federation is None:
+            return ""
+        hospital = next(p for p in self._pods() if p.metadata.name == name).metadata.labels[
+            HOSPITAL_LABEL
+        ]
+        process = {"supernode": "supernode", "clientapp": "executor"}[kwargs["container"]]
+        return (self.federation.log_dir / f"{process}-{hospital}.log").read_text()
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+def _cluster_cfg(tmp_path: Path, address: str, ca: Path, **fed: Any) -> PrivFedConfig:
+    return config_from_dict(
+        raw_params(
+            train_federated={"launcher": "kubernetes", **fed},
+            cluster={
+                "superlink_address": address,
+                "root_certificates": str(ca),
+                "shared_dir": str(tmp_path / "shared-runs"),
+            },
+        )
+    )
+
+
+@pytest.fixture
+def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
+    cfg = config_from_dict(raw_params())
+    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
+    partition_data.run(
+        cfg,
+        {"raw": tiny_raw, "validation": tmp_path / "v"},
+        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
+    )
+    return tmp_path / "p"
+
+
+@pytest.fixture
+def tls_federation(partitions: Path, tmp_path: Path) -> Iterator[TlsFederation]:
+    tls = _write_tls(tmp_path / "tls")
+    cfg = config_from_dict(raw_params(train_federated={"startup_timeout_s": 60}))
+    hospitals = sorted(p for p in partitions.iterdir() if p.is_dir())
+    with TlsFederation(cfg, hospitals, tmp_path / "cluster", tls) as federation:
+        yield federation
+
+
+# -- tests --------------------------------------------------------------------------------------
+def test_kubernetes_launcher_trains_and_lays_out_outputs_like_local(
+    tls_federation: TlsFederation, tmp_path: Path
+) -> None:
+    # Prepare: the "cluster": SuperLink on TLS, one SuperNode per hospital; the stage's pod
+    # sees the shared volume and the CA certificate
+    cfg = _cluster_cfg(
+        tmp_path,
+        f"127.0.0.1:{tls_federation.port}",
+        tls_federation.tls.ca_cert,
+        startup_timeout_s=60,
+    )
+    (tmp_path / "shared-runs").mkdir()
+    api = PodApiStandIn(federation=tls_federation)
+    outputs = {"models": tmp_path / "models" / "federated", "metrics": tmp_path / "m.json"}
+    # Execute: the partitions input is not given: on a cluster the data stays on hospital volumes
+    metrics = train_federated.run(cfg, {}, outputs, kube_api=api)
+    # Assert: the local launcher's layout, complete, for both runs
+    models = outputs["models"]
+    for name in ("federated", "federated_dp"):
+        assert (models / name / "model.pt").is_file()
+        assert (models / name / RUN_RESULT_FILE).is_file()
+        assert sorted(p.name for p in (models / name / "checkpoints").iterdir()) == [
+            "round_001.pt",
+            "round_002.pt",
+        ]
+        run = metrics["runs"][name]
+        assert run["rounds_completed"] == 2
+        assert set(run["rounds"][-1]) >= {
+            "val_macro_auroc.hospital_1",
+            "val_macro_auroc.hospital_3",
+        }
+    rounds = (models / ROUNDS_FILE).read_text()
+    assert '"dp_history"' in rounds and '"hospital_2"' in rounds
+    assert outputs["metrics"].is_file()
+    assert metrics["federation"]["supernodes_ready_s"] >= 0
+    # logs: each run's streamed ServerApp log and each SuperNode pod's containers
+    logs = {p.name for p in (models / "logs").iterdir()}
+    assert {"flwr-run-federated.log", "flwr-run-federated_dp.log", "supernode-pods.txt"} <= logs
+    assert "privfed-supernode-hospital-2-7d9c-x2x.clientapp.log" in logs
+    # the shared volume holds nothing of this stage afterwards
+    assert list((tmp_path / "shared-runs").iterdir()) == []
+    # the launcher only listed pods and read logs
+    assert {call for call, _ in api.calls} == {"list_namespaced_pod", "read_namespaced_pod_log"}
+
+
+def test_kubernetes_launcher_names_the_hospital_without_a_ready_supernode(
+    tmp_path: Path,
+) -> None:
+    # Prepare: hospital_2's SuperNode pod is Pending (e.g. its volume is not bound)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not used: the stage fails before it talks to the SuperLink\n")
+    (tmp_path / "shared-runs").mkdir()
+    cfg = _cluster_cfg(tmp_path, "127.0.0.1:9", ca, startup_timeout_s=3)
+    api = PodApiStandIn(
+        pods=[
+            _pod("hospital_1", ready=True),
+            _pod("hospital_2", ready=False, phase="Pending"),
+            _pod("hospital_3", ready=True),
+        ]
+    )
+    outputs = {"models": tmp_path / "models" / "federated", "metrics": tmp_path / "m.json"}
+    # Execute
+    t0 = time.monotonic()
+    with pytest.raises(FederationError) as err:
+        train_federated.run(cfg, {}, outputs, kube_api=api)
+    elapsed = time.monotonic() - t0
+    # Assert: within the bound, naming only the missing hospital, nothing published
+    message = str(err.value)
+    assert "no Ready SuperNode pod for hospital_2 within train_federated.startup_timeout_s=3" in (
+        message
+    )
+    assert "hospital_1," not in message.splitlines()[0]
+    assert "hospital_2: Pending, not Ready" in message
+    assert 3 <= elapsed < 10
+    assert not outputs["models"].exists() and not outputs["metrics"].exists()
+    # the pods' logs and states are kept for the user
+    kept = tmp_path / "models" / train_federated.FAILED_LOGS
+    assert "Pending" in (kept / "supernode-pods.txt").read_text()
