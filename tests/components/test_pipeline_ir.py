@@ -1,0 +1,204 @@
+"""The compiled pipelines, checked on their IR: what a cluster would actually execute."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from privfed.config import STAGES
+from privfed.kubeflow import project
+from privfed.kubeflow.parameters import PIPELINE_SECTIONS
+from privfed.kubeflow.settings import DATA_STAGES, TRAINING_STAGES
+from tests.conftest import ROOT
+
+PARAMS = ROOT / "params.yaml"
+
+
+def _compile(tmp_path: Path, name: str = "main") -> tuple[dict[str, Any], dict[str, Any]]:
+    out = project.compile_pipeline(name, PARAMS, tmp_path / f"{name}.yaml", ROOT)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def main_ir(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _compile(tmp_path_factory.mktemp("ir"))
+
+
+def _tasks(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
+def _task(stage: str) -> str:
+    return stage.replace("_", "-")
+
+
+@pytest.mark.parametrize("name", list(project.PIPELINES))
+def test_committed_yaml_is_current(tmp_path: Path, name: str) -> None:
+    """Users upload the committed YAML: it must be what params.yaml and the code compile to.
+
+    Compared parsed: KFP's header comment lists dict defaults in hash order, which varies
+    between processes; the IR itself is the same.
+    """
+    fresh = project.compile_pipeline(name, PARAMS, tmp_path / "fresh.yaml", ROOT).read_text()
+    committed = (ROOT / project.PIPELINES[name].package).read_text()
+    assert list(yaml.safe_load_all(committed)) == list(yaml.safe_load_all(fresh)), (
+        f"{project.PIPELINES[name].package} is stale: run `privfed pipeline compile "
+        f"--pipeline {name}` and commit it"
+    )
+
+
+def test_all_stages_with_their_edges(main_ir) -> None:
+    spec, _ = main_ir
+    tasks = _tasks(spec)
+    assert set(tasks) == {_task(s) for s in STAGES}
+    producers = {
+        name: {
+            a["taskOutputArtifact"]["producerTask"]
+            for a in task.get("inputs", {}).get("artifacts", {}).values()
+        }
+        for name, task in tasks.items()
+    }
+    assert producers["generate-data"] == set()
+    assert producers["validate-data"] == {"generate-data"}
+    assert producers["partition-data"] == {"validate-data"}
+    for stage in TRAINING_STAGES:
+        assert producers[_task(stage)] == {"partition-data"}
+    assert producers["account-privacy"] == {"train-federated"}
+    assert producers["evaluate-models"] == {
+        "partition-data",
+        "train-centralized",
+        "train-local",
+        "train-federated",
+        "account-privacy",
+    }
+    assert producers["register-model"] == {
+        "validate-data",
+        "train-centralized",
+        "train-federated",
+        "account-privacy",
+        "evaluate-models",
+    }
+
+
+def test_pipeline_parameters_are_the_params_sections(main_ir) -> None:
+    spec, _ = main_ir
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    params = yaml.safe_load(PARAMS.read_text())
+    assert set(declared) == set(PIPELINE_SECTIONS) | {"mlflow_tracking_uri"}
+    assert set(PIPELINE_SECTIONS) == set(params) - {"kubeflow"}
+    assert declared["train_federated"]["parameterType"] == "STRUCT"
+    default = declared["train_federated"]["defaultValue"]
+    assert default["rounds"] == params["train_federated"]["rounds"]
+    assert "min_train_nodes" not in default  # null in params.yaml: the schema default
+
+
+def test_resources_gpus_retries_and_caching(main_ir) -> None:
+    spec, _ = main_ir
+    kf = yaml.safe_load(PARAMS.read_text())["kubeflow"]
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = _tasks(spec)
+    for stage in STAGES:
+        resources = executors[f"exec-{_task(stage)}"]["container"]["resources"]
+        task = tasks[_task(stage)]
+        if stage in TRAINING_STAGES:
+            assert resources["accelerator"]["resourceType"] == kf["accelerator_type"]
+            assert resources["accelerator"]["resourceCount"] == str(kf["accelerator_count"])
+            assert resources["resourceMemoryLimit"] == kf["train_memory_limit"]
+            assert task["retryPolicy"]["maxRetryCount"] == kf["retries"]
+            assert task["retryPolicy"]["backoffDuration"] == kf["backoff_duration"]
+            assert executors[f"exec-{_task(stage)}"]["container"]["image"] == kf["gpu_image"]
+        else:
+            assert "accelerator" not in resources
+            assert resources["resourceCpuRequest"] == kf["cpu_request"]
+            assert "retryPolicy" not in task
+            assert executors[f"exec-{_task(stage)}"]["container"]["image"] == kf["image"]
+        assert task["cachingOptions"].get("enableCache", False) is (stage in DATA_STAGES)
+
+
+def test_kubernetes_platform_settings(main_ir) -> None:
+    _, platform = main_ir
+    cluster = yaml.safe_load(PARAMS.read_text())["cluster"]
+    for stage in TRAINING_STAGES:
+        tolerations = platform[f"exec-{_task(stage)}"]["tolerations"]
+        assert {
+            "key": "nvidia.com/gpu",
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        } in tolerations
+    (mount,) = platform["exec-train-federated"]["pvcMount"]
+    assert mount["mountPath"] == cluster["shared_dir"]
+    assert mount["constant"] == cluster["shared_pvc"]
+    for executor in ("exec-register-model", "exec-record-pipeline-status"):
+        (secret,) = platform[executor]["secretAsEnv"]
+        assert secret["secretName"] == "privfed-mlflow-s3"
+        assert secret["optional"] is True
+
+
+def test_exit_handler_runs_after_any_outcome(main_ir) -> None:
+    spec, _ = main_ir
+    exit_task = spec["root"]["dag"]["tasks"]["record-pipeline-status"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["inputs"]["parameters"]["status"]["taskFinalStatus"]["producerTask"] == (
+        "exit-handler-1"
+    )
+
+
+def test_image_is_one_setting(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PRIVFED_IMAGE", "registry.example/privfed:abc")
+    monkeypatch.setenv("PRIVFED_GPU_IMAGE", "registry.example/privfed:abc-cuda")
+    spec, _ = _compile(tmp_path)
+    images = {
+        name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()
+    }
+    assert {images[f"exec-{_task(s)}"] for s in TRAINING_STAGES} == {
+        "registry.example/privfed:abc-cuda"
+    }
+    assert {
+        i for n, i in images.items() if n not in {f"exec-{_task(s)}" for s in TRAINING_STAGES}
+    } == {"registry.example/privfed:abc"}
+
+
+def test_cpu_only_cluster_has_no_gpu_requests(tmp_path: Path) -> None:
+    params = yaml.safe_load(PARAMS.read_text())
+    params["kubeflow"]["accelerator_count"] = 0
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = project.compile_pipeline("main", path, tmp_path / "cpu.yaml", ROOT)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert "accelerator" not in executor["container"]["resources"], name
+        assert executor["container"]["image"] == params["kubeflow"]["image"]
+    assert "tolerations" not in str(platform)
+
+
+def test_sweep_fans_out_over_epsilons_and_federation_sizes(tmp_path: Path) -> None:
+    spec, _ = _compile(tmp_path, "sweep")
+    kf = yaml.safe_load(PARAMS.read_text())["kubeflow"]
+    root = spec["root"]["dag"]["tasks"]
+    loops = {n: t for n, t in root.items() if "parameterIterator" in t}
+    assert len(loops) == 2
+    iterated = {t["parameterIterator"]["items"]["inputParameter"] for t in loops.values()}
+    assert iterated == {"pipelinechannel--epsilons", "pipelinechannel--hospital_counts"}
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["epsilons"]["defaultValue"] == kf["sweep_epsilons"]
+    assert inputs["hospital_counts"]["defaultValue"] == kf["sweep_hospitals"]
+    assert set(root["collect-sweep"]["dependentTasks"]) == set(loops)
+
+
+def test_every_component_gets_the_sections_its_stage_reads() -> None:
+    """Each component takes base + profiles (the overlay) and the sections dvc.yaml lists."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in STAGES:
+        comp = importlib.import_module(f"components.{stage}.component")
+        params = set(inspect.signature(getattr(comp, stage).python_func).parameters)
+        listed = {key.split(".")[0] for key in dvc[stage]["params"]}
+        assert {"base", "profiles"} | listed <= params, stage

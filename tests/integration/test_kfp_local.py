@@ -1,0 +1,81 @@
+"""The Kubeflow DAG end to end through KFP's own local runner (tiny profile, real MLflow server).
+
+``privfed pipeline run-local`` runs every component as a subprocess with
+``kfp.local.SubprocessRunner(use_venv=False)``: the same component code a cluster runs, minus the
+containers. Kubernetes settings (GPUs, volumes, secrets) are checked on the IR in
+tests/components, since the local runner ignores them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from privfed.stages import DEFAULT_PATHS
+from tests.integration.conftest import project_env, run, set_params
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_local_registers_a_model_with_the_dvc_layout(project: Path, mlflow_server: str) -> None:
+    env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
+    set_params(project, {"profiles.tiny.register_model.min_ratio_to_central": 0.01})
+
+    # Execute
+    result = run(["privfed", "pipeline", "run-local", "--root", "kfp-root"], project, env)
+
+    # Assert: success, and every output a `dvc repro` writes, in the same place
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for stage, paths in DEFAULT_PATHS.items():
+        for name, rel in paths["outputs"].items():
+            assert (project / rel).exists(), f"{stage} output {name} missing at {rel}"
+    rounds = json.loads((project / "models/federated/rounds.json").read_text())
+    assert rounds["federated_dp"]["rounds_completed"] == 2
+    registration = json.loads((project / "reports/registration/registration.json").read_text())
+    assert registration["promoted"] is True
+    assert registration["data_version"] not in ("", "unversioned")
+
+    # The real MLflow server holds the version, with the champion alias the gate granted
+    client = MlflowClient(tracking_uri=mlflow_server)
+    version = client.get_model_version_by_alias(registration["model_name"], "champion")
+    assert version.version == registration["version"]
+    run_ = client.get_run(registration["run_id"])
+    assert run_.data.params["base.profile"] == "tiny"
+    assert run_.data.tags["data_version"] == registration["data_version"]
+    # The exit handler saw a success and recorded no failure
+    failed = client.search_runs(
+        [run_.info.experiment_id], filter_string="tags.pipeline_status = 'FAILED'"
+    )
+    assert failed == []
+
+
+def test_failed_pipeline_is_recorded_in_mlflow_and_registers_nothing(
+    project: Path, mlflow_server: str
+) -> None:
+    env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
+    # Prepare: data that cannot pass validation (too few patients for the threshold)
+    set_params(
+        project,
+        {
+            "profiles.tiny.validate_data": {"min_patients_per_hospital": 10_000},
+            "validate_data.min_patients_per_hospital": 10_000,
+        },
+    )
+
+    # Execute
+    result = run(["privfed", "pipeline", "run-local", "--root", "kfp-root"], project, env)
+
+    # Assert: non-zero exit naming the failed task; the exit handler recorded it; no model
+    assert result.returncode == 1
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "validate-data" in output
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("privfed")
+    (failed,) = client.search_runs([experiment.experiment_id])
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["pipeline_status"] == "FAILED"
+    assert client.search_registered_models() == []
+    assert not (project / "reports/registration").exists()
