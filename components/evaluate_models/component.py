@@ -1,6 +1,16 @@
 """``evaluate_models`` as a Kubeflow component: calls ``privfed.stages.evaluate_models.run``."""
 
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from privfed.kubeflow.settings import component
 
@@ -22,12 +32,13 @@ def evaluate_models(
     comparison: Output[Markdown],
     plots_page: Output[HTML],
     summary: Output[Metrics],
+    federated_confusion: Output[ClassificationMetrics],
 ):
     """Every model on every hospital's test split and on the pooled test set."""
     import shutil
     from pathlib import Path
 
-    from privfed.kubeflow.adapter import log_scalars, plots_html, run_stage
+    from privfed.kubeflow.adapter import log_confusion, log_scalars, plots_html, run_stage
 
     result = run_stage(
         "evaluate_models",
@@ -44,3 +55,4 @@ def evaluate_models(
     shutil.copyfile(Path(evaluation_report.path) / "comparison.md", comparison.path)
     plots_html(plots.path, plots_page.path, title="PrivFed evaluation")
     log_scalars(summary, result["summary"])
+    log_confusion(federated_confusion, Path(evaluation_report.path), "federated")

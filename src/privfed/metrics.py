@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-__all__ = ["classification_metrics", "macro_ovr_auroc"]
+__all__ = ["classification_metrics", "confusion_counts", "macro_ovr_auroc"]
 
 
 def macro_ovr_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -36,3 +37,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float) -
         "macro_auroc": macro_ovr_auroc(labels, probs),
         "n": int(len(labels)),
     }
+
+
+def confusion_counts(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """``matrix[true][predicted]`` counts with class names (the form KFP's UI and MLflow show)."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(labels, preds, labels=list(range(len(names))))
+    return {"labels": list(names), "matrix": matrix.astype(int).tolist()}

@@ -153,3 +153,26 @@ def test_plots_page_inlines_pngs(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"\x89PNG fake")
     plots_html(tmp_path, tmp_path / "page.html")
     assert "data:image/png;base64,iVBORyBmYWtl" in (tmp_path / "page.html").read_text()
+
+
+def test_confusion_matrix_reaches_classification_metrics(tmp_path: Path) -> None:
+    import numpy as np
+    from kfp.dsl import ClassificationMetrics
+
+    from privfed.kubeflow.adapter import log_confusion
+    from privfed.metrics import confusion_counts
+
+    # Prepare: 2 Low (1 right), 1 Medium (right), 2 High (1 called Medium, 1 right)
+    entry = confusion_counts(
+        np.array([0, 0, 1, 2, 2]), np.array([0, 2, 1, 1, 2]), ["Low", "Medium", "High"]
+    )
+    assert entry["matrix"] == [[1, 0, 1], [0, 1, 0], [0, 1, 1]]
+    (tmp_path / "confusion.json").write_text(json.dumps({"federated": entry}))
+    artifact = ClassificationMetrics(name="c", uri="unused")
+    # Execute
+    assert log_confusion(artifact, tmp_path, "federated") is True
+    # Assert
+    matrix = artifact.metadata["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["Low", "Medium", "High"]
+    assert [r["row"] for r in matrix["rows"]] == entry["matrix"]
+    assert log_confusion(artifact, tmp_path, "federated_dp") is False  # no such model

@@ -25,6 +25,7 @@ __all__ = [
     "stage_config",
     "run_stage",
     "log_scalars",
+    "log_confusion",
     "copy_tree",
     "plots_html",
     "validation_html",
@@ -89,6 +90,21 @@ def log_scalars(artifact: MetricsArtifact, data: Mapping[str, Any], *, prefix: s
         artifact.log_metric(key, value)
         count += 1
     return count
+
+
+def log_confusion(artifact: Any, report_dir: Path, model: str) -> bool:
+    """The pooled-test confusion matrix of ``model`` as a KFP ClassificationMetrics artifact.
+
+    Returns False (nothing logged) for tasks without one, e.g. generation or segmentation.
+    """
+    from privfed.stages.evaluate_models import CONFUSION_FILE
+
+    path = Path(report_dir) / CONFUSION_FILE
+    entry = json.loads(path.read_text()).get(model) if path.is_file() else None
+    if not entry:
+        return False
+    artifact.log_confusion_matrix(entry["labels"], entry["matrix"])
+    return True
 
 
 def copy_tree(src: str | Path, dst: str | Path) -> None:

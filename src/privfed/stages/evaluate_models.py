@@ -29,6 +29,8 @@ from privfed.tasks import get_task  # noqa: E402
 log = logging.getLogger(__name__)
 
 POOLED = "pooled"
+#: Pooled-test confusion matrices of the global models (classification tasks only).
+CONFUSION_FILE = "confusion.json"
 
 
 def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
@@ -120,8 +122,11 @@ def run(
     privacy = read_json(inputs["privacy"])
     dp_eps = privacy.get("epsilon")
     results: dict[str, Any] = {}
+    confusion: dict[str, Any] = {}
     for name, path in _models(inputs).items():
         model = load_model(path, cfg)
+        if not name.startswith("local:"):
+            confusion[name] = task.confusion_matrix(model, test_sets[POOLED])
         per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
         results[name] = {
             POOLED: task.evaluate(model, test_sets[POOLED]),
@@ -154,6 +159,8 @@ def run(
         report_dir / "comparison.md",
     )
     write_json(results, report_dir / "comparison.json")
+    if any(c is not None for c in confusion.values()):  # pooled test set, global models
+        write_json(confusion, report_dir / CONFUSION_FILE)
     round_rows = _plot_rounds(Path(inputs["federated"]) / ROUNDS_FILE, metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)

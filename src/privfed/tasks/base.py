@@ -82,3 +82,9 @@ class Task(ABC):
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> dict[str, float]:
         """Metrics of ``model`` on ``dataset``; must contain :attr:`primary_metric`."""
+
+    def confusion_matrix(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> dict[str, Any] | None:
+        """``{"labels": [...], "matrix": [[...]]}`` for classification tasks; None otherwise."""
+        return None

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from privfed.io import read_parquet, write_parquet
-from privfed.metrics import classification_metrics
+from privfed.metrics import classification_metrics, confusion_counts
 from privfed.tasks.base import TableCheck, Task
 from privfed.tasks.readmission import schema
 from privfed.tasks.readmission.features import featurize, to_dataset
@@ -126,9 +126,10 @@ class ReadmissionTask(Task):
         return nn.functional.cross_entropy(model(*inputs), labels)
 
     @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
-    ) -> dict[str, float]:
+    def _predict(
+        self, model: nn.Module, dataset: Dataset, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Class probabilities, true labels and mean cross-entropy over ``dataset``."""
         model.eval()
         device = next(model.parameters()).device
         probs, labels, total = [], [], 0.0
@@ -139,4 +140,16 @@ class ReadmissionTask(Task):
             probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
             labels.append(y.cpu().numpy())
         y_all = np.concatenate(labels)
-        return classification_metrics(y_all, np.concatenate(probs), total / max(len(y_all), 1))
+        return np.concatenate(probs), y_all, total / max(len(y_all), 1)
+
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> dict[str, float]:
+        probs, labels, loss = self._predict(model, dataset, batch_size)
+        return classification_metrics(labels, probs, loss)
+
+    def confusion_matrix(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> dict[str, Any]:
+        probs, labels, _ = self._predict(model, dataset, batch_size)
+        return confusion_counts(labels, probs.argmax(axis=1), list(schema.LABELS))
