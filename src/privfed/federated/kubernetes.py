@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from privfed.config import ClusterSection, PrivFedConfig
+from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.launcher import (
     FederationError,
     RunSpec,
@@ -332,6 +333,12 @@ class KubernetesFederation:
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
                 f"{status.get('status-details')}\nServerApp outputs so far kept in {remote}; "
                 f"SuperNode pod logs in the kept logs folder"
+            )
+        if not (remote / RUN_RESULT_FILE).is_file():
+            raise FederationError(
+                f"run {spec.name!r} completed but {remote / RUN_RESULT_FILE} is missing here: "
+                f"is PVC {self.cluster.shared_pvc!r} mounted at {self.cluster.shared_dir!r} in "
+                "both this pod and the SuperLink pod (where the ServerApp writes)?"
             )
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(remote, spec.out_dir, dirs_exist_ok=True)
