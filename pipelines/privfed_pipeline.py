@@ -35,6 +35,12 @@ __all__ = ["build_pipeline", "build_sweep_pipeline"]
 
 def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
     """generate → validate → partition → the three trainings → ε accounting → evaluation."""
+    t = _data_and_baselines(p, cfg)
+    return t | _federation_chain(p, cfg, t["partition"], t["centralized"], t["local"])
+
+
+def _data_and_baselines(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
+    """generate → validate → partition → centralized and local-only training."""
 
     def conf(task: Any, stage: str) -> Any:
         return configure_task(task, stage, cfg)
@@ -74,6 +80,20 @@ def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
     loc = conf(
         train_local_op(**common, train_local=p["train_local"], partitions=partitions), "train_local"
     )
+    return {"validate": val, "partition": part, "centralized": cen, "local": loc}
+
+
+def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any, loc: Any) -> dict:
+    """train_federated → account_privacy → evaluate_models on given data and baselines.
+
+    The ε sweep reruns only this part, with its own ``privacy`` and ``profiles``.
+    """
+
+    def conf(task: Any, stage: str) -> Any:
+        return configure_task(task, stage, cfg)
+
+    common = {k: p[k] for k in ("base", "generate_data", "model", "train", "profiles")}
+    partitions = part.outputs["partitions"]
     fed = conf(
         train_federated_op(
             **common,
@@ -107,15 +127,7 @@ def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
         ),
         "evaluate_models",
     )
-    return {
-        "validate": val,
-        "partition": part,
-        "centralized": cen,
-        "local": loc,
-        "federated": fed,
-        "account": acc,
-        "evaluate": ev,
-    }
+    return {"federated": fed, "account": acc, "evaluate": ev}
 
 
 def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
@@ -218,7 +230,7 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
         hospital_counts: list = list(kf.sweep_hospitals),  # noqa: B006
     ):
         p = dict(locals())
-        base_chain = _stage_chain(p, cfg)
+        base_chain = _data_and_baselines(p, cfg)
         with dsl.ParallelFor(epsilons, parallelism=2) as eps:
             priv = set_params(
                 section=privacy,
@@ -230,48 +242,14 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
                 loop_value=eps,
             ).set_display_name("set epsilon")
             q = {**p, "privacy": priv.outputs["section"], "profiles": priv.outputs["profiles"]}
-            common = {k: q[k] for k in ("base", "generate_data", "model", "train", "profiles")}
-            fed = configure_task(
-                train_federated_op(
-                    **common,
-                    train_federated=q["train_federated"],
-                    privacy=q["privacy"],
-                    cluster=q["cluster"],
-                    partitions=base_chain["partition"].outputs["partitions"],
-                ),
-                "train_federated",
-                cfg,
-            )
-            acc = configure_task(
-                account_privacy_op(
-                    base=q["base"],
-                    privacy=q["privacy"],
-                    profiles=q["profiles"],
-                    federated=fed.outputs["federated"],
-                ),
-                "account_privacy",
-                cfg,
-            )
-            ev = configure_task(
-                evaluate_models_op(
-                    base=q["base"],
-                    generate_data=q["generate_data"],
-                    model=q["model"],
-                    profiles=q["profiles"],
-                    partitions=base_chain["partition"].outputs["partitions"],
-                    centralized=base_chain["centralized"].outputs["centralized"],
-                    local=base_chain["local"].outputs["local"],
-                    federated=fed.outputs["federated"],
-                    accounting=acc.outputs["accounting"],
-                ),
-                "evaluate_models",
-                cfg,
+            fed_chain = _federation_chain(
+                q, cfg, base_chain["partition"], base_chain["centralized"], base_chain["local"]
             )
             eps_point = sweep_point(
                 variable="epsilon",
                 value=eps,
-                evaluation=ev.outputs["evaluation"],
-                accounting=acc.outputs["accounting"],
+                evaluation=fed_chain["evaluate"].outputs["evaluation"],
+                accounting=fed_chain["account"].outputs["accounting"],
             )
         with dsl.ParallelFor(hospital_counts, parallelism=1) as n:
             sized = set_params(
