@@ -98,6 +98,7 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
             params=params,
             overrides=args.overrides,
             experiment=cfg.kubeflow.experiment,
+            service_account=cfg.kubeflow.service_account,
             namespace=args.namespace,
         )
         if args.action == "submit":

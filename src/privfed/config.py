@@ -186,6 +186,7 @@ class ClusterSection(_Section):
     shared_dir: str = "/mnt/privfed/runs"
     supernode_selector: str = "app.kubernetes.io/component=supernode"
     hospital_label: str = "privfed.ai/hospital"
+    ca_secret: str = "privfed-ca"
 
     @staticmethod
     def _is_label(key: str, value: str = "") -> bool:
@@ -196,7 +197,7 @@ class ClusterSection(_Section):
         prefix = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
         return bool(re.fullmatch(prefix + name, key) and re.fullmatch(f"({name})?", value))
 
-    @field_validator("namespace", "shared_pvc")
+    @field_validator("namespace", "shared_pvc", "ca_secret")
     @classmethod
     def _dns_name(cls, value: str) -> str:
         import re
@@ -275,6 +276,7 @@ class KubeflowSection(_Section):
     cache_data_stages: bool = True
     mlflow_tracking_uri: str = "http://mlflow.privfed.svc.cluster.local:5000"
     mlflow_secret: str = "privfed-mlflow-s3"
+    service_account: str = "privfed-pipeline"
     sweep_epsilons: tuple[float, ...] = (8.0, 3.0, 1.0, 0.5)
     sweep_hospitals: tuple[int, ...] = (3, 5)
 

@@ -121,6 +121,7 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(kfp_api, capsys) -> N
     assert experiment["display_name"] == "privfed"
     run = _posted(requests, "/apis/v2beta1/runs")
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
+    assert run["service_account"] == "privfed-pipeline"  # the RBAC the manifests grant
     spec, platform = _spec(run)
     assert spec["pipelineInfo"]["name"] == "privfed"
     assert "exit-handler-1" in spec["root"]["dag"]["tasks"]  # the whole DAG travels
@@ -159,6 +160,7 @@ def test_schedule_creates_a_recurring_run_without_overlap_or_catch_up(kfp_api, c
     assert int(job["max_concurrency"]) == 1
     assert job["no_catchup"] is True
     assert job["mode"] == "ENABLE"
+    assert job["service_account"] == "privfed-pipeline"
     assert _spec(job)[0]["pipelineInfo"]["name"] == "privfed"
 
 

@@ -130,9 +130,14 @@ def test_kubernetes_platform_settings(main_ir) -> None:
             "operator": "Exists",
             "effect": "NoSchedule",
         } in tolerations
-    (mount,) = platform["exec-train-federated"]["pvcMount"]
+    federated = platform["exec-train-federated"]
+    (mount,) = federated["pvcMount"]
     assert mount["mountPath"] == cluster["shared_dir"]
     assert mount["constant"] == cluster["shared_pvc"]
+    (ca,) = federated["secretAsVolume"]
+    assert ca["secretName"] == cluster["ca_secret"]
+    assert ca["mountPath"] == str(Path(cluster["root_certificates"]).parent)
+    assert federated["podMetadata"]["labels"] == {"privfed.ai/superlink-client": "true"}
     for executor in ("exec-register-model", "exec-record-pipeline-status"):
         (secret,) = platform[executor]["secretAsEnv"]
         assert secret["secretName"] == "privfed-mlflow-s3"

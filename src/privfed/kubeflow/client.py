@@ -87,6 +87,7 @@ def submit(
     overrides: Sequence[str] = (),
     experiment: str,
     run_name: str,
+    service_account: str | None = None,
     namespace: str | None = None,
 ) -> Submission:
     """Start one run of the compiled ``package``."""
@@ -98,6 +99,7 @@ def submit(
         job_name=run_name,
         pipeline_package_path=str(package),
         params=args,
+        service_account=service_account,
     )
     log.info("submitted run %s (experiment %s) to %s", run.run_id, exp.experiment_id, host)
     return Submission(experiment_id=exp.experiment_id, id=run.run_id)
@@ -112,6 +114,7 @@ def schedule(
     overrides: Sequence[str] = (),
     experiment: str,
     name: str,
+    service_account: str | None = None,
     namespace: str | None = None,
 ) -> Submission:
     """A recurring run: at most one at a time, no catch-up of missed intervals."""
@@ -127,6 +130,7 @@ def schedule(
         no_catchup=True,
         pipeline_package_path=str(package),
         params=args,
+        service_account=service_account,
     )
     log.info("scheduled %r (%s) on %s: cron %r", name, job.recurring_run_id, host, cron)
     return Submission(experiment_id=exp.experiment_id, id=job.recurring_run_id)

@@ -8,6 +8,7 @@ local runner warns about resources and skips ``kfp.kubernetes`` platform setting
 from __future__ import annotations
 
 import os
+from pathlib import PurePosixPath
 from typing import Any
 
 from privfed.config import ClusterSection, KubeflowSection, PrivFedConfig
@@ -23,6 +24,8 @@ __all__ = [
 
 DATA_STAGES = ("generate_data", "validate_data", "partition_data")
 TRAINING_STAGES = ("train_centralized", "train_local", "train_federated")
+#: Pod label the SuperLink's NetworkPolicy admits (besides the SuperNodes).
+SUPERLINK_CLIENT_LABEL = "privfed.ai/superlink-client"
 #: Stages that talk to MLflow and get its credentials.
 MLFLOW_STAGES = ("register_model", "record_pipeline_status")
 
@@ -98,7 +101,15 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
 
 
 def _mount_runs_volume(task: Any, cluster: ClusterSection) -> None:
-    """The volume the cluster's ServerApp writes the final model to (launcher: kubernetes)."""
+    """What ``launcher: kubernetes`` needs in the pod: the volume the cluster's ServerApp writes
+    the final model to, the CA that signed the SuperLink certificate, and the label the
+    SuperLink's NetworkPolicy admits (manifests/base/networkpolicies.yaml)."""
     from kfp import kubernetes
 
     kubernetes.mount_pvc(task, pvc_name=cluster.shared_pvc, mount_path=cluster.shared_dir)
+    kubernetes.use_secret_as_volume(
+        task,
+        secret_name=cluster.ca_secret,
+        mount_path=str(PurePosixPath(cluster.root_certificates).parent),
+    )
+    kubernetes.add_pod_label(task, label_key=SUPERLINK_CLIENT_LABEL, label_value="true")
