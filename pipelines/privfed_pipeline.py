@@ -8,6 +8,8 @@ file at compile time), so a run started in the Kubeflow UI can change any of the
 
 # No `from __future__ import annotations`: KFP reads the pipeline signatures as real types.
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,53 +132,67 @@ def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any
     return {"federated": fed, "account": acc, "evaluate": ev}
 
 
+def _pipeline(
+    body: Callable[[dict[str, Any]], None],
+    parameters: list[tuple[str, type, Any]],
+    *,
+    name: str,
+    description: str,
+) -> Any:
+    """A KFP pipeline whose parameters are generated, not typed out once per pipeline.
+
+    KFP reads a pipeline's parameters from ``inspect.signature`` and calls the function with one
+    channel per parameter, in order; ``body`` receives them as a dict by name.
+    """
+    names = [n for n, _, _ in parameters]
+
+    def pipeline_func(*channels: Any) -> None:
+        body(dict(zip(names, channels, strict=True)))
+
+    pipeline_func.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v, annotation=t)
+            for n, t, v in parameters
+        ]
+    )
+    pipeline_func.__name__ = name.replace("-", "_")
+    return dsl.pipeline(name=name, description=description)(pipeline_func)
+
+
+def _section_parameters(params_path: str | Path) -> tuple[list, PrivFedConfig]:
+    """One dict parameter per params.yaml section (defaults from the file), then the MLflow URI."""
+    d, cfg = load_params(params_path)
+    parameters = [(s, dict, d[s]) for s in PIPELINE_SECTIONS]
+    parameters.append(("mlflow_tracking_uri", str, cfg.kubeflow.mlflow_tracking_uri))
+    return parameters, cfg
+
+
 def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     """The main DAG, with parameter defaults and task settings from ``params_path``."""
-    d, cfg = load_params(params_path)
+    parameters, cfg = _section_parameters(params_path)
 
-    @dsl.pipeline(
-        name=cfg.kubeflow.pipeline_name,
-        description="PrivFed: federated, differentially private training across hospitals "
-        "(generate → validate → partition → baselines → Flower → ε → evaluate → MLflow).",
-    )
-    def privfed(
-        base: dict = d["base"],
-        generate_data: dict = d["generate_data"],
-        validate_data: dict = d["validate_data"],
-        partition_data: dict = d["partition_data"],
-        model: dict = d["model"],
-        train: dict = d["train"],
-        train_centralized: dict = d["train_centralized"],
-        train_local: dict = d["train_local"],
-        train_federated: dict = d["train_federated"],
-        privacy: dict = d["privacy"],
-        account_privacy: dict = d["account_privacy"],
-        evaluate_models: dict = d["evaluate_models"],
-        register_model: dict = d["register_model"],
-        cluster: dict = d["cluster"],
-        profiles: dict = d["profiles"],
-        mlflow_tracking_uri: str = cfg.kubeflow.mlflow_tracking_uri,
-    ):
-        p = dict(locals())
+    def body(p: dict[str, Any]) -> None:
         exit_task = configure_task(
             record_pipeline_status_op(
-                base=base,
-                register_model=register_model,
-                profiles=profiles,
-                mlflow_tracking_uri=mlflow_tracking_uri,
+                base=p["base"],
+                register_model=p["register_model"],
+                profiles=p["profiles"],
+                mlflow_tracking_uri=p["mlflow_tracking_uri"],
             ),
             "record_pipeline_status",
             cfg,
         )
         with dsl.ExitHandler(exit_task, name="privfed-run"):
             t = _stage_chain(p, cfg)
-            configure_task(
-                register_model_task(p, t),
-                "register_model",
-                cfg,
-            )
+            configure_task(register_model_task(p, t), "register_model", cfg)
 
-    return privfed
+    return _pipeline(
+        body,
+        parameters,
+        name=cfg.kubeflow.pipeline_name,
+        description="PrivFed: federated, differentially private training across hospitals "
+        "(generate → validate → partition → baselines → Flower → ε → evaluate → MLflow).",
+    )
 
 
 def register_model_task(p: dict[str, Any], t: dict[str, Any]) -> Any:
@@ -202,39 +218,19 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
     The ε loop reuses one dataset and the baselines and retrains only the federation; the size
     loop runs the whole chain per federation size (the data differ with the number of hospitals).
     """
-    d, cfg = load_params(params_path)
+    parameters, cfg = _section_parameters(params_path)
     kf = cfg.kubeflow
+    parameters += [
+        ("epsilons", list, list(kf.sweep_epsilons)),
+        ("hospital_counts", list, list(kf.sweep_hospitals)),
+    ]
 
-    @dsl.pipeline(
-        name=f"{kf.pipeline_name}-sweep",
-        description="PrivFed privacy-utility (ε) and federation-size sweeps.",
-    )
-    def privfed_sweep(
-        base: dict = d["base"],
-        generate_data: dict = d["generate_data"],
-        validate_data: dict = d["validate_data"],
-        partition_data: dict = d["partition_data"],
-        model: dict = d["model"],
-        train: dict = d["train"],
-        train_centralized: dict = d["train_centralized"],
-        train_local: dict = d["train_local"],
-        train_federated: dict = d["train_federated"],
-        privacy: dict = d["privacy"],
-        account_privacy: dict = d["account_privacy"],
-        evaluate_models: dict = d["evaluate_models"],
-        register_model: dict = d["register_model"],
-        cluster: dict = d["cluster"],
-        profiles: dict = d["profiles"],
-        mlflow_tracking_uri: str = kf.mlflow_tracking_uri,
-        epsilons: list = list(kf.sweep_epsilons),  # noqa: B006 - KFP reads literal defaults
-        hospital_counts: list = list(kf.sweep_hospitals),  # noqa: B006
-    ):
-        p = dict(locals())
+    def body(p: dict[str, Any]) -> None:
         base_chain = _data_and_baselines(p, cfg)
-        with dsl.ParallelFor(epsilons, parallelism=2) as eps:
+        with dsl.ParallelFor(p["epsilons"], parallelism=2) as eps:
             priv = set_params(
-                section=privacy,
-                profiles=profiles,
+                section=p["privacy"],
+                profiles=p["profiles"],
                 name="privacy",
                 fixed={"enabled": True},
                 unset_keys=["noise_multiplier"],
@@ -251,10 +247,10 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
                 evaluation=fed_chain["evaluate"].outputs["evaluation"],
                 accounting=fed_chain["account"].outputs["accounting"],
             )
-        with dsl.ParallelFor(hospital_counts, parallelism=1) as n:
+        with dsl.ParallelFor(p["hospital_counts"], parallelism=1) as n:
             sized = set_params(
-                section=base,
-                profiles=profiles,
+                section=p["base"],
+                profiles=p["profiles"],
                 name="base",
                 fixed={},
                 unset_keys=[],
@@ -276,4 +272,9 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
             size_points=dsl.Collected(size_point.outputs["point"]),
         )
 
-    return privfed_sweep
+    return _pipeline(
+        body,
+        parameters,
+        name=f"{kf.pipeline_name}-sweep",
+        description="PrivFed privacy-utility (ε) and federation-size sweeps.",
+    )
