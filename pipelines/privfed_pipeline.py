@@ -28,7 +28,7 @@ from components.train_local.component import train_local as train_local_op
 from components.validate_data.component import validate_data as validate_data_op
 from kfp import dsl
 
-from privfed.config import PrivFedConfig
+from privfed.config import ConfigError, PrivFedConfig
 from privfed.kubeflow.parameters import PIPELINE_SECTIONS, load_params
 from privfed.kubeflow.settings import configure_task
 
@@ -135,6 +135,7 @@ def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any
 def _pipeline(
     body: Callable[[dict[str, Any]], None],
     parameters: list[tuple[str, type, Any]],
+    constants: dict[str, Any],
     *,
     name: str,
     description: str,
@@ -142,12 +143,13 @@ def _pipeline(
     """A KFP pipeline whose parameters are generated, not typed out once per pipeline.
 
     KFP reads a pipeline's parameters from ``inspect.signature`` and calls the function with one
-    channel per parameter, in order; ``body`` receives them as a dict by name.
+    channel per parameter, in order; ``body`` receives them as a dict by name, beside the
+    compile-time ``constants`` (sections a run cannot change).
     """
     names = [n for n, _, _ in parameters]
 
     def pipeline_func(*channels: Any) -> None:
-        body(dict(zip(names, channels, strict=True)))
+        body({**constants, **dict(zip(names, channels, strict=True))})
 
     pipeline_func.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
@@ -159,17 +161,18 @@ def _pipeline(
     return dsl.pipeline(name=name, description=description)(pipeline_func)
 
 
-def _section_parameters(params_path: str | Path) -> tuple[list, PrivFedConfig]:
-    """One dict parameter per params.yaml section (defaults from the file), then the MLflow URI."""
+def _section_parameters(params_path: str | Path) -> tuple[list, dict[str, Any], PrivFedConfig]:
+    """One dict parameter per params.yaml section (defaults from the file), then the MLflow URI;
+    and the compile-time sections as constants."""
     d, cfg = load_params(params_path)
     parameters = [(s, dict, d[s]) for s in PIPELINE_SECTIONS]
     parameters.append(("mlflow_tracking_uri", str, cfg.kubeflow.mlflow_tracking_uri))
-    return parameters, cfg
+    return parameters, {"cluster": d["cluster"]}, cfg
 
 
 def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     """The main DAG, with parameter defaults and task settings from ``params_path``."""
-    parameters, cfg = _section_parameters(params_path)
+    parameters, constants, cfg = _section_parameters(params_path)
 
     def body(p: dict[str, Any]) -> None:
         exit_task = configure_task(
@@ -189,6 +192,7 @@ def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     return _pipeline(
         body,
         parameters,
+        constants,
         name=cfg.kubeflow.pipeline_name,
         description="PrivFed: federated, differentially private training across hospitals "
         "(generate → validate → partition → baselines → Flower → ε → evaluate → MLflow).",
@@ -200,6 +204,7 @@ def register_model_task(p: dict[str, Any], t: dict[str, Any]) -> Any:
     ev = t["evaluate"]
     return register_model_op(
         **{s: p[s] for s in PIPELINE_SECTIONS},
+        cluster=p["cluster"],
         mlflow_tracking_uri=p["mlflow_tracking_uri"],
         validated=t["validate"].outputs["validated"],
         validation=t["validate"].outputs["validation"],
@@ -218,8 +223,13 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
     The ε loop reuses one dataset and the baselines and retrains only the federation; the size
     loop runs the whole chain per federation size (the data differ with the number of hospitals).
     """
-    parameters, cfg = _section_parameters(params_path)
+    parameters, constants, cfg = _section_parameters(params_path)
     kf = cfg.kubeflow
+    if cfg.train_federated.launcher == "kubernetes":
+        raise ConfigError(
+            "the sweep runs federations of several sizes, two at a time: it needs "
+            "train_federated.launcher=local (the cluster has one SuperNode per enrolled hospital)"
+        )
     parameters += [
         ("epsilons", list, list(kf.sweep_epsilons)),
         ("hospital_counts", list, list(kf.sweep_hospitals)),
@@ -275,6 +285,7 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
     return _pipeline(
         body,
         parameters,
+        constants,
         name=f"{kf.pipeline_name}-sweep",
         description="PrivFed privacy-utility (ε) and federation-size sweeps.",
     )

@@ -98,7 +98,7 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
             params=params,
             overrides=args.overrides,
             experiment=cfg.kubeflow.experiment,
-            service_account=cfg.kubeflow.service_account,
+            service_account=cfg.kubeflow.service_account or None,
             namespace=args.namespace,
         )
         if args.action == "submit":

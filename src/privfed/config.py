@@ -276,7 +276,7 @@ class KubeflowSection(_Section):
     cache_data_stages: bool = True
     mlflow_tracking_uri: str = "http://mlflow.privfed.svc.cluster.local:5000"
     mlflow_secret: str = "privfed-mlflow-s3"
-    service_account: str = "privfed-pipeline"
+    service_account: str = ""
     sweep_epsilons: tuple[float, ...] = (8.0, 3.0, 1.0, 0.5)
     sweep_hospitals: tuple[int, ...] = (3, 5)
 

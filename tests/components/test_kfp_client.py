@@ -40,7 +40,12 @@ class StandInKfpApi(BaseHTTPRequestHandler):
     def _record(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        entry = {"method": self.command, "path": self.path, "body": body}
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "body": body,
+            "authorization": self.headers.get("Authorization"),
+        }
         self.requests.append(entry)
         return entry
 
@@ -121,7 +126,7 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(kfp_api, capsys) -> N
     assert experiment["display_name"] == "privfed"
     run = _posted(requests, "/apis/v2beta1/runs")
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
-    assert run["service_account"] == "privfed-pipeline"  # the RBAC the manifests grant
+    assert not run.get("service_account")  # KFP's default: the Profile SA the manifests bind
     spec, platform = _spec(run)
     assert spec["pipelineInfo"]["name"] == "privfed"
     assert "exit-handler-1" in spec["root"]["dag"]["tasks"]  # the whole DAG travels
@@ -160,8 +165,37 @@ def test_schedule_creates_a_recurring_run_without_overlap_or_catch_up(kfp_api, c
     assert int(job["max_concurrency"]) == 1
     assert job["no_catchup"] is True
     assert job["mode"] == "ENABLE"
-    assert job["service_account"] == "privfed-pipeline"
+    assert not job.get("service_account")
     assert _spec(job)[0]["pipelineInfo"]["name"] == "privfed"
+
+
+def test_schedule_from_a_pod_sends_its_projected_token(
+    kfp_api, tmp_path: Path, monkeypatch
+) -> None:
+    """The retraining CronJob authenticates with the token projected for the KFP API."""
+    host, requests = kfp_api
+    token = tmp_path / "token"
+    token.write_text("projected-sa-token")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    code = main(
+        [
+            "pipeline",
+            "schedule",
+            "--host",
+            host,
+            "--namespace",
+            "privfed",
+            "--project",
+            str(ROOT),
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--cron",
+            "0 0 3 * * 1",
+        ]
+    )
+    assert code == 0
+    posts = [r for r in requests if r["method"] == "POST"]
+    assert posts and {r["authorization"] for r in posts} == {"Bearer projected-sa-token"}
 
 
 @pytest.mark.parametrize(
@@ -170,6 +204,7 @@ def test_schedule_creates_a_recurring_run_without_overlap_or_catch_up(kfp_api, c
         (["--cron", "0 3 * * 1"], "'0 3 * * 1' has 5 fields"),
         (["--cron", "0 0 3 * * 1", "--set", "train_federated.rounds=-1"], "train_federated.rounds"),
         (["--cron", "0 0 3 * * 1", "--set", "trainer.rounds=2"], "'trainer'"),
+        (["--cron", "0 0 3 * * 1", "--set", "cluster.shared_pvc=x"], "fixed when the pipeline"),
     ],
 )
 def test_bad_schedule_input_is_named_and_nothing_reaches_the_api(

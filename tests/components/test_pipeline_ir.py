@@ -11,7 +11,7 @@ import yaml
 
 from privfed.config import STAGES
 from privfed.kubeflow import project
-from privfed.kubeflow.parameters import PIPELINE_SECTIONS
+from privfed.kubeflow.parameters import COMPILE_TIME_SECTIONS, PIPELINE_SECTIONS
 from privfed.kubeflow.settings import DATA_STAGES, TRAINING_STAGES
 from tests.conftest import ROOT
 
@@ -90,7 +90,7 @@ def test_pipeline_parameters_are_the_params_sections(main_ir) -> None:
     declared = spec["root"]["inputDefinitions"]["parameters"]
     params = yaml.safe_load(PARAMS.read_text())
     assert set(declared) == set(PIPELINE_SECTIONS) | {"mlflow_tracking_uri"}
-    assert set(PIPELINE_SECTIONS) == set(params) - {"kubeflow"}
+    assert set(PIPELINE_SECTIONS) == set(params) - set(COMPILE_TIME_SECTIONS)
     assert declared["train_federated"]["parameterType"] == "STRUCT"
     default = declared["train_federated"]["defaultValue"]
     assert default["rounds"] == params["train_federated"]["rounds"]
@@ -120,9 +120,16 @@ def test_resources_gpus_retries_and_caching(main_ir) -> None:
         assert task["cachingOptions"].get("enableCache", False) is (stage in DATA_STAGES)
 
 
+def _params_with(tmp_path: Path, section: str, **values: Any) -> Path:
+    params = yaml.safe_load(PARAMS.read_text())
+    params[section] = {**params[section], **values}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def test_kubernetes_platform_settings(main_ir) -> None:
     _, platform = main_ir
-    cluster = yaml.safe_load(PARAMS.read_text())["cluster"]
     for stage in TRAINING_STAGES:
         tolerations = platform[f"exec-{_task(stage)}"]["tolerations"]
         assert {
@@ -130,7 +137,22 @@ def test_kubernetes_platform_settings(main_ir) -> None:
             "operator": "Exists",
             "effect": "NoSchedule",
         } in tolerations
-    federated = platform["exec-train-federated"]
+    # launcher: local (the default) runs the federation inside the pod: no cluster wiring
+    assert "pvcMount" not in platform["exec-train-federated"]
+    for executor in ("exec-register-model", "exec-record-pipeline-status"):
+        (secret,) = platform[executor]["secretAsEnv"]
+        assert secret["secretName"] == "privfed-mlflow-s3"
+        assert secret["optional"] is True
+
+
+def test_cluster_launcher_gets_volume_ca_and_label_but_no_gpu(tmp_path: Path) -> None:
+    """launcher: kubernetes submits to the cluster's SuperLink; the SuperNode pods train."""
+    params = _params_with(tmp_path, "train_federated", launcher="kubernetes")
+    out = project.compile_pipeline("main", params, tmp_path / "k8s.yaml", ROOT)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    cluster = yaml.safe_load(PARAMS.read_text())["cluster"]
+    federated = executors["exec-train-federated"]
     (mount,) = federated["pvcMount"]
     assert mount["mountPath"] == cluster["shared_dir"]
     assert mount["constant"] == cluster["shared_pvc"]
@@ -138,10 +160,17 @@ def test_kubernetes_platform_settings(main_ir) -> None:
     assert ca["secretName"] == cluster["ca_secret"]
     assert ca["mountPath"] == str(Path(cluster["root_certificates"]).parent)
     assert federated["podMetadata"]["labels"] == {"privfed.ai/superlink-client": "true"}
-    for executor in ("exec-register-model", "exec-record-pipeline-status"):
-        (secret,) = platform[executor]["secretAsEnv"]
-        assert secret["secretName"] == "privfed-mlflow-s3"
-        assert secret["optional"] is True
+    resources = spec["deploymentSpec"]["executors"]
+    assert "accelerator" not in resources["exec-train-federated"]["container"]["resources"]
+    assert "accelerator" in resources["exec-train-centralized"]["container"]["resources"]
+
+
+def test_sweep_refuses_the_cluster_launcher(tmp_path: Path) -> None:
+    from privfed.config import ConfigError
+
+    params = _params_with(tmp_path, "train_federated", launcher="kubernetes")
+    with pytest.raises(ConfigError, match="launcher=local"):
+        project.compile_pipeline("sweep", params, tmp_path / "s.yaml", ROOT)
 
 
 def test_exit_handler_runs_after_any_outcome(main_ir) -> None:
@@ -169,15 +198,13 @@ def test_image_is_one_setting(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cpu_only_cluster_has_no_gpu_requests(tmp_path: Path) -> None:
-    params = yaml.safe_load(PARAMS.read_text())
-    params["kubeflow"]["accelerator_count"] = 0
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path = _params_with(tmp_path, "kubeflow", accelerator_count=0)
     out = project.compile_pipeline("main", path, tmp_path / "cpu.yaml", ROOT)
     spec, platform = yaml.safe_load_all(out.read_text())
+    image = yaml.safe_load(PARAMS.read_text())["kubeflow"]["image"]
     for name, executor in spec["deploymentSpec"]["executors"].items():
         assert "accelerator" not in executor["container"]["resources"], name
-        assert executor["container"]["image"] == params["kubeflow"]["image"]
+        assert executor["container"]["image"] == image
     assert "tolerations" not in str(platform)
 
 

@@ -255,7 +255,7 @@ def test_roles_grant_exactly_what_train_federated_and_argo_need(rendered, overla
     ]
     # Flower pods need no API access: their ServiceAccount has no token and no binding
     bound = {s["name"] for b in _objs(rendered, overlay, "RoleBinding") for s in b["subjects"]}
-    assert bound == {"privfed-pipeline"}
+    assert bound == {"default-editor"}  # the Kubeflow Profile's SA that runs pipeline tasks
     for kind in ("Deployment",):
         for d in _objs(rendered, overlay, kind):
             assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

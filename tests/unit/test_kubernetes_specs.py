@@ -275,3 +275,28 @@ def test_wait_returns_when_all_configured_hospitals_are_ready(tmp_path: Path) ->
         cfg, tmp_path, core_api=_Pods([_pod(f"hospital_{i}") for i in (1, 2, 3)])
     )
     assert fed.wait_for_supernodes(timeout_s=1).ready == ("hospital_1", "hospital_2", "hospital_3")
+
+
+def test_a_run_given_up_on_is_stopped_on_the_superlink(tmp_path: Path, monkeypatch) -> None:
+    """The SuperLink outlives the step: a timed-out run must not keep the hospitals busy."""
+    import privfed.federated.kubernetes as k8s
+    from privfed.federated.launcher import RunSpec
+    from tests.conftest import raw_params
+
+    # Prepare: submission times out after Flower gave the run an id
+    raw = raw_params(cluster={"shared_dir": str(tmp_path / "runs"), "insecure": True})
+    (tmp_path / "runs").mkdir()
+    fed = KubernetesFederation(config_from_dict(raw), tmp_path / "work")
+    stopped: list[str] = []
+
+    def timed_out(**kwargs: Any) -> str:
+        err = FederationError("run 'federated' exceeded train_federated.run_timeout_s=1")
+        err.run_id = "77"  # type: ignore[attr-defined]
+        raise err
+
+    monkeypatch.setattr(k8s, "submit_run", timed_out)
+    monkeypatch.setattr(k8s, "stop_run", lambda run_id, *a: stopped.append(run_id))
+    # Execute / Assert: the error still reaches the caller, and the run was stopped
+    with pytest.raises(FederationError, match="run_timeout_s"):
+        fed.run(RunSpec(name="federated", out_dir=tmp_path / "out", dp=False))
+    assert stopped == ["77"]

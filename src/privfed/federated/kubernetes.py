@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ from privfed.federated.launcher import (
     flwr_connection_toml,
     read_run_result,
     run_status,
+    stop_run,
     submit_run,
     write_app_dir,
 )
@@ -236,11 +238,11 @@ class KubernetesFederation:
         try:
             self.collect_logs()
         except Exception as log_err:
+            # Trained models are not thrown away (and retrained by a retry) over missing logs.
             if exc is None:
-                raise FederationError(
-                    f"the runs completed but the SuperNode pod logs could not be read: {log_err}"
-                ) from log_err
-            exc.add_note(f"(SuperNode pod logs could not be read either: {log_err})")
+                log.warning("runs completed, but SuperNode pod logs could not be read: %s", log_err)
+            else:
+                exc.add_note(f"(SuperNode pod logs could not be read either: {log_err})")
 
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
@@ -248,7 +250,9 @@ class KubernetesFederation:
         if not shared.is_dir() or not os.access(shared, os.W_OK):
             raise FederationError(
                 f"cluster.shared_dir={self.cluster.shared_dir!r} is not a writable folder here: "
-                f"mount PVC {self.cluster.shared_pvc!r} there (the ServerApp writes models to it)"
+                f"mount PVC {self.cluster.shared_pvc!r} there (the ServerApp writes models to it; "
+                "a Kubeflow pipeline mounts it when compiled with train_federated.launcher: "
+                "kubernetes)"
             )
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         if self.cluster.insecure:
@@ -319,15 +323,22 @@ class KubernetesFederation:
         write_app_dir(app_dir, run_config)
         timeout_s = self.cfg.train_federated.run_timeout_s
         t0 = time.monotonic()
-        run_id = submit_run(
-            app_dir=app_dir,
-            connection=CONNECTION,
-            name=spec.name,
-            env=self._env,
-            timeout_s=timeout_s,
-            log_file=self.log_dir / f"flwr-run-{spec.name}.log",
-        )
-        status = self._final_status(run_id, spec.name, deadline=t0 + timeout_s)
+        run_id: str | None = None
+        try:
+            run_id = submit_run(
+                app_dir=app_dir,
+                connection=CONNECTION,
+                name=spec.name,
+                env=self._env,
+                timeout_s=timeout_s,
+                log_file=self.log_dir / f"flwr-run-{spec.name}.log",
+            )
+            status = self._final_status(run_id, spec.name, deadline=t0 + timeout_s)
+        except FederationError as err:
+            # The SuperLink outlives this pod: a run we give up on (timeout) would keep the
+            # hospitals busy, and a retry of this step would queue behind it.
+            self._stop(run_id or getattr(err, "run_id", None), err)
+            raise
         if status.get("status") != "finished:completed":
             raise FederationError(
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
@@ -347,6 +358,16 @@ class KubernetesFederation:
         with contextlib.suppress(OSError):  # the tag folder is shared by this stage's runs
             remote.parent.rmdir()
         return result
+
+    def _stop(self, run_id: str | None, err: BaseException) -> None:
+        """Best-effort ``flwr stop`` of an abandoned run; its failure is noted on ``err``."""
+        if run_id is None:
+            return
+        try:
+            stop_run(run_id, CONNECTION, self._env)
+            log.warning("stopped run %s on the SuperLink after: %s", run_id, err)
+        except (FederationError, OSError, subprocess.TimeoutExpired) as stop_err:
+            err.add_note(f"(run {run_id} could not be stopped on the SuperLink: {stop_err})")
 
     def _final_status(self, run_id: str, name: str, *, deadline: float) -> dict[str, Any]:
         """Flower's final status; ``flwr run --stream`` can return before the run ends."""

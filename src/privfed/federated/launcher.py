@@ -298,12 +298,32 @@ def submit_run(
             log_file.parent.mkdir(parents=True, exist_ok=True)
             log_file.write_text("\n".join(lines) + "\n")
     if timed_out.is_set():
-        raise FederationError(f"run {name!r} exceeded train_federated.run_timeout_s={timeout_s}")
+        err = FederationError(f"run {name!r} exceeded train_federated.run_timeout_s={timeout_s}")
+        err.run_id = run_id  # type: ignore[attr-defined]  # a remote run may still be going
+        raise err
     if proc.returncode != 0 or run_id is None:
         raise FederationError(
             f"`flwr run` for {name!r} failed (exit {proc.returncode}):\n" + "\n".join(lines[-20:])
         )
     return run_id
+
+
+def stop_run(run_id: str, connection: str, env: dict[str, str]) -> None:
+    """``flwr stop``: a run abandoned by its submitter must not keep the SuperNodes busy.
+
+    Raises:
+        FederationError: Flower refused or could not be reached (the caller decides whether
+            that hides nothing more important).
+    """
+    out = subprocess.run(
+        [_bin("flwr"), "stop", run_id, connection],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if out.returncode != 0:
+        raise FederationError(f"`flwr stop {run_id}` failed: {out.stdout}{out.stderr}")
 
 
 def run_status(run_id: str, connection: str, env: dict[str, str]) -> dict[str, Any]:

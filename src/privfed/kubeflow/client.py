@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,19 +64,41 @@ def check_cron(expression: str) -> str:
 
 
 def _client(host: str, namespace: str | None) -> Any:
-    import kfp
+    """A ``kfp.Client``; in a pod with a token projected for the KFP API (env
+    ``KF_PIPELINES_SA_TOKEN_PATH``, as the retraining CronJob has) it sends that token.
 
+    kfp.Client skips the projected token whenever ``host`` is given, so it is passed explicitly;
+    multi-user Kubeflow rejects unauthenticated calls.
+    """
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    credentials = None
+    if token_path:
+        if not Path(token_path).is_file():
+            raise FileNotFoundError(
+                f"KF_PIPELINES_SA_TOKEN_PATH={token_path!r} does not exist: project a token "
+                "for the KFP API there, or unset the variable"
+            )
+        credentials = ServiceAccountTokenVolumeCredentials(path=token_path)
     # A namespace given up front also spares the client its healthz round trip.
-    return kfp.Client(host=host, namespace=namespace or "kubeflow")
+    return kfp.Client(host=host, namespace=namespace or "kubeflow", credentials=credentials)
 
 
 def _validated_arguments(params: Path, overrides: Sequence[str]) -> dict[str, Any]:
     from privfed.config import config_from_dict
-    from privfed.kubeflow.parameters import load_params
+    from privfed.kubeflow.parameters import COMPILE_TIME_SECTIONS, PIPELINE_SECTIONS, load_params
 
-    defaults, _ = load_params(params)
-    args = parse_overrides(overrides, defaults)
-    config_from_dict({**defaults, **args})  # a bad override fails here, not in a pod
+    sections, _ = load_params(params)
+    for item in overrides:
+        if item.split(".", 1)[0] in COMPILE_TIME_SECTIONS:
+            raise ValueError(
+                f"--set {item!r}: section {item.split('.', 1)[0]!r} is fixed when the pipeline "
+                "is compiled (it shapes the pods); change it in the params file instead"
+            )
+    args = parse_overrides(overrides, {s: sections[s] for s in PIPELINE_SECTIONS})
+    config_from_dict({**sections, **args})  # a bad override fails here, not in a pod
     return args
 
 

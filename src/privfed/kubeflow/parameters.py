@@ -1,6 +1,7 @@
 """Pipeline parameters: the params.yaml sections, one dict parameter each.
 
-A Kubeflow UI run can override any section; the ``kubeflow`` section is compile-time only.
+A Kubeflow UI run can override any of them. ``kubeflow`` and ``cluster`` are compile-time only:
+they decide the pods' images, volumes, secrets and labels, which a run cannot change.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import yaml
 
 from privfed.config import ConfigError, PrivFedConfig, config_from_dict, load_config
 
-__all__ = ["PIPELINE_SECTIONS", "load_params"]
+__all__ = ["COMPILE_TIME_SECTIONS", "PIPELINE_SECTIONS", "load_params"]
 
-#: params.yaml sections that are pipeline parameters (``kubeflow`` is compile-time only).
+#: params.yaml sections that are pipeline parameters.
 PIPELINE_SECTIONS = (
     "base",
     "generate_data",
@@ -29,9 +30,10 @@ PIPELINE_SECTIONS = (
     "account_privacy",
     "evaluate_models",
     "register_model",
-    "cluster",
     "profiles",
 )
+#: Sections fixed when the pipeline is compiled (they shape the pods, not the computation).
+COMPILE_TIME_SECTIONS = ("cluster", "kubeflow")
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -42,12 +44,12 @@ def _drop_nulls(value: Any) -> Any:
 
 
 def load_params(path: str | Path) -> tuple[dict[str, Any], PrivFedConfig]:
-    """The pipeline parameter defaults (params.yaml sections) and the validated config.
+    """Every params.yaml section as written (the pipeline defaults) and the validated config.
 
-    Keys set to null are left out of the defaults; the check below proves that changes nothing.
+    Keys set to null are left out; the check below proves that changes nothing.
     """
     cfg = load_config(path)  # names a missing file or a bad value
     raw = _drop_nulls(yaml.safe_load(Path(path).read_text()) or {})
     if config_from_dict(raw).model_dump() != cfg.model_dump():
         raise ConfigError(f"{path}: a null value differs from its schema default")
-    return {s: raw.get(s) or {} for s in PIPELINE_SECTIONS}, cfg
+    return {s: raw.get(s) or {} for s in (*PIPELINE_SECTIONS, *COMPILE_TIME_SECTIONS)}, cfg

@@ -51,8 +51,12 @@ def component(func: Any) -> Any:
     return dsl.component(func, base_image=cpu_image(), install_kfp_package=False)
 
 
-def _uses_gpu(stage: str, kf: KubeflowSection) -> bool:
-    return stage in TRAINING_STAGES and kf.accelerator_count > 0
+def _uses_gpu(stage: str, cfg: PrivFedConfig) -> bool:
+    """Training stages get GPUs, except train_federated when it only submits to the cluster's
+    SuperLink (launcher: kubernetes): then the SuperNode pods train."""
+    if stage == "train_federated" and cfg.train_federated.launcher == "kubernetes":
+        return False
+    return stage in TRAINING_STAGES and cfg.kubeflow.accelerator_count > 0
 
 
 def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
@@ -61,11 +65,11 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
 
     kf = cfg.kubeflow
     training = stage in TRAINING_STAGES
-    task.set_container_image(gpu_image(kf) if _uses_gpu(stage, kf) else cpu_image(kf))
+    task.set_container_image(gpu_image(kf) if _uses_gpu(stage, cfg) else cpu_image(kf))
     task.set_cpu_request(kf.train_cpu_request if training else kf.cpu_request)
     task.set_memory_request(kf.train_memory_request if training else kf.memory_request)
     task.set_memory_limit(kf.train_memory_limit if training else kf.memory_limit)
-    if _uses_gpu(stage, kf):
+    if _uses_gpu(stage, cfg):
         task.set_accelerator_type(kf.accelerator_type)
         task.set_accelerator_limit(kf.accelerator_count)
         kubernetes.add_toleration(
@@ -83,7 +87,7 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
     # Data stages are deterministic in their params; training draws DP noise from OS entropy and
     # registration must reach MLflow every run, so only data stages may reuse cached outputs.
     task.set_caching_options(enable_caching=kf.cache_data_stages and stage in DATA_STAGES)
-    if stage == "train_federated":
+    if stage == "train_federated" and cfg.train_federated.launcher == "kubernetes":
         _mount_runs_volume(task, cfg.cluster)
     if stage in MLFLOW_STAGES:
         kubernetes.use_secret_as_env(
@@ -96,7 +100,6 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
             },
             optional=True,  # an MLflow server that proxies artifacts needs no client credentials
         )
-    task.set_display_name(stage.replace("_", " "))
     return task
 
 

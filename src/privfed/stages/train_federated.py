@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 FAILED_LOGS = "federated-failed-logs"
 
 
+def _log_tails(folder: Path, lines: int = 15) -> None:
+    """The last lines of every kept Flower log, in this stage's own log."""
+    for path in sorted(folder.rglob("*.log")):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        if tail:
+            log.error("last lines of %s:\n%s", path.name, "\n".join(tail))
+
+
 def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
     """One round, flat: train loss, and the primary validation metric overall and per hospital."""
     return {
@@ -86,6 +94,7 @@ def run(
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(federation.log_dir, kept, dirs_exist_ok=True)
                 log.error("federated training failed; Flower logs kept in %s", kept)
+                _log_tails(kept)  # in a pod, the kept folder dies with it: the log is what stays
             raise
         shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
         write_json(runs, out / ROUNDS_FILE)
