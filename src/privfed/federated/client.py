@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
 from privfed.training import DPSettings, steps_per_epoch, train_with_config
 
-__all__ = ["train_reply", "evaluate_reply", "CONFIG_KEY", "STATE_KEY"]
+__all__ = ["train_reply", "evaluate_reply", "CONFIG_KEY", "STATE_KEY", "TIMING_PREFIX"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "privfed-config"
 STATE_KEY = "privfed"
+#: Reply metrics with this prefix are seconds the ClientApp spent per phase (benchmarks read
+#: them to split a round's time into load, (de)serialization, validation and training).
+TIMING_PREFIX = "t_"
 
 
 def _config(content: RecordDict) -> tuple[PrivFedConfig, dict[str, Any]]:
@@ -78,10 +82,20 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     use_dp = bool(config.get("dp", False))
     task = get_task(cfg.base.task)
     torch.set_num_threads(1)  # several hospitals share this machine's cores in local runs
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        now = time.perf_counter()
+        seconds, clock[0] = now - clock[0], now
+        return seconds
+
     train = task.load_dataset(cfg, [data_path / "train"])
     val = task.load_dataset(cfg, [data_path / "val"])
+    timings = {"load_s": lap()}
     model = _model(cfg, content["arrays"])
+    timings["deserialize_s"] = lap()
     received_val = task.evaluate(model, val)
+    timings["validate_s"] = lap()
 
     saved = dict(state[STATE_KEY]) if STATE_KEY in state else {}
     dp = None
@@ -105,6 +119,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         label=f"{hospital} round {server_round}",
     )
+    timings["train_s"] = lap()
     ident: dict[str, Any] = {"hospital": hospital}
     if dp is not None:
         state[STATE_KEY] = ConfigRecord(
@@ -123,14 +138,17 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         result.train_loss,
         f", σ={dp.noise_multiplier:.3f}" if dp else "",
     )
+    arrays = ArrayRecord(model.state_dict())
+    timings["serialize_s"] = lap()
     metrics = {
         "num-examples": result.num_examples,
         "train_loss": result.train_loss,
         **_metrics("val_", received_val),
+        **_metrics(TIMING_PREFIX, timings),
     }
     return RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": arrays,
             "metrics": MetricRecord(metrics),
             "ident": ConfigRecord(ident),
         }

@@ -24,7 +24,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from privfed.checkpoints import save_model
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated import RUN_RESULT_FILE
-from privfed.federated.client import CONFIG_KEY
+from privfed.federated.client import CONFIG_KEY, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.io import write_json
 from privfed.tasks import get_task
@@ -67,6 +67,19 @@ class RoundRecorder:
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._t_round = time.monotonic()
         self._train_round = 0
+        self._aggregate_s = 0.0
+
+    def timed_aggregate(self, aggregate: Any) -> Any:
+        """Wrap a strategy's ``aggregate_train`` so each round records its aggregation seconds."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return aggregate(*args, **kwargs)
+            finally:
+                self._aggregate_s += time.perf_counter() - t0
+
+        return wrapper
 
     def collect_train(self, records: list[RecordDict], weighting_key: str) -> MetricRecord:
         """``train_metrics_aggr_fn``: keep each hospital's row, then aggregate as Flower does."""
@@ -100,11 +113,13 @@ class RoundRecorder:
             )
         row = self.rounds[server_round]
         row["seconds"] = now - self._t_round
-        self._t_round = now
+        row["aggregate_seconds"] = self._aggregate_s
+        self._t_round, self._aggregate_s = now, 0.0
         for hospital, metrics in self._pending:
             row["train"][hospital] = {
                 "train_loss": float(metrics["train_loss"]),
                 "num_examples": int(metrics["num-examples"]),
+                "seconds": _unprefix(metrics, TIMING_PREFIX),
             }
             self.record_val(server_round - 1, hospital, metrics)
         n = sum(v["num_examples"] for v in row["train"].values())
@@ -197,6 +212,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         min_replies=min_train_nodes(cfg, num_nodes),
     )
     strategy = make_strategy(cfg, recorder, num_nodes)
+    strategy.aggregate_train = recorder.timed_aggregate(strategy.aggregate_train)  # type: ignore[method-assign]
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
     result = strategy.start(
