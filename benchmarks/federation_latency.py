@@ -1,7 +1,7 @@
 """Per-round latency of the local Flower federation: stock per-message ClientApp processes vs
 PrivFed's warm (forking) executor, measured side by side on the same data in one run.
 
-    python -m benchmarks.federation_latency [--rounds 4] [--repeats 2] [--profile tiny]
+    python -m benchmarks federation_latency [--rounds 4] [--repeats 2] [--profile tiny]
 
 Writes benchmarks/results/federation_latency.json and .md.
 """
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.common import wait_for_quiet, write_result
 from privfed.config import config_from_dict
-from privfed.io import write_json, write_text
 from privfed.logs import setup_logging
 from privfed.stages import generate_data, partition_data, train_federated, validate_data
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _config(profile: str, rounds: int, launcher: str):
@@ -40,12 +39,12 @@ def _config(profile: str, rounds: int, launcher: str):
     return config_from_dict(raw)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks federation_latency")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging("WARNING")
     launchers = ("subprocess", "warm")
     rows: dict[str, list[dict]] = {name: [] for name in launchers}
@@ -62,6 +61,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for launcher in launchers:  # interleaved so drift hits both equally
                 cfg = _config(args.profile, args.rounds, launcher)
+                load = wait_for_quiet()
                 t0 = time.monotonic()
                 metrics = train_federated.run(
                     cfg,
@@ -74,6 +74,7 @@ def main() -> None:
                         "stage_seconds": time.monotonic() - t0,
                         "run_wall_seconds": run["wall_seconds"],
                         "per_round_seconds_median": run["per_round_seconds_median"],
+                        "load": load,
                     }
                 )
                 print(launcher, rows[launcher][-1], flush=True)
@@ -98,8 +99,6 @@ def main() -> None:
         "summary": summary,
         "speedup_per_round": ratio,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(result, RESULTS / "federation_latency.json")
     table = [
         "| ClientApp launcher | per-round median (s) | min-max (s) | stage wall median (s) |",
         "|---|---|---|---|",
@@ -110,12 +109,14 @@ def main() -> None:
             f"{s['per_round_spread_s'][0]:.2f}-{s['per_round_spread_s'][1]:.2f} | "
             f"{s['stage_median_s']:.1f} |"
         )
-    write_text(
+    write_result(
+        "federation_latency",
+        result,
         "\n".join(table) + f"\n\nwarm is {ratio:.2f}x faster per round "
         f"({args.profile} profile, {args.rounds} rounds, {args.repeats} repeats)\n",
-        RESULTS / "federation_latency.md",
+        f"python -m benchmarks federation_latency --profile {args.profile} --rounds "
+        f"{args.rounds} --repeats {args.repeats}",
     )
-    print("\n".join(table))
 
 
 if __name__ == "__main__":

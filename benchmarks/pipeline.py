@@ -1,0 +1,143 @@
+"""Figure 5: ``dvc repro`` of the default profile end to end, per stage, then a no-change rerun.
+
+Runs in a temporary git + DVC copy of the project's tracked files (as the integration tests'
+``project`` fixture builds it, but with the profile params.yaml selects), so the working tree
+and its DVC cache are never touched. Stage times are the intervals between DVC's "Running
+stage" lines, timestamped as they stream (they include DVC's own hashing and caching of each
+stage's outputs, a real cost of the pipeline).
+
+    python -m benchmarks pipeline [--profile default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import ROOT, md_table, wait_for_quiet, write_result
+
+BIN = Path(sys.executable).parent
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
+    }
+
+
+def copy_project(dst: Path, profile: str) -> Path:
+    """Tracked files (no tests, benchmarks or dvc.lock) into a fresh git repository."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        if rel.startswith(("tests/", "benchmarks/")) or rel == "dvc.lock":
+            continue
+        if not (ROOT / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["base"]["profile"] = profile
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dst, env=_env(), check=True)
+    return dst
+
+
+def timed_repro(project: Path, log_path: Path) -> dict[str, Any]:
+    """Run ``dvc repro``; seconds per stage from the streamed output, and the total."""
+    t0 = time.monotonic()
+    marks: list[tuple[str, float]] = []
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [str(BIN / "dvc"), "repro"],
+            cwd=project,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            match = STAGE_LINE.search(line)
+            if match:
+                marks.append((match.group(1), time.monotonic() - t0))
+        code = proc.wait()
+    total = time.monotonic() - t0
+    if code != 0:
+        raise RuntimeError(f"dvc repro failed ({code}); see {log_path}")
+    stages = {}
+    for i, (name, start) in enumerate(marks):
+        end = marks[i + 1][1] if i + 1 < len(marks) else total
+        stages[name] = end - start
+    text = log_path.read_text()
+    return {
+        "total_s": total,
+        "stages_s": stages,
+        "before_first_stage_s": marks[0][1] if marks else total,
+        "skipped": len(re.findall(r"didn't change, skipping", text)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks pipeline")
+    parser.add_argument("--profile", default="default")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="privfed-bench-dvc-") as tmp:
+        project = copy_project(Path(tmp) / "project", args.profile)
+        load = wait_for_quiet()
+        first = timed_repro(project, Path(tmp) / "repro1.log")
+        print(f"  first repro {first['total_s']:.1f} s", flush=True)
+        load2 = wait_for_quiet()
+        second = timed_repro(project, Path(tmp) / "repro2.log")
+        print(f"  no-change rerun {second['total_s']:.1f} s", flush=True)
+        tail = (Path(tmp) / "repro2.log").read_text()[-2000:]
+    rows = [[name, f"{s:.1f}"] for name, s in first["stages_s"].items()]
+    rows.append(["**total `dvc repro`**", f"{first['total_s']:.1f}"])
+    rows.append(["**no-change rerun**", f"{second['total_s']:.1f}"])
+    markdown = (
+        f"`dvc repro` of the {args.profile} profile in a fresh copy (seconds)\n\n"
+        + md_table(["stage", "seconds"], rows)
+        + f"\nNo-change rerun: {second['skipped']} stage(s) reported unchanged, "
+        f"{len(second['stages_s'])} rerun.\n"
+    )
+    write_result(
+        "pipeline",
+        {
+            "profile": args.profile,
+            "load": [load, load2],
+            "first": first,
+            "no_change": second,
+            "no_change_log_tail": tail,
+        },
+        markdown,
+        f"python -m benchmarks pipeline --profile {args.profile}",
+    )
+
+
+if __name__ == "__main__":
+    main()

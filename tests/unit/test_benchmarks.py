@@ -1,0 +1,104 @@
+"""The benchmark harness's own logic (no timing assertions: benchmarks measure, tests check)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from benchmarks.__main__ import BENCHMARKS, main
+from benchmarks.common import fit_fixed_proportional, median_spread
+from benchmarks.overhead import round_breakdown
+from benchmarks.profiling import summarize_collapsed
+from benchmarks.report import refresh
+
+
+def test_fit_recovers_fixed_latency_and_factor() -> None:
+    # Prepare: y = 3 + 1.2 x exactly (3 s per round, 20 % slower work)
+    x = [1.0, 2.0, 4.0]
+    y = [4.2, 5.4, 7.8]
+    # Execute
+    fit = fit_fixed_proportional(x, y)
+    # Assert
+    assert fit["fixed_s"] == pytest.approx(3.0)
+    assert fit["factor"] == pytest.approx(1.2)
+    assert fit["r2"] == pytest.approx(1.0)
+
+
+def test_fit_least_squares_on_noisy_points() -> None:
+    # x = 0, 2; y = 1, 3 and 2, 4 at each: mean line through (0, 1.5) and (2, 3.5)
+    fit = fit_fixed_proportional([0.0, 0.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0])
+    assert fit["fixed_s"] == pytest.approx(1.5)
+    assert fit["factor"] == pytest.approx(1.0)
+    # residuals ±0.5 at each of 4 points: 1 - 1.0 / 5.0
+    assert fit["r2"] == pytest.approx(0.8)
+
+
+def test_fit_needs_two_workload_sizes() -> None:
+    with pytest.raises(ValueError, match="two or more distinct"):
+        fit_fixed_proportional([2.0, 2.0], [1.0, 1.1])
+
+
+def test_median_spread() -> None:
+    assert median_spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert math.isnan(median_spread([])["median"])
+
+
+def test_round_breakdown_takes_the_slowest_hospital_and_leaves_the_rest_to_transport() -> None:
+    phases = {"load_s": 0.1, "deserialize_s": 0.01, "validate_s": 0.2, "serialize_s": 0.01}
+    run = {
+        "rounds": [
+            {"round": 0, "train": {}},
+            {
+                "round": 1,
+                "seconds": 5.0,
+                "aggregate_seconds": 0.02,
+                "train": {
+                    "h1": {"seconds": {**phases, "train_s": 1.0}},
+                    "h2": {"seconds": {**phases, "train_s": 2.0}},
+                },
+            },
+        ]
+    }
+    b = round_breakdown(run)
+    assert b["train_s"] == pytest.approx(2.0)
+    assert b["aggregate_s"] == pytest.approx(0.02)
+    # 5.0 - (0.1 + 0.01 + 0.2 + 2.0 + 0.01) - 0.02
+    assert b["transport_and_polling_s"] == pytest.approx(2.66)
+    assert b["rounds_s"] == pytest.approx(5.0)
+
+
+def test_dispatcher_lists_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for name in BENCHMARKS:
+        assert name in listed
+    figures = {what.split(".")[0] for _, what in BENCHMARKS.values() if what[0].isdigit()}
+    assert figures == {"1", "2", "3", "4", "5", "6"}
+
+
+def test_dispatcher_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_pyspy_summary_counts_self_and_inclusive_samples() -> None:
+    raw = (
+        "main (a.py:1);loop (b.py:10);sleep (time.py:5) 6\n"
+        "main (a.py:1);loop (b.py:12);pull (c.py:3) 2\n"
+        "main (a.py:1);work (d.py:7) 2\n"
+    )
+    text = summarize_collapsed(raw)
+    assert text.startswith("10 samples")
+    assert " 60.0%  sleep (time.py:5)" in text
+    assert " 80.0%  loop (b.py)" in text  # lines 10 and 12 are one function
+
+
+def test_report_replaces_only_marked_tables() -> None:
+    doc = (
+        "intro\n<!-- results:scale -->\nold\n<!-- /results:scale -->\n"
+        "<!-- results:x -->\nkeep\n<!-- /results:x -->\n"
+    )
+    out = refresh(doc, {"scale": "| new |\n"})
+    assert "| new |\n<!-- /results:scale -->" in out
+    assert "old" not in out
+    assert "keep" in out
