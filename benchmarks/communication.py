@@ -82,7 +82,9 @@ def message_sizes(cfg: PrivFedConfig) -> dict[str, Any]:
 
 def measured(profile: str, rounds: list[int]) -> dict[str, Any]:
     """Flower's network traffic for runs of each length in one federation; the per-round slope."""
-    cfg = make_config(profile, {"privacy": {"enabled": False}})
+    cfg = make_config(
+        profile, {"privacy": {"enabled": False}, "register_model": {"candidate": "federated"}}
+    )
     out: dict[str, Any] = {"profile": profile, "hospitals": cfg.base.num_hospitals, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="privfed-bench-comm-") as tmp:
         parts = prepare_data(cfg, Path(tmp) / "data")

@@ -1,14 +1,16 @@
 """py-spy sampling of running federation processes, summarized as text the docs can quote.
 
 ``py-spy record --idle`` samples every thread, sleeping ones included, so a process that
-spends a round waiting in ``time.sleep`` shows it. Raw (collapsed) stacks are kept beside a
-summary of where samples end (self) and which functions they pass through (inclusive).
+spends a round waiting in ``time.sleep`` shows it. Raw (collapsed) stacks are kept, gzipped,
+beside a summary of where samples end (self) and which functions they pass through
+(inclusive).
 py-spy is an optional dependency (``pip install -e .[bench]``); without it nothing is recorded.
 """
 
 from __future__ import annotations
 
 import collections
+import gzip
 import re
 import shutil
 import signal
@@ -106,6 +108,9 @@ class PySpy:
                 proc.kill()
             raw = self.out_dir / f"{name}.collapsed.txt"
             if raw.is_file():
-                (self.out_dir / f"{name}.summary.txt").write_text(
-                    summarize_collapsed(raw.read_text())
-                )
+                text = raw.read_text()
+                (self.out_dir / f"{name}.summary.txt").write_text(summarize_collapsed(text))
+                # raw stacks for flamegraph tools, compressed (they run to megabytes)
+                with gzip.open(raw.with_name(raw.name + ".gz"), "wt") as out:
+                    out.write(text)
+                raw.unlink()
