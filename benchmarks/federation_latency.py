@@ -33,6 +33,7 @@ def _config(profile: str, rounds: int, launcher: str):
         **overlay.get("train_federated", {}),
         "rounds": rounds,
         "clientapp_launcher": launcher,
+        "supernode_poll_s": None,  # isolate the ClientApp launcher: Flower's own SuperNode waits
     }
     overlay["privacy"] = {**overlay.get("privacy", {}), "enabled": False}
     overlay["register_model"] = {**overlay.get("register_model", {}), "candidate": "federated"}

@@ -11,8 +11,9 @@ data load, (de)serialization, validation and training, the server's aggregation,
     federated seconds per round = fixed + factor × centralized seconds per round
 
 gives the fixed per-round latency and the proportional factor. Two federations are compared:
-``stock`` (the product as shipped) and ``fastpoll`` (the proposed fix: the SuperNode's 3 s
-idle poll capped, see :mod:`benchmarks.fastpoll`).
+``stock`` (Flower's own SuperNode waits: ``train_federated.supernode_poll_s: null``) and
+``fastpoll`` (the product default: those waits capped at ``supernode_poll_s``, see
+:mod:`privfed.federated.supernode`).
 
     python -m benchmarks federation_overhead [--profile default] [--epochs 2 6] [--repeats 2]
 """
@@ -37,8 +38,7 @@ from benchmarks.common import (
     wait_ready,
     write_result,
 )
-from benchmarks.fastpoll import FastPollFederation
-from privfed.config import PrivFedConfig
+from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.partitions import hospital_dirs, split_dirs
 from privfed.tasks import get_task
@@ -85,8 +85,10 @@ def round_breakdown(run: dict[str, Any]) -> dict[str, float]:
 
 
 def _federation(variant: str, cfg: PrivFedConfig, parts: Path, work: Path) -> LocalFederation:
-    cls = FastPollFederation if variant == "fastpoll" else LocalFederation
-    return cls(cfg, hospital_dirs(parts), work)
+    """``stock``: Flower's SuperNode waits; ``fastpoll``: capped (the product default, 0.2 s)."""
+    data = cfg.model_dump(mode="json")
+    data["train_federated"]["supernode_poll_s"] = None if variant == "stock" else 0.2
+    return LocalFederation(resolved_config(data), hospital_dirs(parts), work)
 
 
 def _measure(
@@ -148,7 +150,7 @@ def profile_run(cfg: PrivFedConfig, parts: Path, work: Path, out_dir: Path) -> N
     SuperNode and its executor (+ forked ClientApp tasks)."""
     from benchmarks.profiling import PySpy
 
-    with LocalFederation(cfg, hospital_dirs(parts), work / "profiled") as federation:
+    with _federation("stock", cfg, parts, work / "profiled") as federation:
         wait_ready(federation)
         first = federation.hospital_dirs[0].name
         pids = {

@@ -131,6 +131,9 @@ class TrainFederatedSection(_Section):
     port: int = Field(0, ge=0, le=65535, description="SuperLink port; 0 picks a free one")
     poll_interval_s: float = Field(0.1, gt=0.0, le=5.0)
     clientapp_launcher: Literal["warm", "subprocess"] = "warm"
+    supernode_poll_s: float | None = Field(
+        0.2, gt=0.0, le=3.0, description="cap on the SuperNode's idle waits; None: Flower's 3 s"
+    )
     launcher: Literal["local", "kubernetes"] = "local"
 
 

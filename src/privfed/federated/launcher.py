@@ -159,13 +159,23 @@ def supernode_command(
     node_config: str,
     warm: bool,
     root_certificates: str | None = None,
+    idle_poll_s: float | None = None,
 ) -> list[str]:
-    """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps."""
+    """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps.
+
+    With ``idle_poll_s``, Flower's SuperNode runs through :mod:`privfed.federated.supernode`,
+    which caps its hard-coded 3 s idle sleep and 0.5 s reply poll at that many seconds.
+    """
     security = (
         ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
     )
+    binary = (
+        [_bin("flower-supernode")]
+        if idle_poll_s is None
+        else [sys.executable, "-m", "privfed.federated.supernode", "--idle-poll", str(idle_poll_s)]
+    )
     return [
-        _bin("flower-supernode"),
+        *binary,
         *security,
         "--superlink",
         superlink,
@@ -460,6 +470,7 @@ class LocalFederation:
                 node_config=node_config_arg(hospital, hospital_dir),
                 warm=warm,
                 root_certificates=root_certificates,
+                idle_poll_s=self.cfg.train_federated.supernode_poll_s,
             ),
         )
         if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
