@@ -84,6 +84,25 @@ def kfp_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+def _cli(action: str, host: str, *extra: str) -> int:
+    """``privfed pipeline <action>`` against the stand-in, with this repository's params."""
+    return main(
+        [
+            "pipeline",
+            action,
+            "--host",
+            host,
+            "--namespace",
+            "privfed",
+            "--project",
+            str(ROOT),
+            "--params",
+            str(ROOT / "params.yaml"),
+            *extra,
+        ]
+    )
+
+
 def _spec(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pipeline spec, Kubernetes platform spec) as kfp.Client sends them."""
     both = body["pipeline_spec"]
@@ -99,25 +118,15 @@ def _posted(requests: list[dict[str, Any]], path: str) -> dict[str, Any]:
 def test_submit_sends_the_compiled_pipeline_with_overrides(kfp_api, capsys) -> None:
     host, requests = kfp_api
     # Execute
-    code = main(
-        [
-            "pipeline",
-            "submit",
-            "--host",
-            host,
-            "--namespace",
-            "privfed",
-            "--project",
-            str(ROOT),
-            "--params",
-            str(ROOT / "params.yaml"),
-            "--set",
-            "train_federated.rounds=20",
-            "--set",
-            "privacy.target_epsilon=3.0",
-            "--name",
-            "nightly",
-        ]
+    code = _cli(
+        "submit",
+        host,
+        "--set",
+        "train_federated.rounds=20",
+        "--set",
+        "privacy.target_epsilon=3.0",
+        "--name",
+        "nightly",
     )
     # Assert
     assert code == 0
@@ -142,22 +151,7 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(kfp_api, capsys) -> N
 
 def test_schedule_creates_a_recurring_run_without_overlap_or_catch_up(kfp_api, capsys) -> None:
     host, requests = kfp_api
-    code = main(
-        [
-            "pipeline",
-            "schedule",
-            "--host",
-            host,
-            "--namespace",
-            "privfed",
-            "--project",
-            str(ROOT),
-            "--params",
-            str(ROOT / "params.yaml"),
-            "--cron",
-            "0 0 3 * * 1",
-        ]
-    )
+    code = _cli("schedule", host, "--cron", "0 0 3 * * 1")
     assert code == 0
     assert capsys.readouterr().out.splitlines()[-1] == "sched-1"
     job = _posted(requests, "/apis/v2beta1/recurringruns")
@@ -177,22 +171,7 @@ def test_schedule_from_a_pod_sends_its_projected_token(
     token = tmp_path / "token"
     token.write_text("projected-sa-token")
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
-    code = main(
-        [
-            "pipeline",
-            "schedule",
-            "--host",
-            host,
-            "--namespace",
-            "privfed",
-            "--project",
-            str(ROOT),
-            "--params",
-            str(ROOT / "params.yaml"),
-            "--cron",
-            "0 0 3 * * 1",
-        ]
-    )
+    code = _cli("schedule", host, "--cron", "0 0 3 * * 1")
     assert code == 0
     posts = [r for r in requests if r["method"] == "POST"]
     assert posts and {r["authorization"] for r in posts} == {"Bearer projected-sa-token"}
@@ -211,21 +190,7 @@ def test_bad_schedule_input_is_named_and_nothing_reaches_the_api(
     kfp_api, capsys, extra: list[str], needle: str
 ) -> None:
     host, requests = kfp_api
-    code = main(
-        [
-            "pipeline",
-            "schedule",
-            "--host",
-            host,
-            "--namespace",
-            "privfed",
-            "--project",
-            str(ROOT),
-            "--params",
-            str(ROOT / "params.yaml"),
-            *extra,
-        ]
-    )
+    code = _cli("schedule", host, *extra)
     assert code == 1
     assert needle in " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert not [r for r in requests if r["method"] == "POST"]
