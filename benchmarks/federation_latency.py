@@ -14,30 +14,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from benchmarks.common import wait_for_quiet, write_result
-from privfed.config import config_from_dict
+from benchmarks.common import make_config, prepare_data, wait_for_quiet, write_result
+from privfed.config import PrivFedConfig
 from privfed.logs import setup_logging
-from privfed.stages import generate_data, partition_data, train_federated, validate_data
-
-ROOT = Path(__file__).resolve().parents[1]
+from privfed.stages import train_federated
 
 
-def _config(profile: str, rounds: int, launcher: str):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["base"]["profile"] = profile
-    overlay = raw["profiles"].setdefault(profile, {}) or {}
-    raw["profiles"][profile] = overlay
-    overlay["train_federated"] = {
-        **overlay.get("train_federated", {}),
-        "rounds": rounds,
-        "clientapp_launcher": launcher,
-        "supernode_poll_s": None,  # isolate the ClientApp launcher: Flower's own SuperNode waits
-    }
-    overlay["privacy"] = {**overlay.get("privacy", {}), "enabled": False}
-    overlay["register_model"] = {**overlay.get("register_model", {}), "candidate": "federated"}
-    return config_from_dict(raw)
+def _config(profile: str, rounds: int, launcher: str) -> PrivFedConfig:
+    return make_config(
+        profile,
+        {
+            "train_federated": {
+                "rounds": rounds,
+                "clientapp_launcher": launcher,
+                # isolate the ClientApp launcher: Flower's own SuperNode waits
+                "supernode_poll_s": None,
+            },
+            "privacy": {"enabled": False},
+            "register_model": {"candidate": "federated"},
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,14 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, list[dict]] = {name: [] for name in launchers}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        cfg = _config(args.profile, args.rounds, "warm")
-        generate_data.run(cfg, {}, {"raw": work / "raw"})
-        validate_data.run(cfg, {"raw": work / "raw"}, {"report": work / "v"})
-        partition_data.run(
-            cfg,
-            {"raw": work / "raw", "validation": work / "v"},
-            {"partitions": work / "p", "stats": work / "s.json"},
-        )
+        parts = prepare_data(_config(args.profile, args.rounds, "warm"), work)
         for repeat in range(args.repeats):
             for launcher in launchers:  # interleaved so drift hits both equally
                 cfg = _config(args.profile, args.rounds, launcher)
@@ -66,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                 t0 = time.monotonic()
                 metrics = train_federated.run(
                     cfg,
-                    {"partitions": work / "p"},
+                    {"partitions": parts},
                     {"models": work / f"m-{launcher}-{repeat}", "metrics": work / "m.json"},
                 )
                 run = metrics["runs"]["federated"]

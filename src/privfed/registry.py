@@ -85,6 +85,19 @@ def data_version(dvc_lock: Path) -> str:
     return hashlib.sha256(json.dumps(outs, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def experiment_id(client: Any, uri: str, name: str, artifact_location: str, root: Path) -> str:
+    """The MLflow experiment ``name``, created on first use.
+
+    With the default SQLite store, artifacts go to ``artifact_location`` under the project root
+    (``register_model.artifact_location``); a tracking server decides for itself.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = (root / artifact_location).resolve().as_uri() if uri.startswith("sqlite:") else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
 def tree_version(root: Path) -> str:
     """Content hash of a data folder (relative paths and bytes) where no dvc.lock records one.
 

@@ -179,6 +179,7 @@ def record_pipeline_status(
     import mlflow
     from mlflow import MlflowClient
 
+    from privfed.registry import experiment_id
     from privfed.registry import tracking_uri as resolve_uri
 
     setup_logging()
@@ -188,16 +189,12 @@ def record_pipeline_status(
     cfg = stage_config(sections)
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    mlflow.set_tracking_uri(resolve_uri(cfg.register_model.tracking_uri, Path.cwd()))
+    r, root = cfg.register_model, Path.cwd()
+    uri = resolve_uri(r.tracking_uri, root)
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.register_model.experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(cfg.register_model.experiment)
-    )
     run = client.create_run(
-        experiment_id,
+        experiment_id(client, uri, r.experiment, r.artifact_location, root),
         run_name=f"{cfg.base.task}-failed",
         tags={
             "task": cfg.base.task,

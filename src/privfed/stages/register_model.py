@@ -16,6 +16,7 @@ from privfed.federated import ROUNDS_FILE
 from privfed.io import atomic_dir, read_json, write_json, write_text
 from privfed.registry import (
     data_version,
+    experiment_id,
     git_commit,
     promotion_gate,
     tracking_uri,
@@ -105,20 +106,13 @@ def run(
     uri = tracking_uri(r.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(r.experiment)
-    if experiment is None:
-        artifact_location = None
-        if uri.startswith("sqlite:"):
-            artifact_location = (root / r.artifact_location).resolve().as_uri()
-        experiment_id = client.create_experiment(r.experiment, artifact_location=artifact_location)
-    else:
-        experiment_id = experiment.experiment_id
+    exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
     table = (Path(inputs["report"]) / "comparison.md").read_text()
 
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_id=exp_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in cfg.as_flat_dict().items()})
         mlflow.set_tags(
