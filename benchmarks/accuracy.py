@@ -42,7 +42,7 @@ METRICS = ("macro_auroc", "accuracy")
 
 
 def _scores(cfg: PrivFedConfig, model_path: Path, pooled_test: Any) -> dict[str, float]:
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     result = task.evaluate(load_model(model_path, cfg), pooled_test)
     return {m: float(result[m]) for m in METRICS}
 
@@ -113,7 +113,7 @@ def _study(profile: str, hospitals: int, epsilons: list[float | None], tmp: Path
     )
     work = tmp / f"h{hospitals}"
     parts = prepare_data(cfg, work)
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     pooled = task.load_dataset(cfg, split_dirs(hospital_dirs(parts), "test"))
     t0 = time.monotonic()
     result = {

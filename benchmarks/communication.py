@@ -46,7 +46,7 @@ def deflated(record: RecordDict) -> dict[str, int]:
 
 def message_sizes(cfg: PrivFedConfig) -> dict[str, Any]:
     """Serialized train message and reply of one hospital in one round (non-DP)."""
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     model = task.build_model(cfg)
     arrays = ArrayRecord(model.state_dict())
     config = ConfigRecord(

@@ -54,7 +54,7 @@ def _with_epochs(cfg: PrivFedConfig, epochs: int) -> PrivFedConfig:
 
 def centralized_seconds(cfg: PrivFedConfig, parts: Path, epochs: int) -> dict[str, float]:
     """Plain centralized script: load the pooled training data, train ``epochs`` epochs."""
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     t0 = time.perf_counter()
     data = task.load_dataset(cfg, split_dirs(hospital_dirs(parts), "train"))
     t1 = time.perf_counter()

@@ -37,7 +37,7 @@ MODES = ("nondp", "hooks", "ghost")
 
 def synthetic_batch(cfg: PrivFedConfig, n: int, seed: int = 0) -> TensorDataset:
     """Random tensors shaped like the task's features (timing does not depend on values)."""
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     from privfed.tasks.readmission import schema
 
     g = torch.Generator().manual_seed(seed)
@@ -91,7 +91,7 @@ def worker(mode: str, profile: str, steps: int, warmup: int, threads: int) -> di
     torch.set_num_threads(threads)
     cfg = make_config(profile)
     device = resolve_device(cfg.base.device)
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     batch = cfg.train.batch_size
     data = synthetic_batch(cfg, batch * (steps + warmup))
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def ghost_matches_hooks(profile: str, max_grad_norm: float = 0.05) -> dict[str, 
     the clipping itself, not just the unclipped sum.
     """
     cfg = make_config(profile, {"model": {"dropout": 0.0}})
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     data = synthetic_batch(cfg, cfg.train.batch_size, seed=1)
     steps = {}
     norms = {}
@@ -183,7 +183,7 @@ def torch_profile(mode: str, profile: str, steps: int = 20, threads: int = 1) ->
 
     torch.set_num_threads(threads)
     cfg = make_config(profile)
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     data = synthetic_batch(cfg, cfg.train.batch_size * (steps + 3))
     torch.manual_seed(0)
     model = task.build_model(cfg)

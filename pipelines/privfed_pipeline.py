@@ -16,6 +16,7 @@ from typing import Any
 from components.account_privacy.component import account_privacy as account_privacy_op
 from components.evaluate_models.component import evaluate_models as evaluate_models_op
 from components.generate_data.component import generate_data as generate_data_op
+from components.ingest_data.component import ingest_data as ingest_data_op
 from components.partition_data.component import partition_data as partition_data_op
 from components.record_pipeline_status.component import (
     record_pipeline_status as record_pipeline_status_op,
@@ -36,13 +37,13 @@ __all__ = ["build_pipeline", "build_sweep_pipeline"]
 
 
 def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
-    """generate → validate → partition → the three trainings → ε accounting → evaluation."""
+    """generate → ingest → validate → partition → the three trainings → ε → evaluation."""
     t = _data_and_baselines(p, cfg)
     return t | _federation_chain(p, cfg, t["partition"], t["centralized"], t["local"])
 
 
 def _data_and_baselines(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
-    """generate → validate → partition → centralized and local-only training."""
+    """generate → ingest → validate → partition → centralized and local-only training."""
 
     def conf(task: Any, stage: str) -> Any:
         return configure_task(task, stage, cfg)
@@ -51,13 +52,23 @@ def _data_and_baselines(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]
         generate_data_op(base=p["base"], generate_data=p["generate_data"], profiles=p["profiles"]),
         "generate_data",
     )
+    ing = conf(
+        ingest_data_op(
+            base=p["base"],
+            ingest_data=p["ingest_data"],
+            profiles=p["profiles"],
+            generated=gen.outputs["generated"],
+        ),
+        "ingest_data",
+    )
     val = conf(
         validate_data_op(
             base=p["base"],
             generate_data=p["generate_data"],
+            ingest_data=p["ingest_data"],
             validate_data=p["validate_data"],
             profiles=p["profiles"],
-            raw=gen.outputs["raw"],
+            raw=ing.outputs["raw"],
         ),
         "validate_data",
     )
@@ -71,7 +82,9 @@ def _data_and_baselines(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]
         ),
         "partition_data",
     )
-    common = {k: p[k] for k in ("base", "generate_data", "model", "train", "profiles")}
+    common = {
+        k: p[k] for k in ("base", "generate_data", "ingest_data", "model", "train", "profiles")
+    }
     partitions = part.outputs["partitions"]
     cen = conf(
         train_centralized_op(
@@ -94,7 +107,9 @@ def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any
     def conf(task: Any, stage: str) -> Any:
         return configure_task(task, stage, cfg)
 
-    common = {k: p[k] for k in ("base", "generate_data", "model", "train", "profiles")}
+    common = {
+        k: p[k] for k in ("base", "generate_data", "ingest_data", "model", "train", "profiles")
+    }
     partitions = part.outputs["partitions"]
     fed = conf(
         train_federated_op(
@@ -119,6 +134,7 @@ def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any
         evaluate_models_op(
             base=p["base"],
             generate_data=p["generate_data"],
+            ingest_data=p["ingest_data"],
             model=p["model"],
             profiles=p["profiles"],
             partitions=partitions,

@@ -35,8 +35,10 @@ def tiny_cfg() -> PrivFedConfig:
 @pytest.fixture(scope="session")
 def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated raw data for the tiny profile (shared, read-only)."""
-    from privfed.stages import generate_data
+    from privfed.stages import generate_data, ingest_data
 
-    out = tmp_path_factory.mktemp("raw") / "raw"
-    generate_data.run(config_from_dict(raw_params()), {}, {"raw": out})
-    return out
+    cfg = config_from_dict(raw_params())
+    base = tmp_path_factory.mktemp("raw")
+    generate_data.run(cfg, {}, {"generated": base / "generated"})
+    ingest_data.run(cfg, {"generated": base / "generated"}, {"raw": base / "raw"})
+    return base / "raw"

@@ -19,6 +19,7 @@ from privfed.kubeflow.settings import component
 def evaluate_models(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     model: dict,
     profiles: dict,
     partitions: Input[Dataset],

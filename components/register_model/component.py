@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def register_model(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     validate_data: dict,
     partition_data: dict,
     model: dict,
@@ -49,6 +50,7 @@ def register_model(
     sections = {
         "base": base,
         "generate_data": generate_data,
+        "ingest_data": ingest_data,
         "validate_data": validate_data,
         "partition_data": partition_data,
         "model": model,

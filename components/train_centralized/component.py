@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def train_centralized(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     model: dict,
     train: dict,
     train_centralized: dict,
@@ -23,6 +24,7 @@ def train_centralized(
     sections = {
         "base": base,
         "generate_data": generate_data,
+        "ingest_data": ingest_data,
         "model": model,
         "train": train,
         "train_centralized": train_centralized,

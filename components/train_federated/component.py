@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def train_federated(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     model: dict,
     train: dict,
     train_federated: dict,
@@ -25,6 +26,7 @@ def train_federated(
     sections = {
         "base": base,
         "generate_data": generate_data,
+        "ingest_data": ingest_data,
         "model": model,
         "train": train,
         "train_federated": train_federated,

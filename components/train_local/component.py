@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def train_local(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     model: dict,
     train: dict,
     train_local: dict,
@@ -23,6 +24,7 @@ def train_local(
     sections = {
         "base": base,
         "generate_data": generate_data,
+        "ingest_data": ingest_data,
         "model": model,
         "train": train,
         "train_local": train_local,

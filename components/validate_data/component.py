@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def validate_data(
     base: dict,
     generate_data: dict,
+    ingest_data: dict,
     validate_data: dict,
     profiles: dict,
     raw: Input[Dataset],
@@ -22,6 +23,7 @@ def validate_data(
     sections = {
         "base": base,
         "generate_data": generate_data,
+        "ingest_data": ingest_data,
         "validate_data": validate_data,
         "profiles": profiles,
     }

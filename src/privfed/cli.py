@@ -40,7 +40,61 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-params", help="validate params.yaml and print the result")
     check.add_argument("--params", default="params.yaml")
     _add_pipeline_parser(sub)
+    _add_schema_parser(sub)
     return parser
+
+
+def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
+    """``privfed schema infer``: draft a tabular schema from a user's data for review."""
+    schema = sub.add_parser("schema", help="tabular schema files")
+    actions = schema.add_subparsers(dest="action", required=True)
+    infer = actions.add_parser("infer", help="draft a schema from the data, to review and edit")
+    infer.add_argument("--data", required=True, help="folder per hospital, or one file")
+    infer.add_argument("--target", required=True, help="the column to predict")
+    infer.add_argument("--site-column", default="site", help="with one file: its hospital column")
+    infer.add_argument("--id-column", help="a row identifier column (not a feature)")
+    infer.add_argument("--kind", choices=["classification", "regression"])
+    infer.add_argument("--exclude", action="append", default=[], help="a column to leave out")
+    infer.add_argument("--max-categories", type=int, default=20)
+    infer.add_argument("--out", default="schema.yaml", help="where to write (default: %(default)s)")
+    example = sub.add_parser("example", help="write example 'own data' for the walkthrough")
+    example.add_argument("name", choices=["breast-cancer"])
+    example.add_argument("--out", required=True, help="CSV to write (one table, a site column)")
+
+
+def run_schema_command(args: argparse.Namespace) -> None:
+    from privfed.ingest import concat_sites, site_tables
+    from privfed.tasks.tabular.schema import infer_schema, write_schema
+
+    tables = site_tables(Path(args.data), table=None, site_column=args.site_column)
+    frame = concat_sites(tables).drop(columns=["hospital"])
+    schema = infer_schema(
+        frame,
+        target=args.target,
+        kind=args.kind,
+        exclude=tuple(args.exclude),
+        id_column=args.id_column,
+        max_categories=args.max_categories,
+    )
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"{out} exists; remove it or pass another --out (nothing written)")
+    write_schema(
+        schema,
+        out,
+        comment=(
+            f"Drafted by `privfed schema infer` from {len(frame)} rows of {args.data} "
+            f"({len(tables)} hospitals).\nReview before use: ranges are the observed ones, "
+            "categories the values seen."
+        ),
+    )
+    log.info(
+        "wrote %s: target %r (%s), %d features",
+        out,
+        args.target,
+        schema["target"]["kind"],
+        len(schema["features"]),
+    )
 
 
 def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
@@ -129,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pipeline":
             run_pipeline_command(args)
+            return 0
+        if args.command == "example":
+            from privfed.examples import write_breast_cancer_sites
+
+            frame = write_breast_cancer_sites(Path(args.out))
+            log.info("wrote %s: %s", args.out, frame["site"].value_counts().sort_index().to_dict())
+            return 0
+        if args.command == "schema":
+            run_schema_command(args)
             return 0
         if args.command == "check-params":
             cfg = load_config(args.params)

@@ -27,6 +27,7 @@ __all__ = [
 
 STAGES = (
     "generate_data",
+    "ingest_data",
     "validate_data",
     "partition_data",
     "train_centralized",
@@ -52,6 +53,7 @@ class BaseSection(_Section):
     seed: int = 42
     num_hospitals: int = Field(3, ge=2, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    data_source: Literal["synthetic", "directory"] = "synthetic"
 
     @field_validator("task")
     @classmethod
@@ -64,7 +66,11 @@ class BaseSection(_Section):
 
     @property
     def hospitals(self) -> list[str]:
-        """Stable hospital names, ``hospital_1`` … ``hospital_N``."""
+        """Synthetic hospital names, ``hospital_1`` … ``hospital_N``.
+
+        With ``data_source: directory`` the hospitals are the user's folders or site values;
+        stages read them from the ingested data, never from here.
+        """
         return [f"hospital_{i + 1}" for i in range(self.num_hospitals)]
 
 
@@ -82,6 +88,55 @@ class GenerateDataSection(_Section):
                 f"min_months={self.min_months} is larger than max_months={self.max_months}"
             )
         return self
+
+
+class IngestDataSection(_Section):
+    """Where a user's own data is (``base.data_source: directory``) and how to read it.
+
+    ``schema`` (tabular task) is a path to the user's schema YAML when written in params.yaml;
+    loading resolves it to the schema's contents, so the resolved config that travels to
+    Kubeflow pods and Flower apps carries the schema itself, not a path they cannot open.
+    """
+
+    path: str = "data/external"
+    site_column: str = "site"
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    min_rows_per_site: int = Field(20, ge=2)
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _read_schema_file(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            return read_schema_file(Path(value))
+        return value
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from privfed.tasks.tabular.schema import TabularSchema
+
+        return TabularSchema.parse(value).model_dump(mode="json")
+
+
+def read_schema_file(path: Path) -> dict[str, Any]:
+    """The mapping in a schema YAML file; errors name the file."""
+    if not path.is_file():
+        raise ValueError(
+            f"schema file not found: {str(path)!r} (write one with `privfed schema infer`)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"schema file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"schema file {str(path)!r} must hold a mapping")
+    return data
 
 
 class ValidateDataSection(_Section):
@@ -119,8 +174,10 @@ class TrainLocalSection(_Section):
 
 
 class TrainFederatedSection(_Section):
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
+    server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
+    server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
     rounds: int = Field(10, ge=1)
     local_epochs: int = Field(1, ge=1)
     fraction_train: float = Field(1.0, gt=0.0, le=1.0)
@@ -280,6 +337,8 @@ class KubeflowSection(_Section):
     mlflow_tracking_uri: str = "http://mlflow.privfed.svc.cluster.local:5000"
     mlflow_secret: str = "privfed-mlflow-s3"
     service_account: str = ""
+    ingest_pvc: str = ""
+    ingest_dir: str = "/mnt/privfed/ingest"
     sweep_epsilons: tuple[float, ...] = (8.0, 3.0, 1.0, 0.5)
     sweep_hospitals: tuple[int, ...] = (3, 5)
 
@@ -303,6 +362,7 @@ class KubeflowSection(_Section):
 class PrivFedConfig(_Section):
     base: BaseSection = BaseSection()
     generate_data: GenerateDataSection = GenerateDataSection()
+    ingest_data: IngestDataSection = IngestDataSection()
     validate_data: ValidateDataSection = ValidateDataSection()
     partition_data: PartitionDataSection = PartitionDataSection()
     model: ModelSection = ModelSection()

@@ -6,9 +6,16 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+)
 
-__all__ = ["classification_metrics", "confusion_counts", "macro_ovr_auroc"]
+__all__ = ["classification_metrics", "confusion_counts", "macro_ovr_auroc", "regression_metrics"]
 
 
 def macro_ovr_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -31,11 +38,29 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, loss: float) -
     return {
         "loss": float(loss),
         "accuracy": float(accuracy_score(labels, preds)),
+        # mean recall over the classes present (sklearn's balanced accuracy, without its
+        # warning when a small hospital split lacks a class)
+        "balanced_accuracy": float(
+            recall_score(labels, preds, average="macro", labels=np.unique(labels), zero_division=0)
+        ),
         "macro_f1": float(
             f1_score(labels, preds, average="macro", labels=list(range(n_classes)), zero_division=0)
         ),
         "macro_auroc": macro_ovr_auroc(labels, probs),
         "n": int(len(labels)),
+    }
+
+
+def regression_metrics(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, R² (NaN when the targets are constant) and the squared-error loss."""
+    err = preds - targets
+    mse = float(np.mean(err**2)) if len(err) else math.nan
+    return {
+        "loss": mse,
+        "mae": float(mean_absolute_error(targets, preds)) if len(err) else math.nan,
+        "rmse": math.sqrt(mse) if len(err) else math.nan,
+        "r2": float(r2_score(targets, preds)) if len(err) > 1 and np.ptp(targets) > 0 else math.nan,
+        "n": int(len(targets)),
     }
 
 

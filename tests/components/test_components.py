@@ -22,11 +22,29 @@ from tests.conftest import ROOT, raw_params
 sys.path.insert(0, str(ROOT))
 
 from components.generate_data.component import generate_data  # noqa: E402
+from components.ingest_data.component import ingest_data  # noqa: E402
 from components.validate_data.component import validate_data  # noqa: E402
 
 
 def _art(cls, tmp_path: Path, name: str):
     return cls(name=name, uri=str(tmp_path / name))
+
+
+def _generate_and_ingest(p: dict, tmp_path: Path, raw: Dataset) -> None:
+    generated = _art(Dataset, tmp_path, "generated")
+    generate_data.python_func(
+        base=p["base"],
+        generate_data=p["generate_data"],
+        profiles=p["profiles"],
+        generated=generated,
+    )
+    ingest_data.python_func(
+        base=p["base"],
+        ingest_data=p["ingest_data"],
+        profiles=p["profiles"],
+        generated=generated,
+        raw=raw,
+    )
 
 
 def test_data_components_produce_a_validated_dataset(tmp_path: Path) -> None:
@@ -36,12 +54,11 @@ def test_data_components_produce_a_validated_dataset(tmp_path: Path) -> None:
     validated, validation = _art(Dataset, tmp_path, "validated"), _art(Artifact, tmp_path, "v")
     page = _art(HTML, tmp_path, "validation.html")
     # Execute
-    generate_data.python_func(
-        base=p["base"], generate_data=p["generate_data"], profiles=p["profiles"], raw=raw
-    )
+    _generate_and_ingest(p, tmp_path, raw)
     validate_data.python_func(
         base=p["base"],
         generate_data=p["generate_data"],
+        ingest_data=p["ingest_data"],
         validate_data=p["validate_data"],
         profiles=p["profiles"],
         raw=raw,
@@ -62,13 +79,12 @@ def test_invalid_data_stops_before_a_validated_dataset_exists(tmp_path: Path) ->
     p["profiles"]["tiny"]["validate_data"] = {}  # let the section's value stand
     raw = _art(Dataset, tmp_path, "raw")
     validated = _art(Dataset, tmp_path, "validated")
-    generate_data.python_func(
-        base=p["base"], generate_data=p["generate_data"], profiles=p["profiles"], raw=raw
-    )
+    _generate_and_ingest(p, tmp_path, raw)
     with pytest.raises(RuntimeError, match="expectation"):
         validate_data.python_func(
             base=p["base"],
             generate_data=p["generate_data"],
+            ingest_data=p["ingest_data"],
             validate_data=p["validate_data"],
             profiles=p["profiles"],
             raw=raw,

@@ -64,7 +64,8 @@ def test_all_stages_with_their_edges(main_ir) -> None:
         for name, task in tasks.items()
     }
     assert producers["generate-data"] == set()
-    assert producers["validate-data"] == {"generate-data"}
+    assert producers["ingest-data"] == {"generate-data"}
+    assert producers["validate-data"] == {"ingest-data"}
     assert producers["partition-data"] == {"validate-data"}
     for stage in TRAINING_STAGES:
         assert producers[_task(stage)] == {"partition-data"}
@@ -143,6 +144,27 @@ def test_kubernetes_platform_settings(main_ir) -> None:
         (secret,) = platform[executor]["secretAsEnv"]
         assert secret["secretName"] == "privfed-mlflow-s3"
         assert secret["optional"] is True
+
+
+def test_ingest_volume_is_mounted_only_into_ingest_data(tmp_path: Path) -> None:
+    # Prepare
+    params = _params_with(tmp_path, "kubeflow", ingest_pvc="consortium-data")
+    # Execute
+    out = project.compile_pipeline("main", params, tmp_path / "ingest.yaml", ROOT)
+    # Assert
+    _, platform = yaml.safe_load_all(out.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    (mount,) = executors["exec-ingest-data"]["pvcMount"]
+    assert mount["constant"] == "consortium-data"
+    assert mount["mountPath"] == "/mnt/privfed/ingest"
+    others = [e for n, e in executors.items() if n != "exec-ingest-data"]
+    assert all(m["constant"] != "consortium-data" for e in others for m in e.get("pvcMount", []))
+
+
+def test_ingest_data_never_reuses_a_cached_output(main_ir) -> None:
+    """A user's files can change while every parameter stays the same."""
+    spec, _ = main_ir
+    assert _tasks(spec)["ingest-data"]["cachingOptions"].get("enableCache", False) is False
 
 
 def test_cluster_launcher_gets_volume_ca_and_label_but_no_gpu(tmp_path: Path) -> None:

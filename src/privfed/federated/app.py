@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
-from privfed.federated.client import evaluate_reply, train_reply
+from privfed.federated.client import evaluate_reply, statistics_reply, train_reply
 from privfed.federated.server import run_server
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
@@ -44,4 +44,12 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     return Message(
         content=evaluate_reply(msg.content, dict(context.node_config), context.state), reply_to=msg
+    )
+
+
+@client_app.query()
+def query(msg: Message, context: Context) -> Message:
+    return Message(
+        content=statistics_reply(msg.content, dict(context.node_config), context.state),
+        reply_to=msg,
     )

@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
@@ -23,7 +24,14 @@ from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
 from privfed.training import DPSettings, steps_per_epoch, train_with_config
 
-__all__ = ["train_reply", "evaluate_reply", "CONFIG_KEY", "STATE_KEY", "TIMING_PREFIX"]
+__all__ = [
+    "train_reply",
+    "evaluate_reply",
+    "statistics_reply",
+    "CONFIG_KEY",
+    "STATE_KEY",
+    "TIMING_PREFIX",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,7 @@ def _node(node_config: dict[str, Any]) -> tuple[str, Path]:
 
 
 def _model(cfg: PrivFedConfig, arrays: ArrayRecord) -> torch.nn.Module:
-    model = get_task(cfg.base.task).build_model(cfg)
+    model = get_task(cfg.base.task, cfg).build_model(cfg)
     model.load_state_dict(arrays.to_torch_state_dict())
     return model
 
@@ -80,7 +88,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     hospital, data_path = _node(node_config)
     server_round = int(config.get("server-round", 0))
     use_dp = bool(config.get("dp", False))
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     torch.set_num_threads(1)  # several hospitals share this machine's cores in local runs
     clock = [time.perf_counter()]
 
@@ -165,7 +173,7 @@ def evaluate_reply(
     """
     cfg, _ = _config(content)
     hospital, data_path = _node(node_config)
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     torch.set_num_threads(1)
     val = task.load_dataset(cfg, [data_path / "val"])
     metrics = task.evaluate(_model(cfg, content["arrays"]), val)
@@ -177,4 +185,23 @@ def evaluate_reply(
             "metrics": MetricRecord({"num-examples": len(val), **_metrics("val_", metrics)}),
             "ident": ConfigRecord(ident),
         }
+    )
+
+
+def statistics_reply(
+    content: RecordDict, node_config: dict[str, Any], state: RecordDict
+) -> RecordDict:
+    """This hospital's additive statistics (counts and sums over its training split).
+
+    What leaves the hospital is the arrays the task defines (e.g. per-column sums), never a row.
+    """
+    cfg, _ = _config(content)
+    hospital, data_path = _node(node_config)
+    stats = get_task(cfg.base.task, cfg).local_statistics(cfg, [data_path / "train"])
+    if stats is None:
+        raise ValueError(f"task {cfg.base.task!r} defines no statistics to send")
+    log.info("%s: sent statistics %s", hospital, sorted(stats))
+    arrays = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in stats.items()}
+    return RecordDict(
+        {"statistics": ArrayRecord(arrays), "ident": ConfigRecord({"hospital": hospital})}
     )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from privfed.checkpoints import save_model
@@ -29,7 +29,13 @@ from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.io import write_json
 from privfed.tasks import get_task
 
-__all__ = ["RoundRecorder", "make_strategy", "min_train_nodes", "run_server"]
+__all__ = [
+    "RoundRecorder",
+    "federated_statistics",
+    "make_strategy",
+    "min_train_nodes",
+    "run_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +173,60 @@ def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -
     )
     if fed.strategy == "fedprox":
         return FedProx(proximal_mu=fed.proximal_mu, **common)
+    if fed.strategy in ADAPTIVE:
+        # Reddi et al.'s adaptive server optimizers: the averaged update is a pseudo-gradient
+        # that Adam/Yogi/Adagrad applies with step eta (server_lr). Flower's defaults for the
+        # moments (beta_1 0.9, beta_2 0.99) stay; eta_l is only recorded by Flower.
+        return ADAPTIVE[fed.strategy](
+            eta=fed.server_lr, eta_l=cfg.train.lr, tau=fed.server_tau, **common
+        )
     return FedAvg(**common)
+
+
+#: ``train_federated.strategy`` names of the adaptive server optimizers.
+ADAPTIVE = {"fedadam": FedAdam, "fedyogi": FedYogi, "fedadagrad": FedAdagrad}
+
+
+def federated_statistics(
+    grid: Grid, cfg: PrivFedConfig, *, num_nodes: int, timeout: float
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Sum every hospital's additive statistics (counts, sums) into the pooled ones.
+
+    Each hospital computes them on its own training split and replies only those arrays; the
+    server never sees a row. All hospitals must answer: the model's normalizers are fixed by
+    this sum, so a missing hospital would silently change them.
+    """
+    config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json"))})
+    messages = [
+        Message(
+            content=RecordDict({"config": config}),
+            dst_node_id=node,
+            message_type=MessageType.QUERY,
+        )
+        for node in grid.get_node_ids()
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    errors = [r.error.reason for r in replies if r.has_error()]
+    if errors or len(replies) < num_nodes:
+        raise RuntimeError(
+            f"federated statistics: {len(replies) - len(errors)} of {num_nodes} hospitals "
+            f"answered within {timeout} s" + (f"; errors: {errors}" if errors else "")
+        )
+    total: dict[str, np.ndarray] = {}
+    hospitals = []
+    for reply in replies:
+        hospitals.append(str(reply.content["ident"]["hospital"]))
+        arrays = reply.content["statistics"].to_torch_state_dict()
+        for key, value in arrays.items():
+            part = value.numpy().astype(np.float64)
+            if key in total and total[key].shape != part.shape:
+                raise RuntimeError(
+                    f"federated statistics: {hospitals[-1]} sent {key!r} with shape "
+                    f"{part.shape}, others {total[key].shape}"
+                )
+            total[key] = total.get(key, 0.0) + part
+    log.info("federated statistics summed over %s", ", ".join(sorted(hospitals)))
+    return total, sorted(hospitals)
 
 
 def _final_evaluation(
@@ -190,7 +249,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     use_dp = bool(run_config.get("dp", False))
     num_nodes = int(run_config["num-nodes"])
     fed = cfg.train_federated
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     grid = FastPollGrid(grid, poll_interval=fed.poll_interval_s)
     t0 = time.monotonic()
     wait_for_nodes(grid, num_nodes, timeout=fed.startup_timeout_s)
@@ -202,8 +261,13 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         fed.strategy,
         " with DP-SGD" if use_dp else "",
     )
+    statistics, stat_hospitals = (
+        federated_statistics(grid, cfg, num_nodes=num_nodes, timeout=fed.round_timeout_s)
+        if task.uses_statistics
+        else (None, [])
+    )
     torch.manual_seed(cfg.base.seed)
-    initial = task.build_model(cfg)
+    initial = task.build_model(cfg, statistics)
     recorder = RoundRecorder(
         out_dir=out_dir,
         task_name=task.name,
@@ -253,6 +317,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         "dp": use_dp,
         "dp_history": recorder.dp_history,
         "strategy": fed.strategy,
+        "statistics_from": stat_hospitals,
         "seconds": {
             "total": time.monotonic() - t0,
             "training": training_seconds,

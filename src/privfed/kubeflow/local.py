@@ -21,7 +21,8 @@ log = logging.getLogger("privfed")
 
 #: (KFP task, its output artifact) -> (stage, the stage's output name in DEFAULT_PATHS).
 ARTIFACT_LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
-    ("generate-data", "raw"): ("generate_data", "raw"),
+    ("generate-data", "generated"): ("generate_data", "generated"),
+    ("ingest-data", "raw"): ("ingest_data", "raw"),
     ("validate-data", "validation"): ("validate_data", "report"),
     ("partition-data", "partitions"): ("partition_data", "partitions"),
     ("partition-data", "stats"): ("partition_data", "stats"),

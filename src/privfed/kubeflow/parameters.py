@@ -19,6 +19,7 @@ __all__ = ["COMPILE_TIME_SECTIONS", "PIPELINE_SECTIONS", "load_params"]
 PIPELINE_SECTIONS = (
     "base",
     "generate_data",
+    "ingest_data",
     "validate_data",
     "partition_data",
     "model",
@@ -46,10 +47,13 @@ def _drop_nulls(value: Any) -> Any:
 def load_params(path: str | Path) -> tuple[dict[str, Any], PrivFedConfig]:
     """Every params.yaml section as written (the pipeline defaults) and the validated config.
 
-    Keys set to null are left out; the check below proves that changes nothing.
+    Keys set to null are left out; the check below proves that changes nothing. A schema file
+    named by ``ingest_data.schema`` is inlined: pods see its contents, not a path on this machine.
     """
     cfg = load_config(path)  # names a missing file or a bad value
     raw = _drop_nulls(yaml.safe_load(Path(path).read_text()) or {})
+    if isinstance((raw.get("ingest_data") or {}).get("schema"), str):
+        raw["ingest_data"]["schema"] = cfg.ingest_data.schema_
     if config_from_dict(raw).model_dump() != cfg.model_dump():
         raise ConfigError(f"{path}: a null value differs from its schema default")
     return {s: raw.get(s) or {} for s in (*PIPELINE_SECTIONS, *COMPILE_TIME_SECTIONS)}, cfg

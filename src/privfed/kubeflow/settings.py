@@ -84,9 +84,13 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
             backoff_factor=kf.backoff_factor,
             backoff_max_duration=kf.backoff_max_duration,
         )
-    # Data stages are deterministic in their params; training draws DP noise from OS entropy and
+    # Data stages are deterministic in their params (ingest_data is not: it reads files a
+    # cache key cannot see, so it always runs); training draws DP noise from OS entropy and
     # registration must reach MLflow every run, so only data stages may reuse cached outputs.
     task.set_caching_options(enable_caching=kf.cache_data_stages and stage in DATA_STAGES)
+    if stage == "ingest_data" and kf.ingest_pvc:
+        # the consortium's data, read in place: ingest_data.path points under ingest_dir
+        kubernetes.mount_pvc(task, pvc_name=kf.ingest_pvc, mount_path=kf.ingest_dir)
     if stage == "train_federated" and cfg.train_federated.launcher == "kubernetes":
         _mount_runs_volume(task, cfg.cluster)
     if stage in MLFLOW_STAGES:

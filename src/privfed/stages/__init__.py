@@ -19,7 +19,8 @@ StageFn = Callable[[PrivFedConfig, Mapping[str, Path], Mapping[str, Path]], dict
 
 #: Where each stage reads and writes in the DVC layout (relative to the project root).
 DEFAULT_PATHS: dict[str, dict[str, dict[str, str]]] = {
-    "generate_data": {"inputs": {}, "outputs": {"raw": "data/raw"}},
+    "generate_data": {"inputs": {}, "outputs": {"generated": "data/generated"}},
+    "ingest_data": {"inputs": {"generated": "data/generated"}, "outputs": {"raw": "data/raw"}},
     "validate_data": {
         "inputs": {"raw": "data/raw"},
         "outputs": {"report": "reports/validation"},

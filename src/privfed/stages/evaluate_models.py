@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 POOLED = "pooled"
 #: Pooled-test confusion matrices of the global models (classification tasks only).
 CONFUSION_FILE = "confusion.json"
+#: Comparison-table columns per primary metric (classification, regression).
+REPORT_COLUMNS = {
+    "macro_auroc": ["macro_auroc", "accuracy", "balanced_accuracy", "macro_f1"],
+    "r2": ["r2", "mae", "rmse"],
+}
 
 
 def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
@@ -113,7 +118,7 @@ def _plot_per_hospital(
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     metric = task.primary_metric
     hospitals_paths = hospital_dirs(Path(inputs["partitions"]))
     hospitals = [h.name for h in hospitals_paths]
@@ -148,9 +153,7 @@ def run(
         summary["federated_to_central"] = summary["federated"] / summary["centralized"]
     if summary["federated_dp"] is not None:
         summary["federated_dp_to_central"] = summary["federated_dp"] / summary["centralized"]
-    table = comparison_table(
-        results, ["macro_auroc", "accuracy", "macro_f1"] if metric == "macro_auroc" else [metric]
-    )
+    table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
     report_dir, plots = Path(outputs["report"]), Path(outputs["plots"])
     write_text(
         f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "

@@ -1,4 +1,8 @@
-"""Stage ``generate_data``: synthetic raw tables per hospital plus a manifest."""
+"""Stage ``generate_data``: synthetic per-hospital data in the layout ``ingest_data`` reads.
+
+With ``base.data_source: directory`` there is nothing to generate: the stage writes only a
+manifest that says so, and ``ingest_data`` reads the user's folders instead.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,19 @@ log = logging.getLogger(__name__)
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
-    task = get_task(cfg.base.task)
-    log.info(
-        "generating %s data for %d hospitals (seed %d)",
-        task.name,
-        cfg.base.num_hospitals,
-        cfg.base.seed,
-    )
-    with atomic_dir(outputs["raw"]) as tmp:
-        manifest = task.generate(cfg, tmp)
+    task = get_task(cfg.base.task, cfg)
+    with atomic_dir(outputs["generated"]) as tmp:
+        if cfg.base.data_source != "synthetic":
+            manifest = {"task": task.name, "skipped": "base.data_source is not 'synthetic'"}
+            log.info("base.data_source=%s: no synthetic data generated", cfg.base.data_source)
+        else:
+            log.info(
+                "generating %s data for %d hospitals (seed %d)",
+                task.name,
+                cfg.base.num_hospitals,
+                cfg.base.seed,
+            )
+            manifest = task.generate(cfg, tmp)
+            log.info("wrote %s: %s", outputs["generated"], manifest["counts"])
         write_json(manifest, tmp / "manifest.json")
-    log.info("wrote %s: %s", outputs["raw"], manifest["counts"].get("patients", manifest["counts"]))
     return manifest

@@ -79,7 +79,7 @@ def run(
     report = read_json(Path(inputs["validation"]) / "report.json")
     if not report.get("success"):
         raise DataError(f"validation did not pass ({inputs['validation']}); refusing to partition")
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     p = cfg.partition_data
     raw = Path(inputs["raw"])
     units = task.units(raw)

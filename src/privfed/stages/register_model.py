@@ -76,7 +76,7 @@ def run(
     import mlflow
     from mlflow import MlflowClient
 
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     r = cfg.register_model
     root = Path.cwd()
     validation = read_json(Path(inputs["validation"]) / "report.json")

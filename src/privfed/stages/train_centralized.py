@@ -20,13 +20,14 @@ log = logging.getLogger(__name__)
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     partitions = Path(inputs["partitions"])
     hospitals = hospital_dirs(partitions)
     train = task.load_dataset(cfg, split_dirs(hospitals, "train"))
     val = task.load_dataset(cfg, split_dirs(hospitals, "val"))
     device = resolve_device(cfg.base.device)
-    model = task.build_model(cfg)
+    # pooled data: its statistics are computed directly (the federation sums the same ones)
+    model = task.build_model(cfg, task.local_statistics(cfg, split_dirs(hospitals, "train")))
     log.info(
         "centralized: %d training examples from %d hospitals on %s",
         len(train),

@@ -62,7 +62,7 @@ def run(
     ``kube_api`` replaces the Kubernetes API client (``launcher: kubernetes`` only); tests pass
     a stand-in because no API server can run where they do.
     """
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     kubernetes = cfg.train_federated.launcher == "kubernetes"
     hospitals = [] if kubernetes else hospital_dirs(Path(inputs["partitions"]))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])

@@ -20,14 +20,15 @@ log = logging.getLogger(__name__)
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     metrics: dict[str, Any] = {}
     with atomic_dir(outputs["models"]) as tmp:
         for hospital_dir in hospital_dirs(Path(inputs["partitions"])):
             hospital = hospital_dir.name
             train = task.load_dataset(cfg, [hospital_dir / "train"])
             val = task.load_dataset(cfg, [hospital_dir / "val"])
-            model = task.build_model(cfg)
+            # the hospital's own statistics: a local-only model never sees anyone else's
+            model = task.build_model(cfg, task.local_statistics(cfg, [hospital_dir / "train"]))
             result = train_with_config(
                 task,
                 model,

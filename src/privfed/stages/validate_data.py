@@ -25,7 +25,7 @@ class ValidationFailed(RuntimeError):
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
-    task = get_task(cfg.base.task)
+    task = get_task(cfg.base.task, cfg)
     out = Path(outputs["report"])
     shutil.rmtree(out, ignore_errors=True)  # never leave an older, passing report behind
     checks = task.table_checks(cfg, Path(inputs["raw"]))

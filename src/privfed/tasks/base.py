@@ -8,12 +8,13 @@ the federation and the registry only ever talk to this interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import torch
     from torch import nn
@@ -46,11 +47,30 @@ class Task(ABC):
     #: Key of :meth:`evaluate`'s result that decides promotion and comparisons.
     primary_metric: str
     higher_is_better: bool = True
+    #: True when :meth:`build_model` needs :meth:`local_statistics` (summed over hospitals).
+    uses_statistics: bool = False
+
+    def __init__(self, cfg: PrivFedConfig | None = None) -> None:
+        #: The run's config, for tasks whose metric or layout depends on it (e.g. a schema).
+        self.cfg = cfg
 
     # -- data -------------------------------------------------------------------------------
     @abstractmethod
     def generate(self, cfg: PrivFedConfig, out_dir: Path) -> dict[str, Any]:
-        """Write synthetic raw data for ``cfg.base.hospitals``; return the manifest."""
+        """Write synthetic data for ``cfg.base.hospitals`` in a layout :meth:`ingest` reads.
+
+        The manifest names the ``site_column`` that says which hospital a row belongs to.
+        """
+
+    @abstractmethod
+    def ingest(
+        self, cfg: PrivFedConfig, source: Path, out_dir: Path, *, site_column: str
+    ) -> dict[str, Any]:
+        """Read per-hospital folders or site-column files at ``source``; write the raw layout.
+
+        Returns the manifest, whose ``hospitals`` lists the hospitals found. Errors name the
+        file, column and value at fault (:mod:`privfed.ingest` has the shared readers).
+        """
 
     @abstractmethod
     def table_checks(self, cfg: PrivFedConfig, raw_dir: Path) -> list[TableCheck]:
@@ -68,10 +88,23 @@ class Task(ABC):
     def load_dataset(self, cfg: PrivFedConfig, split_dirs: Sequence[Path]) -> Dataset:
         """Tensors for the units stored in ``split_dirs`` (partition split folders)."""
 
+    def local_statistics(
+        self, cfg: PrivFedConfig, split_dirs: Sequence[Path]
+    ) -> dict[str, np.ndarray] | None:
+        """Additive statistics (counts, sums) of these rows that :meth:`build_model` needs.
+
+        None (the default) means the model needs none. The federation sums each hospital's
+        arrays elementwise, so the statistics must be additive for that sum to equal the
+        pooled data's.
+        """
+        return None
+
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
-    def build_model(self, cfg: PrivFedConfig) -> nn.Module:
-        """A fresh, Opacus-compatible model."""
+    def build_model(
+        self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
+    ) -> nn.Module:
+        """A fresh, Opacus-compatible model (given :meth:`local_statistics`, summed, if any)."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from privfed.io import read_parquet, write_parquet
+from privfed.ingest import check_site_sizes, concat_sites, site_tables
+from privfed.io import DataError, read_parquet, write_parquet
 from privfed.metrics import classification_metrics, confusion_counts
 from privfed.tasks.base import TableCheck, Task
 from privfed.tasks.readmission import schema
@@ -54,6 +55,7 @@ class ReadmissionTask(Task):
             "schema_version": schema.SCHEMA_VERSION,
             "seed": cfg.base.seed,
             "hospitals": cfg.base.hospitals,
+            "site_column": "hospital",
             "n_genes": g.n_genes,
             "counts": {
                 "patients": patients.groupby("hospital").size().to_dict(),
@@ -67,20 +69,58 @@ class ReadmissionTask(Task):
             "hospital_profiles": profiles_as_dicts(profiles),
         }
 
+    def ingest(
+        self, cfg: PrivFedConfig, source: Path, out_dir: Path, *, site_column: str
+    ) -> dict[str, Any]:
+        """``patients`` and ``timeseries`` (CSV or Parquet) per hospital or with a site column.
+
+        Values are cast to the raw layout's types here; what they must satisfy is checked by
+        validation (the expectation suite).
+        """
+        patient_tables = site_tables(source, table="patients", site_column=site_column)
+        ts_tables = site_tables(source, table="timeseries", site_column=site_column)
+        for t in patient_tables:
+            missing = [c for c in schema.PATIENT_COLUMNS if c not in {*t.frame.columns, "hospital"}]
+            if missing:
+                raise DataError(f"{t.file}: missing column(s) {missing}")
+        check_site_sizes(patient_tables, minimum=cfg.ingest_data.min_rows_per_site)
+        patients = concat_sites(patient_tables)
+        ts = concat_sites(ts_tables)
+        patients["patient_id"] = patients["patient_id"].astype(str)
+        patients["age"] = patients["age"].astype("float64")
+        ts["patient_id"] = ts["patient_id"].astype(str)
+        genes = sorted(c for c in patients.columns if c.startswith("gene_"))
+        patients = patients[[c for c in schema.PATIENT_COLUMNS] + genes]
+        ts = ts[list(schema.TIMESERIES_COLUMNS)]
+        write_parquet(patients, out_dir / PATIENTS_FILE)
+        write_parquet(ts, out_dir / TIMESERIES_FILE)
+        hospitals = [t.hospital for t in patient_tables]
+        return {
+            "task": self.name,
+            "schema_version": schema.SCHEMA_VERSION,
+            "hospitals": hospitals,
+            "sources": {t.hospital: str(t.file) for t in patient_tables},
+            "n_genes": len(genes),
+            "counts": {"patients": patients.groupby("hospital").size().to_dict()},
+            "files": [PATIENTS_FILE, TIMESERIES_FILE],
+        }
+
     def _tables(self, raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         return read_parquet(raw_dir / PATIENTS_FILE), read_parquet(raw_dir / TIMESERIES_FILE)
 
     def table_checks(self, cfg: PrivFedConfig, raw_dir: Path) -> list[TableCheck]:
         patients, ts = self._tables(raw_dir)
         manifest_path = raw_dir / "manifest.json"
-        n_genes = (
-            json.loads(manifest_path.read_text())["n_genes"]
-            if manifest_path.is_file()
-            else cfg.generate_data.n_genes
-        )
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         from privfed.tasks.readmission import checks  # GX is slow to import; only here
 
-        return checks.table_checks(cfg, patients, ts, n_genes=n_genes)
+        return checks.table_checks(
+            cfg,
+            patients,
+            ts,
+            n_genes=manifest.get("n_genes", cfg.generate_data.n_genes),
+            hospitals=manifest.get("hospitals", cfg.base.hospitals),
+        )
 
     def units(self, raw_dir: Path) -> pd.DataFrame:
         patients = read_parquet(raw_dir / PATIENTS_FILE)
@@ -110,7 +150,10 @@ class ReadmissionTask(Task):
         return to_dataset(features)
 
     # -- model ------------------------------------------------------------------------------
-    def build_model(self, cfg: PrivFedConfig) -> nn.Module:
+    def build_model(
+        self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
+    ) -> nn.Module:
+        # fixed reference scaling (schema.VARIABLE_RANGES): no data statistics needed
         return ReadmissionNet(
             n_vitals=len(schema.VITALS),
             n_labs=len(schema.LABS),

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["table_checks"]
 
 
-def _patient_expectations(cfg: PrivFedConfig, n_genes: int) -> list:
+def _patient_expectations(hospitals: list[str], n_genes: int) -> list:
     genes = gene_columns(n_genes)
     binary = [f"comorbidity_{c}" for c in COMORBIDITIES] + [f"med_{m}" for m in MEDICATIONS]
     exps = [
@@ -36,7 +36,7 @@ def _patient_expectations(cfg: PrivFedConfig, n_genes: int) -> list:
         gxe.ExpectColumnValuesToNotBeNull(column="patient_id"),
         gxe.ExpectColumnValuesToBeUnique(column="patient_id"),
         gxe.ExpectColumnValuesToBeOfType(column="patient_id", type_="str"),
-        gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=cfg.base.hospitals),
+        gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=hospitals),
         gxe.ExpectColumnValuesToBeOfType(column="age", type_="float64"),
         gxe.ExpectColumnValuesToBeBetween(column="age", min_value=0, max_value=120),
         gxe.ExpectColumnValuesToBeInSet(column="sex", value_set=["F", "M"]),
@@ -53,13 +53,13 @@ def _patient_expectations(cfg: PrivFedConfig, n_genes: int) -> list:
     return exps
 
 
-def _timeseries_expectations(cfg: PrivFedConfig, patient_ids: list[str]) -> list:
+def _timeseries_expectations(hospitals: list[str], patient_ids: list[str]) -> list:
     exps = [
         gxe.ExpectTableColumnsToMatchSet(
             column_set=[*TIMESERIES_COLUMNS, "day_step"], exact_match=True
         ),
         gxe.ExpectColumnValuesToBeInSet(column="variable", value_set=list(VARIABLES)),
-        gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=cfg.base.hospitals),
+        gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=hospitals),
         gxe.ExpectColumnValuesToBeInSet(column="patient_id", value_set=patient_ids),
         gxe.ExpectColumnValuesToBeOfType(column="day", type_="int64"),
         gxe.ExpectColumnValuesToBeBetween(column="day", min_value=0, max_value=800),
@@ -90,7 +90,12 @@ def _with_day_step(ts: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_checks(
-    cfg: PrivFedConfig, patients: pd.DataFrame, ts: pd.DataFrame, *, n_genes: int
+    cfg: PrivFedConfig,
+    patients: pd.DataFrame,
+    ts: pd.DataFrame,
+    *,
+    n_genes: int,
+    hospitals: list[str],
 ) -> list[TableCheck]:
     v = cfg.validate_data
     per_hospital = [
@@ -102,13 +107,13 @@ def table_checks(
         TableCheck(
             name="patients",
             frame=patients,
-            expectations=_patient_expectations(cfg, n_genes),
+            expectations=_patient_expectations(hospitals, n_genes),
             group_column="hospital",
             per_group=per_hospital,
         ),
         TableCheck(
             name="timeseries",
             frame=_with_day_step(ts),
-            expectations=_timeseries_expectations(cfg, patients["patient_id"].tolist()),
+            expectations=_timeseries_expectations(hospitals, patients["patient_id"].tolist()),
         ),
     ]
