@@ -63,10 +63,11 @@ def make_config(profile: str, overrides: dict[str, dict[str, Any]] | None = None
 
 
 def prepare_data(cfg: PrivFedConfig, work: Path) -> Path:
-    """Generate, validate and partition the task's data under ``work``; return the partitions."""
-    from privfed.stages import generate_data, partition_data, validate_data
+    """Generate, ingest, validate and partition the task's data; return the partitions."""
+    from privfed.stages import generate_data, ingest_data, partition_data, validate_data
 
-    generate_data.run(cfg, {}, {"raw": work / "raw"})
+    generate_data.run(cfg, {}, {"generated": work / "generated"})
+    ingest_data.run(cfg, {"generated": work / "generated"}, {"raw": work / "raw"})
     validate_data.run(cfg, {"raw": work / "raw"}, {"report": work / "validation"})
     partition_data.run(
         cfg,

@@ -38,7 +38,7 @@ def encode(frame: pd.DataFrame, schema: TabularSchema) -> tuple[np.ndarray, np.n
         index = {c: i for i, c in enumerate(schema.target.classes or [])}
         target = np.array([index[str(v)] for v in y.tolist()], dtype=np.int64)
     else:
-        target = y.to_numpy(dtype=np.float64)
+        target = y.to_numpy(dtype=np.float64, copy=True)
     return numeric, codes, target
 
 
