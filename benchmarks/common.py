@@ -64,17 +64,9 @@ def make_config(profile: str, overrides: dict[str, dict[str, Any]] | None = None
 
 def prepare_data(cfg: PrivFedConfig, work: Path) -> Path:
     """Generate, ingest, validate and partition the task's data; return the partitions."""
-    from privfed.stages import generate_data, ingest_data, partition_data, validate_data
+    from privfed.stages import run_data_stages
 
-    generate_data.run(cfg, {}, {"generated": work / "generated"})
-    ingest_data.run(cfg, {"generated": work / "generated"}, {"raw": work / "raw"})
-    validate_data.run(cfg, {"raw": work / "raw"}, {"report": work / "validation"})
-    partition_data.run(
-        cfg,
-        {"raw": work / "raw", "validation": work / "validation"},
-        {"partitions": work / "partitions", "stats": work / "partition_stats.json"},
-    )
-    return work / "partitions"
+    return run_data_stages(cfg, work)
 
 
 def _own_tree() -> set[int]:

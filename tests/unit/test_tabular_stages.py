@@ -9,28 +9,13 @@ from pathlib import Path
 from privfed.config import config_from_dict
 from privfed.examples import breast_cancer_sites
 from privfed.io import read_parquet
-from privfed.stages import (
-    generate_data,
-    ingest_data,
-    partition_data,
-    train_centralized,
-    train_local,
-    validate_data,
-)
+from privfed.stages import run_data_stages, train_centralized, train_local
 from privfed.tasks.tabular.schema import infer_schema
 from tests.conftest import raw_params
 
 
 def _data_stages(cfg, tmp_path: Path) -> Path:
-    generate_data.run(cfg, {}, {"generated": tmp_path / "generated"})
-    ingest_data.run(cfg, {"generated": tmp_path / "generated"}, {"raw": tmp_path / "raw"})
-    validate_data.run(cfg, {"raw": tmp_path / "raw"}, {"report": tmp_path / "v"})
-    partition_data.run(
-        cfg,
-        {"raw": tmp_path / "raw", "validation": tmp_path / "v"},
-        {"partitions": tmp_path / "p", "stats": tmp_path / "stats.json"},
-    )
-    return tmp_path / "p"
+    return run_data_stages(cfg, tmp_path)
 
 
 def test_synthetic_table_goes_through_the_same_ingest(tmp_path: Path) -> None:

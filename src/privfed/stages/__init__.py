@@ -13,7 +13,7 @@ from typing import Any
 
 from privfed.config import STAGES, PrivFedConfig
 
-__all__ = ["STAGES", "DEFAULT_PATHS", "get_stage"]
+__all__ = ["STAGES", "DEFAULT_PATHS", "get_stage", "run_data_stages"]
 
 StageFn = Callable[[PrivFedConfig, Mapping[str, Path], Mapping[str, Path]], dict[str, Any]]
 
@@ -79,3 +79,18 @@ def get_stage(name: str) -> StageFn:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     return importlib.import_module(f"privfed.stages.{name}").run
+
+
+def run_data_stages(cfg: PrivFedConfig, work: Path) -> Path:
+    """generate → ingest → validate → partition under ``work``; returns the partitions folder.
+
+    The Python front door for notebooks, tests and benchmarks that need a task's partitions.
+    """
+    for stage in ("generate_data", "ingest_data", "validate_data", "partition_data"):
+        paths = DEFAULT_PATHS[stage]
+        get_stage(stage)(
+            cfg,
+            {k: work / Path(v).name for k, v in paths["inputs"].items()},
+            {k: work / Path(v).name for k, v in paths["outputs"].items()},
+        )
+    return work / "partitions"

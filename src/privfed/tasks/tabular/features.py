@@ -25,7 +25,7 @@ def encode(frame: pd.DataFrame, schema: TabularSchema) -> tuple[np.ndarray, np.n
     Classification targets become class indices in ``schema.target.classes`` order.
     """
     numeric = (
-        frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
         if schema.numeric
         else np.zeros((len(frame), 0))
     )
