@@ -43,11 +43,13 @@ def read_table(path: Path) -> pd.DataFrame:
     if suffix not in TABLE_SUFFIXES:
         raise DataError(f"{path}: unsupported table format {suffix!r}; use one of {TABLE_SUFFIXES}")
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+        # Python's open for both formats: reads then show in Python's audit events
+        with open(path, "rb") as handle:
+            frame = pd.read_csv(handle) if suffix == ".csv" else pd.read_parquet(handle)
     except Exception as err:
         raise DataError(f"cannot read {path}: {err}") from err
+    frame.columns = [str(c).strip() for c in frame.columns]  # ' age' in a hand-made header
+    return frame
 
 
 def _table_file(folder: Path, table: str | None) -> Path:
@@ -104,7 +106,15 @@ def site_tables(source: Path, *, table: str | None, site_column: str) -> list[Si
     if source.is_file():
         tables = _split_by_site(source, read_table(source), site_column)
     elif source.is_dir():
-        folders = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(
+            p for p in source.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
+        )
+        loose = [p.name for p in source.iterdir() if p.suffix.lower() in TABLE_SUFFIXES]
+        if folders and loose:
+            raise DataError(
+                f"{source}: holds both hospital folders ({', '.join(f.name for f in folders)}) "
+                f"and table files ({', '.join(sorted(loose))}); keep one layout"
+            )
         if folders:
             tables = []
             for folder in folders:

@@ -161,6 +161,30 @@ def test_ingest_volume_is_mounted_only_into_ingest_data(tmp_path: Path) -> None:
     assert all(m["constant"] != "consortium-data" for e in others for m in e.get("pvcMount", []))
 
 
+def test_a_user_schema_file_is_inlined_into_the_pipeline_defaults(tmp_path: Path) -> None:
+    """Pods cannot open a schema path on the compiling machine: its contents travel instead."""
+    # Prepare
+    (tmp_path / "schema.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "target": {"column": "y", "kind": "classification", "classes": ["0", "1"]},
+                "features": {
+                    "x": {"type": "numeric"},
+                    "c": {"type": "categorical", "categories": ["a"]},
+                },
+            }
+        )
+    )
+    params = _params_with(tmp_path, "ingest_data", schema=str(tmp_path / "schema.yaml"))
+    # Execute
+    out = project.compile_pipeline("main", params, tmp_path / "schema.yaml.ir", ROOT)
+    # Assert
+    spec, _ = yaml.safe_load_all(out.read_text())
+    default = spec["root"]["inputDefinitions"]["parameters"]["ingest_data"]["defaultValue"]
+    assert default["schema"]["target"]["column"] == "y"
+    assert default["schema"]["features"]["x"] == {"type": "numeric", "missing": "reject"}
+
+
 def test_ingest_data_never_reuses_a_cached_output(main_ir) -> None:
     """A user's files can change while every parameter stays the same."""
     spec, _ = main_ir

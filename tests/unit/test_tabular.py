@@ -87,11 +87,21 @@ def test_model_imputes_mean_and_mode() -> None:
         }
     )
     seen = {}
-    model.net[0].register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
+    model.net[0].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
     # Execute: a missing number and a missing category
     model(torch.tensor([[float("nan"), 20.0]]), torch.tensor([[-1]]))
     # Assert: mean -> 0 after standardizing, (20-10)/5 = 2, missing category -> mode one-hot
     assert seen["x"].tolist() == [[0.0, 2.0, 0.0, 0.0, 1.0]]
+
+
+def test_averaged_mode_still_picks_its_category() -> None:
+    """FedAvg of identical float32 modes can give 1.9999998; that is still category 2."""
+    model = TabularMLP(n_numeric=0, category_sizes=[3], hidden=4, dropout=0.0, n_outputs=2)
+    model.set_statistics({"mode": torch.tensor([1.9999998])})
+    seen = {}
+    model.net[0].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    model(torch.zeros((1, 0)), torch.tensor([[-1]]))
+    assert seen["x"].tolist() == [[0.0, 0.0, 1.0]]
 
 
 def test_schema_rejects_what_would_break_later() -> None:

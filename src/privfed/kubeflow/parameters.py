@@ -53,7 +53,7 @@ def load_params(path: str | Path) -> tuple[dict[str, Any], PrivFedConfig]:
     cfg = load_config(path)  # names a missing file or a bad value
     raw = _drop_nulls(yaml.safe_load(Path(path).read_text()) or {})
     if isinstance((raw.get("ingest_data") or {}).get("schema"), str):
-        raw["ingest_data"]["schema"] = cfg.ingest_data.schema_
+        raw["ingest_data"]["schema"] = _drop_nulls(cfg.ingest_data.schema_)
     if config_from_dict(raw).model_dump() != cfg.model_dump():
         raise ConfigError(f"{path}: a null value differs from its schema default")
     return {s: raw.get(s) or {} for s in (*PIPELINE_SECTIONS, *COMPILE_TIME_SECTIONS)}, cfg

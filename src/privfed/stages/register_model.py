@@ -31,6 +31,11 @@ def _float(value: Any) -> float:
     return float(value) if value is not None else math.nan
 
 
+def _hospitals(evaluation: dict[str, Any]) -> list[str]:
+    """The hospitals that took part, as evaluated (user data names them, not base.num_hospitals)."""
+    return sorted(n.split(":", 1)[1] for n in evaluation["models"] if n.startswith("local:"))
+
+
 def model_card(
     cfg: PrivFedConfig,
     summary: dict[str, Any],
@@ -46,7 +51,8 @@ def model_card(
     return f"""# Model card: {cfg.register_model.model_name} v{version}
 
 - Task: `{cfg.base.task}` (primary metric `{summary["primary_metric"]}`)
-- Candidate: `{candidate}` — trained with Flower across {cfg.base.num_hospitals} hospitals,
+- Candidate: `{candidate}` — trained with Flower across {len(summary["hospitals"])} hospitals
+  ({", ".join(summary["hospitals"])}),
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
   {cfg.train_federated.local_epochs} local epoch(s)
 - Differential privacy: {"on" if candidate == "federated_dp" else "off"};
@@ -158,7 +164,7 @@ def run(
         version = str(info.registered_model_version)
         card = model_card(
             cfg,
-            {**summary, "epsilon": epsilon},
+            {**summary, "epsilon": epsilon, "hospitals": _hospitals(evaluation)},
             decision,
             version=version,
             data_hash=data_hash,

@@ -28,7 +28,12 @@ from privfed.tasks.base import TableCheck, Task
 from privfed.tasks.tabular.features import encode, local_statistics, normalizers, regression_bins
 from privfed.tasks.tabular.generate import SYNTHETIC_SCHEMA, generate_table
 from privfed.tasks.tabular.model import TabularMLP
-from privfed.tasks.tabular.schema import CategoricalFeature, NumericFeature, TabularSchema
+from privfed.tasks.tabular.schema import (
+    CategoricalFeature,
+    NumericFeature,
+    TabularSchema,
+    category_text,
+)
 
 if TYPE_CHECKING:
     from privfed.config import PrivFedConfig
@@ -62,29 +67,72 @@ def _check_columns(schema: TabularSchema, file: Path, frame: pd.DataFrame) -> No
         raise DataError(f"{file}: missing {named}; columns present: {list(frame.columns)}")
 
 
+def _texts(values: pd.Series) -> pd.Series:
+    """Categories as the schema writes them (missing stays missing)."""
+    return values.map(lambda v: category_text(v) if pd.notna(v) else None)
+
+
 def _unknown_values(values: pd.Series, allowed: Sequence[str]) -> pd.Series:
-    present = values.dropna().astype(str)
+    present = _texts(values).dropna()
     return present[~present.isin(list(allowed))]
+
+
+def _numbers(file: Path, column: str, values: pd.Series) -> pd.Series:
+    """A numeric column; text or non-finite values stop ingest naming file, column, values."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = values[(numbers.isna() & values.notna()) | np.isinf(numbers.fillna(0.0))]
+    if len(bad):
+        raise DataError(
+            f"{file}: column {column!r} must hold finite numbers but has {len(bad)} other "
+            f"value(s), e.g. {sorted(map(str, bad.unique()))[:5]}"
+        )
+    return numbers.astype("float64")
+
+
+def _check_numeric(file: Path, name: str, feature: NumericFeature, numbers: pd.Series) -> None:
+    """The schema's range and missing-value rule, named by file and column (GX re-checks)."""
+    low = numbers < feature.min if feature.min is not None else numbers < -np.inf
+    high = numbers > feature.max if feature.max is not None else numbers > np.inf
+    outside = numbers[low | high]
+    if len(outside):
+        raise DataError(
+            f"{file}: column {name!r} has {len(outside)} value(s) outside the schema's range "
+            f"[{feature.min}, {feature.max}], e.g. {sorted(outside.unique().tolist())[:5]}"
+        )
+    if feature.missing == "reject" and numbers.isna().any():
+        raise DataError(
+            f"{file}: column {name!r} is empty in {int(numbers.isna().sum())} row(s) and the "
+            "schema says missing: reject (use impute to fill gaps with the federated mean)"
+        )
+
+
+def _unit_ids(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFrame) -> list[str]:
+    """Row ids, prefixed with the hospital: two sites may both number their rows 1..n."""
+    if not schema.id_column:
+        return [f"{hospital}-{i:06d}" for i in range(len(frame))]
+    ids = frame[schema.id_column]
+    if ids.isna().any():
+        raise DataError(
+            f"{file}: id column {schema.id_column!r} is empty in {int(ids.isna().sum())} row(s)"
+        )
+    texts = _texts(ids)
+    repeated = texts[texts.duplicated()]
+    if len(repeated):
+        raise DataError(
+            f"{file}: id column {schema.id_column!r} repeats value(s) "
+            f"{sorted(repeated.unique())[:5]}"
+        )
+    return [f"{hospital}-{t}" for t in texts]
 
 
 def _coerce(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Schema types for one site's rows; values the schema does not allow name file and column."""
     out = pd.DataFrame(index=frame.index)
-    out["unit_id"] = (
-        frame[schema.id_column].astype(str)
-        if schema.id_column
-        else [f"{hospital}-{i:06d}" for i in range(len(frame))]
-    )
+    out["unit_id"] = _unit_ids(schema, file, hospital, frame)
     for name, feature in schema.features.items():
         if isinstance(feature, NumericFeature):
-            numbers = pd.to_numeric(frame[name], errors="coerce")
-            bad = frame[name][numbers.isna() & frame[name].notna()]
-            if len(bad):
-                raise DataError(
-                    f"{file}: column {name!r} is numeric in the schema but holds "
-                    f"{len(bad)} non-numeric value(s), e.g. {sorted(map(str, bad.unique()))[:5]}"
-                )
-            out[name] = numbers.astype("float64")
+            out[name] = _numbers(file, name, frame[name])
+            _check_numeric(file, name, feature, out[name])
         elif isinstance(feature, CategoricalFeature):
             bad = _unknown_values(frame[name], feature.categories)
             if len(bad):
@@ -92,7 +140,12 @@ def _coerce(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFram
                     f"{file}: column {name!r} has value(s) outside the schema's categories "
                     f"{feature.categories}: {sorted(bad.unique())[:5]} ({len(bad)} row(s))"
                 )
-            out[name] = frame[name].map(lambda v: str(v) if pd.notna(v) else None)
+            if feature.missing == "reject" and frame[name].isna().any():
+                raise DataError(
+                    f"{file}: column {name!r} is empty in {int(frame[name].isna().sum())} row(s) "
+                    "and the schema says missing: reject (impute fills gaps with the mode)"
+                )
+            out[name] = _texts(frame[name])
     target = frame[schema.target.column]
     if target.isna().any():
         raise DataError(
@@ -106,9 +159,9 @@ def _coerce(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFram
                 f"{file}: target column {schema.target.column!r} has value(s) outside the "
                 f"schema's classes {schema.target.classes}: {sorted(bad.unique())[:5]}"
             )
-        out[schema.target.column] = target.astype(str)
+        out[schema.target.column] = _texts(target)
     else:
-        out[schema.target.column] = pd.to_numeric(target, errors="raise").astype("float64")
+        out[schema.target.column] = _numbers(file, schema.target.column, target)
     return out
 
 
@@ -188,15 +241,26 @@ class TabularTask(Task):
         write_parquet(table[table["unit_id"].isin(set(unit_ids))], out_dir / TABLE_FILE)
         shutil.copyfile(raw_dir / SCHEMA_FILE, out_dir / SCHEMA_FILE)
 
-    def _frame(self, split_dirs: Sequence[Path]) -> pd.DataFrame:
+    def _frame(self, schema: TabularSchema, split_dirs: Sequence[Path]) -> pd.DataFrame:
+        """The rows of ``split_dirs``, after checking they were ingested with ``schema``."""
         if not split_dirs:
             raise ValueError("load_dataset needs at least one split directory")
+        for d in split_dirs:
+            stored = TabularSchema.parse(yaml.safe_load((Path(d) / SCHEMA_FILE).read_text()))
+            if stored != schema:
+                raise DataError(
+                    "the schema in params (ingest_data.schema) differs from the one "
+                    f"{Path(d) / SCHEMA_FILE} was ingested with; rerun ingest "
+                    "(`dvc repro -f ingest_data`). Keep the schema file inside ingest_data.path "
+                    "and DVC reruns it by itself."
+                )
         return pd.concat(
             [read_parquet(Path(d) / TABLE_FILE) for d in split_dirs], ignore_index=True
         )
 
     def load_dataset(self, cfg: PrivFedConfig, split_dirs: Sequence[Path]) -> TensorDataset:
-        numeric, codes, target = encode(self._frame(split_dirs), task_schema(cfg))
+        schema = task_schema(cfg)
+        numeric, codes, target = encode(self._frame(schema, split_dirs), schema)
         y = torch.from_numpy(target)
         return TensorDataset(
             torch.from_numpy(numeric).float(),
@@ -208,7 +272,7 @@ class TabularTask(Task):
         self, cfg: PrivFedConfig, split_dirs: Sequence[Path]
     ) -> dict[str, np.ndarray]:
         schema = task_schema(cfg)
-        return local_statistics(*encode(self._frame(split_dirs), schema), schema)
+        return local_statistics(*encode(self._frame(schema, split_dirs), schema), schema)
 
     # -- model ------------------------------------------------------------------------------
     def build_model(

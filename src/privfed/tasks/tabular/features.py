@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from privfed.tasks.tabular.schema import TabularSchema
+from privfed.tasks.tabular.schema import TabularSchema, category_text
 
 __all__ = ["encode", "local_statistics", "normalizers", "regression_bins"]
 
@@ -32,11 +32,13 @@ def encode(frame: pd.DataFrame, schema: TabularSchema) -> tuple[np.ndarray, np.n
     codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
     for j, (column, categories) in enumerate(schema.categorical.items()):
         index = {c: i for i, c in enumerate(categories)}
-        codes[:, j] = [index.get(str(v), -1) if pd.notna(v) else -1 for v in frame[column].tolist()]
+        codes[:, j] = [
+            index.get(category_text(v), -1) if pd.notna(v) else -1 for v in frame[column].tolist()
+        ]
     y = frame[schema.target.column]
     if schema.is_classification:
         index = {c: i for i, c in enumerate(schema.target.classes or [])}
-        target = np.array([index[str(v)] for v in y.tolist()], dtype=np.int64)
+        target = np.array([index[category_text(v)] for v in y.tolist()], dtype=np.int64)
     else:
         target = y.to_numpy(dtype=np.float64, copy=True)
     return numeric, codes, target

@@ -52,7 +52,8 @@ class TabularMLP(nn.Module):
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         x = torch.where(torch.isnan(numeric), self.mean, numeric)
         parts = [(x - self.mean) / self.std]
-        codes = torch.where(codes < 0, self.mode.long().expand_as(codes), codes)
+        # round: averaging identical modes in float32 can land at 1.9999998
+        codes = torch.where(codes < 0, self.mode.round().long().expand_as(codes), codes)
         for j, size in enumerate(self.category_sizes):
             parts.append(F.one_hot(codes[:, j], size).to(x.dtype))
         return self.net(torch.cat(parts, dim=1))

@@ -10,11 +10,13 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "category_text",
     "CategoricalFeature",
     "NumericFeature",
     "TabularSchema",
@@ -22,6 +24,15 @@ __all__ = [
     "infer_schema",
     "write_schema",
 ]
+
+
+def category_text(value: Any) -> str:
+    """A category as the schema writes it: ``2.0`` (a CSV integer column with gaps) is ``"2"``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, np.bool_ | bool):
+        return str(bool(value)).lower()
+    return str(value).strip()
 
 
 class _Strict(BaseModel):
@@ -152,7 +163,7 @@ def infer_schema(
         kind = "classification" if discrete else "regression"
     target_spec: dict[str, Any] = {"column": target, "kind": kind}
     if kind == "classification":
-        target_spec["classes"] = sorted(str(v) for v in y.unique())
+        target_spec["classes"] = sorted({category_text(v) for v in y.unique()})
     features: dict[str, Any] = {}
     skipped = {target, id_column, *exclude} - {None}
     for column in frame.columns:
@@ -171,7 +182,7 @@ def infer_schema(
         elif present.nunique() <= max_categories:
             features[column] = {
                 "type": "categorical",
-                "categories": sorted(str(v) for v in present.unique()),
+                "categories": sorted({category_text(v) for v in present.unique()}),
                 "missing": missing,
             }
         else:
