@@ -192,6 +192,8 @@ class TrainFederatedSection(_Section):
         0.2, gt=0.0, le=3.0, description="cap on the SuperNode's idle waits; None: Flower's 3 s"
     )
     launcher: Literal["local", "kubernetes"] = "local"
+    insecure: bool = Field(False, description="local launcher: plaintext, no node auth (warned)")
+    supernode_auth: bool = Field(True, description="local launcher: only enrolled SuperNodes")
 
 
 class PrivacySection(_Section):

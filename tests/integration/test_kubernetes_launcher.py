@@ -9,18 +9,12 @@ It is a stand-in because no Kubernetes API server can run where these tests run.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes.client import (
     V1Container,
     V1ObjectMeta,
@@ -36,8 +30,6 @@ from privfed.federated import ROUNDS_FILE, RUN_RESULT_FILE
 from privfed.federated.launcher import (
     FederationError,
     LocalFederation,
-    TlsFiles,
-    superlink_command,
 )
 from privfed.stages import partition_data, train_federated, validate_data
 from tests.conftest import raw_params
@@ -47,66 +39,9 @@ pytestmark = pytest.mark.integration
 HOSPITAL_LABEL = "privfed.ai/hospital"
 
 
-# -- TLS material (what docs/kubernetes.md has a platform engineer create) --------------------
-def _write_tls(folder: Path) -> TlsFiles:
-    """A CA and a SuperLink certificate for 127.0.0.1/localhost, as PEM files."""
-    folder.mkdir(parents=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privfed-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privfed-superlink")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(ca_cert=folder / "ca.crt", cert=folder / "tls.crt", key=folder / "tls.key")
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
-
-
 class TlsFederation(LocalFederation):
-    """LocalFederation's processes, with the SuperLink on TLS as the cluster runs it."""
-
-    def __init__(self, cfg: PrivFedConfig, hospital_dirs: list[Path], workdir: Path, tls: TlsFiles):
-        super().__init__(cfg, hospital_dirs, workdir)
-        self.tls = tls
-
-    def start(self) -> None:
-        self._start("superlink", superlink_command(self.port, tls=self.tls))
-        self._wait_port(self.port, self.cfg.train_federated.startup_timeout_s)
-        for hospital_dir in self.hospital_dirs:
-            self.start_supernode(hospital_dir, warm=True, root_certificates=str(self.tls.ca_cert))
+    """LocalFederation's processes: the SuperLink on TLS with SuperNode authentication, as the
+    cluster runs it (the local launcher's default)."""
 
     def alive(self, name: str) -> bool:
         return any(n == name and p.poll() is None for n, p in self._procs)
@@ -198,10 +133,12 @@ def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tls_federation(partitions: Path, tmp_path: Path) -> Iterator[TlsFederation]:
-    tls = _write_tls(tmp_path / "tls")
     cfg = config_from_dict(raw_params(train_federated={"startup_timeout_s": 60}))
     hospitals = sorted(p for p in partitions.iterdir() if p.is_dir())
-    with TlsFederation(cfg, hospitals, tmp_path / "cluster", tls) as federation:
+    with TlsFederation(cfg, hospitals, tmp_path / "cluster") as federation:
+        assert federation.tls is not None and set(federation.enrolled) == {
+            h.name for h in hospitals
+        }
         yield federation
 
 

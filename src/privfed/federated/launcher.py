@@ -28,6 +28,7 @@ from typing import Any
 from privfed.config import PrivFedConfig
 from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY
+from privfed.federated.security import NodeKey, TlsFiles, write_node_key, write_tls
 
 __all__ = [
     "LocalFederation",
@@ -116,19 +117,20 @@ def _toml_value(value: Any) -> str:
     return _toml_str(str(value))
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """A SuperLink's TLS material: the CA certificate, its own certificate and key (PEM paths)."""
-
-    ca_cert: Path
-    cert: Path
-    key: Path
-
-
 def superlink_command(
-    port: int, *, host: str = "127.0.0.1", tls: TlsFiles | None = None
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
+    supernode_auth: bool = False,
 ) -> list[str]:
-    """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port."""
+    """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port.
+
+    With ``supernode_auth`` only SuperNodes whose public keys were registered
+    (:func:`register_supernode`) may connect; Flower requires TLS for it.
+    """
+    if supernode_auth and tls is None:
+        raise ValueError("SuperNode authentication needs TLS (Flower refuses it in plaintext)")
     security = (
         ["--insecure"]
         if tls is None
@@ -144,6 +146,7 @@ def superlink_command(
     return [
         _bin("flower-superlink"),
         *security,
+        *(["--enable-supernode-auth"] if supernode_auth else []),
         "--disable-runtime-dependency-installation",
         "--host",
         host,
@@ -160,6 +163,7 @@ def supernode_command(
     warm: bool,
     root_certificates: str | None = None,
     idle_poll_s: float | None = None,
+    auth_private_key: str | None = None,
 ) -> list[str]:
     """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps.
 
@@ -168,7 +172,7 @@ def supernode_command(
     """
     security = (
         ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
-    )
+    ) + (["--auth-supernode-private-key", auth_private_key] if auth_private_key else [])
     binary = (
         [_bin("flower-supernode")]
         if idle_poll_s is None
@@ -187,6 +191,26 @@ def supernode_command(
         node_config,
         *(["--isolation", "process"] if warm else []),
     ]
+
+
+def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -> str:
+    """Enroll one SuperNode key with the SuperLink (``flwr supernode register``); its node id."""
+    done = subprocess.run(
+        [_bin("flwr"), "supernode", "register", str(public_key), connection, "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise FederationError(
+            f"flwr supernode register {public_key} failed ({done.returncode}): "
+            f"{(done.stdout + done.stderr).strip()[-800:]}"
+        )
+    try:
+        return str(json.loads(done.stdout).get("node-id", ""))
+    except json.JSONDecodeError:
+        return done.stdout.strip()
 
 
 def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
@@ -387,6 +411,11 @@ class LocalFederation:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         self.timings: dict[str, float] = {}
+        self.tls: TlsFiles | None = None
+        #: hospital -> the key pair enrolled for it in this federation
+        self.enrolled: dict[str, NodeKey] = {}
+        #: processes whose exit does not fail the federation (e.g. a refused SuperNode)
+        self._expendable: set[str] = set()
 
     # -- process management -------------------------------------------------------------
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -402,7 +431,7 @@ class LocalFederation:
 
     def _check_alive(self) -> None:
         for name, proc in self._procs:
-            if proc.poll() is not None:
+            if proc.poll() is not None and name not in self._expendable:
                 raise FederationError(
                     f"{name} exited with code {proc.returncode}; last log lines:\n"
                     + self._tail(name)
@@ -436,47 +465,91 @@ class LocalFederation:
         self.stop()
 
     def start(self) -> None:
+        """SuperLink, then (enrolled) SuperNodes; TLS with a fresh CA unless ``insecure``."""
+        fed = self.cfg.train_federated
         shutil.rmtree(self.flwr_home, ignore_errors=True)
         self.flwr_home.mkdir(parents=True)
+        if fed.insecure:
+            log.warning(
+                "train_federated.insecure=true: the SuperLink and SuperNodes talk plaintext "
+                "HTTP without node authentication (for debugging only)"
+            )
+            self.tls = None
+        else:
+            self.tls = write_tls(self.workdir / "tls")
         (self.flwr_home / "config.toml").write_text(
-            flwr_connection_toml("local", f"127.0.0.1:{self.port}", insecure=True)
+            flwr_connection_toml(
+                "local",
+                f"127.0.0.1:{self.port}",
+                insecure=self.tls is None,
+                root_certificates=str(self.tls.ca_cert) if self.tls else None,
+            )
         )
         t0 = time.monotonic()
-        self._start("superlink", superlink_command(self.port))
-        self._wait_port(self.port, self.cfg.train_federated.startup_timeout_s)
+        auth = fed.supernode_auth and self.tls is not None
+        self._start("superlink", superlink_command(self.port, tls=self.tls, supernode_auth=auth))
+        self._wait_port(self.port, fed.startup_timeout_s)
         self.timings["superlink_ready_s"] = time.monotonic() - t0
-        warm = self.cfg.train_federated.clientapp_launcher == "warm"
+        if auth:
+            for hospital_dir in self.hospital_dirs:
+                self.enroll(hospital_dir.name)
+        warm = fed.clientapp_launcher == "warm"
         for hospital_dir in self.hospital_dirs:
             self.start_supernode(hospital_dir, warm=warm)
         log.info(
-            "federation up: SuperLink 127.0.0.1:%d, %d SuperNodes (%s), %s ClientApps",
+            "federation up: SuperLink 127.0.0.1:%d (%s), %d SuperNodes (%s), %s ClientApps",
             self.port,
+            "TLS, enrolled SuperNodes only" if auth else ("TLS" if self.tls else "PLAINTEXT"),
             len(self.hospital_dirs),
             ", ".join(d.name for d in self.hospital_dirs),
             "warm" if warm else "per-message",
         )
 
+    def enroll(self, hospital: str) -> NodeKey:
+        """A fresh key pair for ``hospital``, registered with the SuperLink."""
+        key = write_node_key(self.workdir / "keys", hospital)
+        register_supernode(key.public, "local", self._env)
+        self.enrolled[hospital] = key
+        log.info("enrolled %s (%s)", hospital, key.fingerprint)
+        return key
+
     def start_supernode(
-        self, hospital_dir: Path, *, warm: bool, root_certificates: str | None = None
-    ) -> None:
-        """One hospital's SuperNode (and its warm ClientApp executor) on 127.0.0.1."""
+        self,
+        hospital_dir: Path,
+        *,
+        warm: bool,
+        auth_key: Path | None = None,
+        name: str | None = None,
+        expendable: bool = False,
+    ) -> subprocess.Popen:
+        """One hospital's SuperNode (and its warm ClientApp executor) on 127.0.0.1.
+
+        It authenticates with the hospital's enrolled key (or ``auth_key``) when the SuperLink
+        requires it. An ``expendable`` SuperNode may exit without failing the federation.
+        """
         hospital = hospital_dir.name
+        if expendable:
+            self._expendable |= {f"supernode-{name or hospital}", f"executor-{name or hospital}"}
         runtime_port = free_port()
+        key = auth_key or (self.enrolled[hospital].private if hospital in self.enrolled else None)
         supernode = self._start(
-            f"supernode-{hospital}",
+            f"supernode-{name or hospital}",
             supernode_command(
                 f"127.0.0.1:{self.port}",
                 runtime_port=runtime_port,
                 node_config=node_config_arg(hospital, hospital_dir),
                 warm=warm,
-                root_certificates=root_certificates,
+                root_certificates=str(self.tls.ca_cert) if self.tls else None,
                 idle_poll_s=self.cfg.train_federated.supernode_poll_s,
+                auth_private_key=str(key) if key else None,
             ),
         )
         if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
             self._start(
-                f"executor-{hospital}", executor_command(runtime_port, parent_pid=supernode.pid)
+                f"executor-{name or hospital}",
+                executor_command(runtime_port, parent_pid=supernode.pid),
             )
+        return supernode
 
     def stop(self) -> None:
         for _, proc in self._procs:
