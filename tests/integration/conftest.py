@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from privfed.config import config_from_dict
 from privfed.federated.launcher import free_port
-from tests.conftest import ROOT
+from privfed.stages import partition_data, validate_data
+from tests.conftest import ROOT, raw_params
 
 BIN = Path(sys.executable).parent
 
@@ -122,3 +124,16 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+
+
+@pytest.fixture
+def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
+    """The tiny data validated and partitioned: one folder per hospital."""
+    cfg = config_from_dict(raw_params())
+    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
+    partition_data.run(
+        cfg,
+        {"raw": tiny_raw, "validation": tmp_path / "v"},
+        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
+    )
+    return tmp_path / "p"

@@ -13,22 +13,9 @@ import pytest
 from privfed.config import config_from_dict
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.federated.security import write_node_key
-from privfed.stages import partition_data, validate_data
 from tests.conftest import raw_params
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
-    cfg = config_from_dict(raw_params())
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
-    )
-    return tmp_path / "p"
 
 
 def _peer_certificate(port: int, ca: Path) -> dict:

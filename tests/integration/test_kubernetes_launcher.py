@@ -31,7 +31,7 @@ from privfed.federated.launcher import (
     FederationError,
     LocalFederation,
 )
-from privfed.stages import partition_data, train_federated, validate_data
+from privfed.stages import train_federated
 from tests.conftest import raw_params
 
 pytestmark = pytest.mark.integration
@@ -117,18 +117,6 @@ def _cluster_cfg(tmp_path: Path, address: str, ca: Path, **fed: Any) -> PrivFedC
             },
         )
     )
-
-
-@pytest.fixture
-def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
-    cfg = config_from_dict(raw_params())
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
-    )
-    return tmp_path / "p"
 
 
 @pytest.fixture
