@@ -174,10 +174,34 @@ class TrainLocalSection(_Section):
 
 
 class TrainFederatedSection(_Section):
-    strategy: Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
+    strategy: Literal[
+        "fedavg",
+        "fedprox",
+        "fedadam",
+        "fedyogi",
+        "fedadagrad",
+        "krum",
+        "multikrum",
+        "bulyan",
+        "trimmed_mean",
+        "median",
+    ] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
+    num_malicious: int = Field(
+        1, ge=0, description="krum/multikrum/bulyan: hospitals assumed malicious (f)"
+    )
+    multikrum_select: int | None = Field(
+        None, ge=1, description="multikrum: updates averaged; None: sampled hospitals - f"
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0.0, lt=0.5, description="trimmed_mean: share cut at each end per coordinate"
+    )
+    screen_updates: bool = Field(True, description="reject NaN/Inf, misshapen, outsized updates")
+    screen_norm_factor: float = Field(
+        10.0, gt=1.0, description="reject an update whose norm exceeds this x the others' median"
+    )
     rounds: int = Field(10, ge=1)
     local_epochs: int = Field(1, ge=1)
     fraction_train: float = Field(1.0, gt=0.0, le=1.0)

@@ -48,7 +48,8 @@ def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
     # Prepare
     cfg = config_from_dict(raw_params())
     recorder = _recorder(tmp_path, num_rounds=1, min_replies=3)
-    strategy = make_strategy(cfg, recorder, num_nodes=3)
+    strategy = make_strategy(cfg, num_nodes=3)
+    strategy.aggregate_train = recorder.guard(strategy.aggregate_train)
     replies = [
         _reply(1, "hospital_1", [np.array([1.0, 2.0]), np.array([[0.0]])], n=10, loss=1.0),
         _reply(2, "hospital_2", [np.array([3.0, 6.0]), np.array([[3.0]])], n=30, loss=0.5),
@@ -67,8 +68,7 @@ def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
 
 def test_fedprox_is_selected_with_mu_from_params(tmp_path) -> None:
     cfg = config_from_dict(raw_params(train_federated={"strategy": "fedprox", "proximal_mu": 0.3}))
-    recorder = _recorder(tmp_path, num_rounds=1, min_replies=1)
-    strategy = make_strategy(cfg, recorder, num_nodes=3)
+    strategy = make_strategy(cfg, num_nodes=3)
     assert type(strategy).__name__ == "FedProx"
     assert strategy.proximal_mu == 0.3
 

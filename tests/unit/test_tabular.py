@@ -160,6 +160,6 @@ def test_adaptive_server_optimizers(name: str, cls: str) -> None:
     cfg = config_from_dict(
         raw_params(train_federated={"strategy": name, "server_lr": 0.05, "server_tau": 0.01})
     )
-    strategy = make_strategy(cfg, recorder=type("R", (), {"collect_train": None})(), num_nodes=3)
+    strategy = make_strategy(cfg, num_nodes=3)
     assert type(strategy).__name__ == cls
     assert (strategy.eta, strategy.tau) == (0.05, 0.01)

@@ -20,6 +20,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from privfed.config import PrivFedConfig, resolved_config
+from privfed.federated.adversary import corrupt
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
 from privfed.training import DPSettings, steps_per_epoch, train_with_config
@@ -80,6 +81,23 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
         sample_rate=1.0 / per_epoch,
         steps=total,
     )
+
+
+def _outgoing(
+    model: torch.nn.Module,
+    received: ArrayRecord,
+    node_config: dict[str, Any],
+    hospital: str,
+    seed: int,
+) -> ArrayRecord:
+    """The trained weights, or, on a red-team SuperNode (``attack=<mode>``), a corrupted update."""
+    mode = str(node_config.get("attack", "")).strip()
+    if not mode:
+        return ArrayRecord(model.state_dict())
+    trained = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    sent = corrupt(trained, {k: v.numpy() for k, v in received.items()}, mode, seed=seed)
+    log.warning("%s: red-team node config attack=%s: sending a corrupted update", hospital, mode)
+    return ArrayRecord({k: torch.from_numpy(v) for k, v in sent.items()})
 
 
 def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
@@ -146,7 +164,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         result.train_loss,
         f", σ={dp.noise_multiplier:.3f}" if dp else "",
     )
-    arrays = ArrayRecord(model.state_dict())
+    arrays = _outgoing(model, content["arrays"], node_config, hospital, seed)
     timings["serialize_s"] = lap()
     metrics = {
         "num-examples": result.num_examples,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,9 +227,13 @@ def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
     ]
 
 
-def node_config_arg(hospital: str, data_path: str | Path) -> str:
-    """``--node-config`` value: the hospital's name and its partition folder (TOML strings)."""
-    return f"hospital={_toml_str(hospital)} data-path={_toml_str(str(data_path))}"
+def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None = None) -> str:
+    """``--node-config`` value: the hospital's name and its partition folder (TOML strings).
+
+    ``attack`` makes the SuperNode a red-team hospital (:mod:`privfed.federated.adversary`).
+    """
+    value = f"hospital={_toml_str(hospital)} data-path={_toml_str(str(data_path))}"
+    return value + (f" attack={_toml_str(attack)}" if attack else "")
 
 
 def build_run_config(
@@ -394,8 +398,17 @@ def read_run_result(spec: RunSpec, status: dict[str, Any], t0: float) -> dict[st
 class LocalFederation:
     """Real local federation; ``with LocalFederation(cfg, dirs, workdir) as fed: fed.run(spec)``."""
 
-    def __init__(self, cfg: PrivFedConfig, hospital_dirs: Sequence[Path], workdir: Path) -> None:
+    def __init__(
+        self,
+        cfg: PrivFedConfig,
+        hospital_dirs: Sequence[Path],
+        workdir: Path,
+        *,
+        attacks: Mapping[str, str] | None = None,
+    ) -> None:
+        """``attacks``: hospital -> red-team mode, for robustness tests (never from params)."""
         self.cfg = cfg
+        self.attacks = dict(attacks or {})
         self.hospital_dirs = [Path(d).resolve() for d in hospital_dirs]
         self.workdir = Path(workdir).resolve()
         self.log_dir = self.workdir / "logs"
@@ -537,7 +550,9 @@ class LocalFederation:
             supernode_command(
                 f"127.0.0.1:{self.port}",
                 runtime_port=runtime_port,
-                node_config=node_config_arg(hospital, hospital_dir),
+                node_config=node_config_arg(
+                    hospital, hospital_dir, attack=self.attacks.get(hospital)
+                ),
                 warm=warm,
                 root_certificates=str(self.tls.ca_cert) if self.tls else None,
                 idle_poll_s=self.cfg.train_federated.supernode_poll_s,

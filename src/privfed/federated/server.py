@@ -18,14 +18,25 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+)
 
 from privfed.checkpoints import save_model
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
+from privfed.federated.screening import screen_updates
 from privfed.io import write_json
 from privfed.tasks import get_task
 
@@ -33,8 +44,10 @@ __all__ = [
     "RoundRecorder",
     "federated_statistics",
     "make_strategy",
+    "min_hospitals_for",
     "min_train_nodes",
     "run_server",
+    "sum_statistics",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,8 +57,19 @@ def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
+def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in arrays.items()}
+
+
+def _hospital(reply: Message) -> str:
+    """The hospital a reply names (its SuperNode's node config), else its Flower node id."""
+    if "ident" in reply.content.config_records:
+        return str(reply.content["ident"]["hospital"])
+    return f"node {reply.metadata.src_node_id}"
+
+
 class RoundRecorder:
-    """Collects per-hospital metrics each round and checkpoints the aggregated model.
+    """Collects per-hospital metrics each round, screens updates, checkpoints the aggregate.
 
     Train replies of round r carry the validation metrics of the global model they received,
     i.e. of the aggregate after round r-1; ``rounds[r]['val']`` is therefore filled one round
@@ -60,42 +84,69 @@ class RoundRecorder:
         primary_metric: str,
         num_rounds: int,
         min_replies: int,
+        screen_norm_factor: float | None = None,
+        fixed: frozenset[str] = frozenset(),
     ) -> None:
         self.out_dir = out_dir
         self.task_name = task_name
         self.primary_metric = primary_metric
         self.min_replies = min_replies
+        self.screen_norm_factor = screen_norm_factor
+        #: tensors no honest update changes (the model's buffers)
+        self.fixed = fixed
         self.rounds: list[dict[str, Any]] = [
-            {"round": r, "train": {}, "val_per_hospital": {}, "val": {}}
+            {"round": r, "train": {}, "val_per_hospital": {}, "val": {}, "rejected": {}}
             for r in range(num_rounds + 1)
         ]
         self.dp_history: dict[str, list] = {}
+        #: the initial model (names, shapes, dtypes every update must have) and the global
+        #: model of the round in progress (what updates are measured against)
+        self.template: dict[str, np.ndarray] | None = None
+        self.current: dict[str, np.ndarray] | None = None
         self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._rejected: dict[str, str] = {}
         self._t_round = time.monotonic()
-        self._train_round = 0
         self._aggregate_s = 0.0
 
-    def timed_aggregate(self, aggregate: Any) -> Any:
-        """Wrap a strategy's ``aggregate_train`` so each round records its aggregation seconds."""
+    def guard(self, aggregate: Any) -> Any:
+        """Wrap a strategy's ``aggregate_train``: record and screen replies, time aggregation."""
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(server_round: int, replies: Any) -> Any:
+            kept = self.receive(server_round, list(replies))
             t0 = time.perf_counter()
             try:
-                return aggregate(*args, **kwargs)
+                return aggregate(server_round, kept)
             finally:
                 self._aggregate_s += time.perf_counter() - t0
 
         return wrapper
 
-    def collect_train(self, records: list[RecordDict], weighting_key: str) -> MetricRecord:
-        """``train_metrics_aggr_fn``: keep each hospital's row, then aggregate as Flower does."""
-        for record in records:
-            ident = record["ident"]
-            metrics = dict(record["metrics"])
-            self._pending.append((str(ident["hospital"]), metrics))
+    def receive(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Keep every hospital's row, then drop the updates screening rejects (logged)."""
+        ok = [r for r in replies if not r.has_error()]
+        for reply in ok:
+            hospital = _hospital(reply)
+            self._pending.append((hospital, dict(reply.content["metrics"])))
+            ident = reply.content["ident"]
             if "dp_history" in ident:
-                self.dp_history[str(ident["hospital"])] = json.loads(str(ident["dp_history"]))
-        return aggregate_metricrecords(records, weighting_key)
+                self.dp_history[hospital] = json.loads(str(ident["dp_history"]))
+        if self.screen_norm_factor is None or self.template is None or self.current is None:
+            return replies
+        reference = {k: self.current[k].astype(v.dtype) for k, v in self.template.items()}
+        screened = screen_updates(
+            [_numpy(r.content["arrays"]) for r in ok],
+            [float(r.content["metrics"].get("num-examples", math.nan)) for r in ok],
+            reference,
+            norm_factor=self.screen_norm_factor,
+            fixed=self.fixed,
+        )
+        for index, reason in sorted(screened.rejected.items()):
+            hospital = _hospital(ok[index])
+            self._rejected[hospital] = reason
+            log.warning("round %d: rejected the update of %s: %s", server_round, hospital, reason)
+        if not screened.accepted:
+            log.warning("round %d: no update passed screening; the model stays", server_round)
+        return [r for r in replies if r.has_error()] + [ok[i] for i in screened.accepted]
 
     def record_val(self, round_index: int, hospital: str, metrics: dict[str, Any]) -> None:
         row = self.rounds[round_index]
@@ -107,7 +158,9 @@ class RoundRecorder:
     def on_round_end(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """``evaluate_fn``: called with the aggregate after each round (and with round 0)."""
         now = time.monotonic()
+        self.current = _numpy(arrays)
         if server_round == 0:
+            self.template = self.current
             self._t_round = now
             return None
         if len(self._pending) < self.min_replies:
@@ -120,6 +173,7 @@ class RoundRecorder:
         row = self.rounds[server_round]
         row["seconds"] = now - self._t_round
         row["aggregate_seconds"] = self._aggregate_s
+        row["rejected"], self._rejected = self._rejected, {}
         self._t_round, self._aggregate_s = now, 0.0
         for hospital, metrics in self._pending:
             row["train"][hospital] = {
@@ -158,9 +212,31 @@ def min_train_nodes(cfg: PrivFedConfig, num_nodes: int) -> int:
     return fed.min_train_nodes or max(1, math.ceil(fed.fraction_train * num_nodes))
 
 
-def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -> FedAvg:
+def min_hospitals_for(strategy: str, num_malicious: int) -> int:
+    """Replies per round a robust strategy needs to tolerate ``num_malicious`` hospitals."""
+    if strategy in ("krum", "multikrum"):
+        return 2 * num_malicious + 3  # Blanchard et al.: n > 2f + 2
+    if strategy == "bulyan":
+        return 4 * num_malicious + 3  # El Mhamdi et al.: n >= 4f + 3
+    if strategy == "trimmed_mean":
+        return 3  # a trimmed mean of fewer is the mean of one or two
+    if strategy == "median":
+        return 3
+    return 1
+
+
+def make_strategy(cfg: PrivFedConfig, num_nodes: int) -> FedAvg:
+    """The Flower strategy ``train_federated.strategy`` names, with PrivFed's bounded waits."""
     fed = cfg.train_federated
     min_train = min_train_nodes(cfg, num_nodes)
+    per_round = max(int(num_nodes * fed.fraction_train), min_train)
+    needed = min_hospitals_for(fed.strategy, fed.num_malicious)
+    if per_round < needed:
+        raise ValueError(
+            f"train_federated.strategy={fed.strategy} with num_malicious={fed.num_malicious} "
+            f"needs at least {needed} hospitals per round; this run samples {per_round} of "
+            f"{num_nodes}"
+        )
     common = dict(
         fraction_train=fed.fraction_train,
         fraction_evaluate=0.0,  # validation rides on the next round's train message
@@ -169,8 +245,8 @@ def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -
         # not num_nodes: Flower waits for min_available_nodes without a bound, so a hospital
         # that drops out mid-run would stall every later round
         min_available_nodes=min_train,
-        train_metrics_aggr_fn=recorder.collect_train,
     )
+    f = fed.num_malicious
     if fed.strategy == "fedprox":
         return FedProx(proximal_mu=fed.proximal_mu, **common)
     if fed.strategy in ADAPTIVE:
@@ -180,6 +256,17 @@ def make_strategy(cfg: PrivFedConfig, recorder: RoundRecorder, num_nodes: int) -
         return ADAPTIVE[fed.strategy](
             eta=fed.server_lr, eta_l=cfg.train.lr, tau=fed.server_tau, **common
         )
+    if fed.strategy == "krum":
+        return Krum(num_malicious_nodes=f, **common)
+    if fed.strategy == "multikrum":
+        select = fed.multikrum_select or per_round - f
+        return MultiKrum(num_malicious_nodes=f, num_nodes_to_select=select, **common)
+    if fed.strategy == "bulyan":
+        return Bulyan(num_malicious_nodes=f, **common)
+    if fed.strategy == "trimmed_mean":
+        return FedTrimmedAvg(beta=fed.trim_fraction, **common)
+    if fed.strategy == "median":
+        return FedMedian(**common)
     return FedAvg(**common)
 
 
@@ -212,11 +299,16 @@ def federated_statistics(
             f"federated statistics: {len(replies) - len(errors)} of {num_nodes} hospitals "
             f"answered within {timeout} s" + (f"; errors: {errors}" if errors else "")
         )
+    return sum_statistics([reply.content for reply in replies])
+
+
+def sum_statistics(contents: list[RecordDict]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Elementwise sum of the hospitals' statistics replies, and the hospitals summed."""
     total: dict[str, np.ndarray] = {}
     hospitals = []
-    for reply in replies:
-        hospitals.append(str(reply.content["ident"]["hospital"]))
-        arrays = reply.content["statistics"].to_torch_state_dict()
+    for content in contents:
+        hospitals.append(str(content["ident"]["hospital"]))
+        arrays = content["statistics"].to_torch_state_dict()
         for key, value in arrays.items():
             part = value.numpy().astype(np.float64)
             if key in total and total[key].shape != part.shape:
@@ -274,9 +366,11 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         primary_metric=task.primary_metric,
         num_rounds=fed.rounds,
         min_replies=min_train_nodes(cfg, num_nodes),
+        screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
+        fixed=frozenset(name for name, _ in initial.named_buffers()),
     )
-    strategy = make_strategy(cfg, recorder, num_nodes)
-    strategy.aggregate_train = recorder.timed_aggregate(strategy.aggregate_train)  # type: ignore[method-assign]
+    strategy = make_strategy(cfg, num_nodes)
+    strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
     result = strategy.start(

@@ -36,6 +36,27 @@ def _hospitals(evaluation: dict[str, Any]) -> list[str]:
     return sorted(n.split(":", 1)[1] for n in evaluation["models"] if n.startswith("local:"))
 
 
+def _rejections(rounds: Mapping[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
+    """run -> round -> hospital -> why screening left that update out."""
+    return {
+        name: {str(row["round"]): row["rejected"] for row in run["rounds"] if row.get("rejected")}
+        for name, run in rounds.items()
+    }
+
+
+def _screening_line(cfg: PrivFedConfig, rejections: Mapping[str, Any]) -> str:
+    fed = cfg.train_federated
+    if not fed.screen_updates:
+        return "off"
+    per_hospital: dict[str, int] = {}
+    for run in rejections.values():
+        for hospitals in run.values():
+            for hospital in hospitals:
+                per_hospital[hospital] = per_hospital.get(hospital, 0) + 1
+    rejected = ", ".join(f"{h} ×{n}" for h, n in sorted(per_hospital.items())) or "none"
+    return f"on (norm bound {fed.screen_norm_factor:g} × the round's median); rejected: {rejected}"
+
+
 def model_card(
     cfg: PrivFedConfig,
     summary: dict[str, Any],
@@ -45,6 +66,7 @@ def model_card(
     data_hash: str,
     commit: str,
     table: str,
+    rejections: Mapping[str, Any] | None = None,
 ) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
@@ -55,6 +77,7 @@ def model_card(
   ({", ".join(summary["hospitals"])}),
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
   {cfg.train_federated.local_epochs} local epoch(s)
+- Update screening: {_screening_line(cfg, rejections or {})}
 - Differential privacy: {"on" if candidate == "federated_dp" else "off"};
   ε = {summary.get("epsilon")} at δ = {cfg.privacy.delta} (max over hospitals)
 - Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
@@ -144,10 +167,16 @@ def run(
                     for hospital, values in row["val_per_hospital"].items()
                     for key, value in values.items()
                 }
-                values = {**row["val"], "train_loss": row.get("train_loss"), **per_hospital}
+                values = {
+                    **row["val"],
+                    "train_loss": row.get("train_loss"),
+                    "rejected_updates": len(row.get("rejected", {})),
+                    **per_hospital,
+                }
                 for key, value in values.items():
                     if isinstance(value, int | float) and math.isfinite(value):
                         mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
+        mlflow.log_dict(_rejections(rounds), "federation/rejected_updates.json")
         for h, info in privacy.get("hospitals", {}).items():
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
         mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
@@ -170,6 +199,7 @@ def run(
             data_hash=data_hash,
             commit=commit,
             table=table,
+            rejections=_rejections(rounds),
         )
         mlflow.log_text(card, "model_card.md")
         run_id = run.info.run_id

@@ -1,0 +1,122 @@
+"""Federated rounds in one process: the real client and strategy code without the processes.
+
+The robustness matrix (five robust strategies x three attacks, each against a clean run)
+needs dozens of runs; through SuperLink and SuperNodes each would pay Flower's process
+start-up. This driver calls the same pieces a deployed run calls, in the same order:
+:func:`privfed.federated.client.train_reply` per hospital (with its node config, so a red-team
+``attack`` works as on a SuperNode), the Flower strategy from
+:func:`privfed.federated.server.make_strategy` behind :meth:`RoundRecorder.guard` (screening),
+and :meth:`RoundRecorder.on_round_end`. What it leaves out is transport: serialization,
+sampling by the grid, timeouts. `tests/integration/test_robust_federation.py` runs the same
+attack through the real processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from privfed.config import PrivFedConfig
+from privfed.federated.client import CONFIG_KEY, statistics_reply, train_reply
+from privfed.federated.server import (
+    RoundRecorder,
+    make_strategy,
+    min_train_nodes,
+    sum_statistics,
+)
+from privfed.tasks import get_task
+
+__all__ = ["run_rounds"]
+
+
+@contextmanager
+def _serverapp_identity() -> Iterator[None]:
+    """Messages read the process's run/node/task ids, which Flower sets in a ServerApp."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
+    try:
+        yield
+    finally:
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = saved
+
+
+def run_rounds(
+    cfg: PrivFedConfig,
+    hospitals: Mapping[str, Path],
+    out_dir: Path,
+    *,
+    attacks: Mapping[str, str] | None = None,
+) -> tuple[torch.nn.Module, RoundRecorder]:
+    """Train ``cfg.train_federated.rounds`` rounds over ``hospitals`` (name -> partition dir).
+
+    ``attacks`` maps a hospital to a red-team mode (:mod:`privfed.federated.adversary`).
+    Returns the final global model and the recorder (per-round rows, rejections).
+    """
+    with _serverapp_identity():
+        return _run_rounds(cfg, hospitals, out_dir, attacks or {})
+
+
+def _run_rounds(
+    cfg: PrivFedConfig, hospitals: Mapping[str, Path], out_dir: Path, attacks: Mapping[str, str]
+) -> tuple[torch.nn.Module, RoundRecorder]:
+    fed = cfg.train_federated
+    task = get_task(cfg.base.task, cfg)
+    config = json.dumps(cfg.model_dump(mode="json"))
+    nodes = {
+        hospital: {"hospital": hospital, "data-path": str(path)}
+        for hospital, path in sorted(hospitals.items())
+    }
+    statistics = None
+    if task.uses_statistics:
+        query = RecordDict({"config": ConfigRecord({CONFIG_KEY: config})})
+        statistics, _ = sum_statistics(
+            [statistics_reply(query, node, RecordDict()) for node in nodes.values()]
+        )
+    torch.manual_seed(cfg.base.seed)
+    model = task.build_model(cfg, statistics)
+    recorder = RoundRecorder(
+        out_dir=out_dir,
+        task_name=task.name,
+        primary_metric=task.primary_metric,
+        num_rounds=fed.rounds,
+        min_replies=min_train_nodes(cfg, len(hospitals)),
+        screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
+        fixed=frozenset(name for name, _ in model.named_buffers()),
+    )
+    strategy = make_strategy(cfg, len(hospitals))
+    aggregate = recorder.guard(strategy.aggregate_train)
+    arrays = ArrayRecord(model.state_dict())
+    recorder.on_round_end(0, arrays)
+    for server_round in range(1, fed.rounds + 1):
+        replies = []
+        for node_id, (hospital, node) in enumerate(nodes.items(), start=1):
+            request = Message(
+                content=RecordDict(
+                    {
+                        "arrays": arrays,
+                        "config": ConfigRecord(
+                            {CONFIG_KEY: config, "dp": False, "server-round": server_round}
+                        ),
+                    }
+                ),
+                dst_node_id=node_id,
+                message_type=MessageType.TRAIN,
+            )
+            node_config: dict[str, Any] = dict(node)
+            if hospital in attacks:
+                node_config["attack"] = attacks[hospital]
+            content = train_reply(request.content, node_config, RecordDict())
+            replies.append(Message(content=content, reply_to=request))
+        aggregated, _ = aggregate(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        recorder.on_round_end(server_round, arrays)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model, recorder
