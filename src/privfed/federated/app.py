@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
-from privfed.federated.client import evaluate_reply, statistics_reply, train_reply
+from privfed.federated.client import evaluate_reply, query_reply, train_reply
 from privfed.federated.server import run_server
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
@@ -50,6 +50,6 @@ def evaluate(msg: Message, context: Context) -> Message:
 @client_app.query()
 def query(msg: Message, context: Context) -> Message:
     return Message(
-        content=statistics_reply(msg.content, dict(context.node_config), context.state),
+        content=query_reply(msg.content, dict(context.node_config), context.state),
         reply_to=msg,
     )

@@ -28,7 +28,7 @@ from privfed.training import DPSettings, steps_per_epoch, train_with_config
 __all__ = [
     "train_reply",
     "evaluate_reply",
-    "statistics_reply",
+    "query_reply",
     "CONFIG_KEY",
     "STATE_KEY",
     "TIMING_PREFIX",
@@ -206,20 +206,21 @@ def evaluate_reply(
     )
 
 
-def statistics_reply(
-    content: RecordDict, node_config: dict[str, Any], state: RecordDict
-) -> RecordDict:
-    """This hospital's additive statistics (counts and sums over its training split).
+def query_reply(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
+    """The roll call: this hospital's name, and its additive statistics when asked.
 
-    What leaves the hospital is the arrays the task defines (e.g. per-column sums), never a row.
+    The name lets the server say which hospital a Flower node id is (dropouts, errors). The
+    statistics are counts and sums over the hospital's training split, never a row.
     """
-    cfg, _ = _config(content)
+    cfg, config = _config(content)
     hospital, data_path = _node(node_config)
-    stats = get_task(cfg.base.task, cfg).local_statistics(cfg, [data_path / "train"])
-    if stats is None:
-        raise ValueError(f"task {cfg.base.task!r} defines no statistics to send")
-    log.info("%s: sent statistics %s", hospital, sorted(stats))
-    arrays = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in stats.items()}
-    return RecordDict(
-        {"statistics": ArrayRecord(arrays), "ident": ConfigRecord({"hospital": hospital})}
-    )
+    records: dict[str, Any] = {"ident": ConfigRecord({"hospital": hospital})}
+    if bool(config.get("statistics", False)):
+        stats = get_task(cfg.base.task, cfg).local_statistics(cfg, [data_path / "train"])
+        if stats is None:
+            raise ValueError(f"task {cfg.base.task!r} defines no statistics to send")
+        log.info("%s: sent statistics %s", hospital, sorted(stats))
+        records["statistics"] = ArrayRecord(
+            {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in stats.items()}
+        )
+    return RecordDict(records)

@@ -17,13 +17,27 @@ __all__ = ["FastPollGrid", "wait_for_nodes"]
 
 
 class FastPollGrid(Grid):
-    """Delegates to ``inner``; only the reply-polling interval differs."""
+    """Delegates to ``inner``; differs in the reply-polling interval and in dropped nodes.
+
+    A node that missed a round's deadline is ``drop``-ped: it is not sampled again in this run,
+    so later rounds do not each wait ``round_timeout_s`` for it while Flower's heartbeat
+    patience (up to 60 s) has not yet noticed it is gone.
+    """
 
     def __init__(self, inner: Grid, *, poll_interval: float) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         self._inner = inner
         self._poll = poll_interval
+        #: Flower node id -> hospital name (from the roll call)
+        self.names: dict[int, str] = {}
+        self.dropped: set[int] = set()
+
+    def hospital(self, node_id: int) -> str:
+        return self.names.get(node_id, f"node {node_id}")
+
+    def drop(self, node_id: int) -> None:
+        self.dropped.add(node_id)
 
     def set_run(self, run):  # type: ignore[override]
         self._inner.set_run(run)
@@ -36,7 +50,7 @@ class FastPollGrid(Grid):
         return self._inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
+        return [n for n in self._inner.get_node_ids() if n not in self.dropped]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self._inner.push_messages(messages)

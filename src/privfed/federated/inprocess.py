@@ -24,7 +24,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from privfed.config import PrivFedConfig
-from privfed.federated.client import CONFIG_KEY, statistics_reply, train_reply
+from privfed.federated.client import CONFIG_KEY, query_reply, train_reply
 from privfed.federated.server import (
     RoundRecorder,
     make_strategy,
@@ -75,9 +75,9 @@ def _run_rounds(
     }
     statistics = None
     if task.uses_statistics:
-        query = RecordDict({"config": ConfigRecord({CONFIG_KEY: config})})
+        query = RecordDict({"config": ConfigRecord({CONFIG_KEY: config, "statistics": True})})
         statistics, _ = sum_statistics(
-            [statistics_reply(query, node, RecordDict()) for node in nodes.values()]
+            [query_reply(query, node, RecordDict()) for node in nodes.values()]
         )
     torch.manual_seed(cfg.base.seed)
     model = task.build_model(cfg, statistics)

@@ -450,6 +450,24 @@ class LocalFederation:
                     + self._tail(name)
                 )
 
+    def _present_hospitals(self) -> list[str]:
+        """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
+        gone = {
+            name.removeprefix("supernode-")
+            for name, proc in self._procs
+            if name.startswith("supernode-") and proc.poll() is not None
+        }
+        for name, proc in self._procs:
+            hospital = name.split("-", 1)[-1]
+            if proc.poll() is None or name in self._expendable or hospital in gone:
+                continue
+            raise FederationError(
+                f"{name} exited with code {proc.returncode}; last log lines:\n" + self._tail(name)
+            )
+        for hospital in sorted(gone - {n.split("-", 1)[-1] for n in self._expendable}):
+            log.warning("%s's SuperNode is gone (dropout); this run goes on without it", hospital)
+        return [d.name for d in self.hospital_dirs if d.name not in gone]
+
     def _tail(self, name: str, lines: int = 15) -> str:
         path = self.log_dir / f"{name}.log"
         if not path.is_file():
@@ -585,14 +603,18 @@ class LocalFederation:
 
     # -- runs ---------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Submit one run, stream its logs, and return its result (or raise)."""
-        self._check_alive()
+        """Submit one run, stream its logs, and return its result (or raise).
+
+        A hospital whose SuperNode died in an earlier run (a dropout) is left out of this one,
+        with a warning; the ServerApp still requires ``min_train_nodes`` hospitals.
+        """
+        present = self._present_hospitals()
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         run_config = build_run_config(
             self.cfg,
             out_dir=str(spec.out_dir.resolve()),
             dp=spec.dp,
-            num_nodes=len(self.hospital_dirs),
+            num_nodes=len(present),
         )
         app_dir = self.workdir / f"app-{spec.name}"
         write_app_dir(app_dir, run_config)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from privfed.tasks import get_task
 
 __all__ = [
     "RoundRecorder",
-    "federated_statistics",
+    "roll_call",
     "make_strategy",
     "min_hospitals_for",
     "min_train_nodes",
@@ -61,11 +62,14 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in arrays.items()}
 
 
-def _hospital(reply: Message) -> str:
-    """The hospital a reply names (its SuperNode's node config), else its Flower node id."""
-    if "ident" in reply.content.config_records:
+def _hospital(reply: Message, grid: FastPollGrid | None) -> str:
+    """The hospital a reply comes from: its node's roll-call name, else what the reply says."""
+    node = reply.metadata.src_node_id
+    if grid is not None and node in grid.names:
+        return grid.names[node]
+    if not reply.has_error() and "ident" in reply.content.config_records:
         return str(reply.content["ident"]["hospital"])
-    return f"node {reply.metadata.src_node_id}"
+    return f"node {node}"
 
 
 class RoundRecorder:
@@ -86,6 +90,8 @@ class RoundRecorder:
         min_replies: int,
         screen_norm_factor: float | None = None,
         fixed: frozenset[str] = frozenset(),
+        grid: FastPollGrid | None = None,
+        round_timeout_s: float = math.inf,
     ) -> None:
         self.out_dir = out_dir
         self.task_name = task_name
@@ -94,8 +100,18 @@ class RoundRecorder:
         self.screen_norm_factor = screen_norm_factor
         #: tensors no honest update changes (the model's buffers)
         self.fixed = fixed
+        self.grid = grid
+        self.round_timeout_s = round_timeout_s
         self.rounds: list[dict[str, Any]] = [
-            {"round": r, "train": {}, "val_per_hospital": {}, "val": {}, "rejected": {}}
+            {
+                "round": r,
+                "train": {},
+                "val_per_hospital": {},
+                "val": {},
+                "rejected": {},
+                "dropouts": {},
+                "failed": {},
+            }
             for r in range(num_rounds + 1)
         ]
         self.dp_history: dict[str, list] = {}
@@ -105,6 +121,9 @@ class RoundRecorder:
         self.current: dict[str, np.ndarray] | None = None
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._rejected: dict[str, str] = {}
+        self._dropouts: dict[str, str] = {}
+        self._failed: dict[str, str] = {}
+        self._sampled: set[int] = set()
         self._t_round = time.monotonic()
         self._aggregate_s = 0.0
 
@@ -121,11 +140,64 @@ class RoundRecorder:
 
         return wrapper
 
+    def guard_configure(self, configure: Any) -> Any:
+        """Wrap ``configure_train``: a bounded wait for enough hospitals, then note who is asked.
+
+        Flower's node sampling waits for ``min_available_nodes`` without a bound; waiting here
+        first, with ``round_timeout_s``, turns a federation that shrank below the minimum into
+        a clear error instead of a hang.
+        """
+
+        def wrapper(server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
+            if self.grid is not None:
+                wait_for_nodes(self.grid, self.min_replies, timeout=self.round_timeout_s)
+            messages = list(configure(server_round, arrays, config, grid))
+            self._sampled = {m.metadata.dst_node_id for m in messages}
+            return messages
+
+        return wrapper
+
+    def note_missing(self, server_round: int, replies: list[Message]) -> None:
+        """Record (and stop sampling) hospitals that did not reply; record error replies."""
+        for reply in replies:
+            if reply.has_error():
+                hospital = _hospital(reply, self.grid)
+                self._failed[hospital] = str(reply.error.reason)
+                log.warning("round %d: %s failed: %s", server_round, hospital, reply.error.reason)
+        missing = self._sampled - {r.metadata.src_node_id for r in replies}
+        for node in sorted(missing):
+            hospital = self.grid.hospital(node) if self.grid else f"node {node}"
+            self._dropouts[hospital] = (
+                f"no reply within train_federated.round_timeout_s={self.round_timeout_s:g}"
+            )
+            if self.grid is not None:
+                self.grid.drop(node)
+            log.warning(
+                "round %d: %s dropped out (no reply within %g s); the round goes on without it, "
+                "and later rounds do not sample it",
+                server_round,
+                hospital,
+                self.round_timeout_s,
+            )
+        self._sampled = set()
+
+    def settle_final(self, sent: list[Message], replies: list[Message]) -> dict[str, Any]:
+        """Record who missed or failed the final evaluation in the last round's row."""
+        last = len(self.rounds) - 1
+        self._sampled = {m.metadata.dst_node_id for m in sent}
+        self.note_missing(last, replies)
+        row = self.rounds[last]
+        row["dropouts"].update(self._dropouts)
+        row["failed"].update(self._failed)
+        self._dropouts, self._failed = {}, {}
+        return row
+
     def receive(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Keep every hospital's row, then drop the updates screening rejects (logged)."""
+        self.note_missing(server_round, replies)
         ok = [r for r in replies if not r.has_error()]
         for reply in ok:
-            hospital = _hospital(reply)
+            hospital = _hospital(reply, self.grid)
             self._pending.append((hospital, dict(reply.content["metrics"])))
             ident = reply.content["ident"]
             if "dp_history" in ident:
@@ -141,7 +213,7 @@ class RoundRecorder:
             fixed=self.fixed,
         )
         for index, reason in sorted(screened.rejected.items()):
-            hospital = _hospital(ok[index])
+            hospital = _hospital(ok[index], self.grid)
             self._rejected[hospital] = reason
             log.warning("round %d: rejected the update of %s: %s", server_round, hospital, reason)
         if not screened.accepted:
@@ -174,6 +246,8 @@ class RoundRecorder:
         row["seconds"] = now - self._t_round
         row["aggregate_seconds"] = self._aggregate_s
         row["rejected"], self._rejected = self._rejected, {}
+        row["dropouts"], self._dropouts = self._dropouts, {}
+        row["failed"], self._failed = self._failed, {}
         self._t_round, self._aggregate_s = now, 0.0
         for hospital, metrics in self._pending:
             row["train"][hospital] = {
@@ -274,16 +348,28 @@ def make_strategy(cfg: PrivFedConfig, num_nodes: int) -> FedAvg:
 ADAPTIVE = {"fedadam": FedAdam, "fedyogi": FedYogi, "fedadagrad": FedAdagrad}
 
 
-def federated_statistics(
-    grid: Grid, cfg: PrivFedConfig, *, num_nodes: int, timeout: float
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Sum every hospital's additive statistics (counts, sums) into the pooled ones.
+@dataclass(frozen=True)
+class RollCall:
+    """Who is connected: Flower node id -> hospital, and the summed statistics if asked."""
 
-    Each hospital computes them on its own training split and replies only those arrays; the
-    server never sees a row. All hospitals must answer: the model's normalizers are fixed by
-    this sum, so a missing hospital would silently change them.
+    names: dict[int, str]
+    statistics: dict[str, np.ndarray] | None
+    statistics_from: list[str]
+
+
+def roll_call(
+    grid: FastPollGrid, cfg: PrivFedConfig, *, num_nodes: int, timeout: float, statistics: bool
+) -> RollCall:
+    """Ask every connected node for its hospital's name (and additive statistics).
+
+    All hospitals must answer. The names let every later log line, dropout and error name the
+    hospital instead of a node id. The statistics fix the model's normalizers, so a missing
+    hospital would silently change them. Each hospital computes them on its own training
+    split and replies only those arrays; the server never sees a row.
     """
-    config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json"))})
+    config = ConfigRecord(
+        {CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "statistics": statistics}
+    )
     messages = [
         Message(
             content=RecordDict({"config": config}),
@@ -296,10 +382,22 @@ def federated_statistics(
     errors = [r.error.reason for r in replies if r.has_error()]
     if errors or len(replies) < num_nodes:
         raise RuntimeError(
-            f"federated statistics: {len(replies) - len(errors)} of {num_nodes} hospitals "
-            f"answered within {timeout} s" + (f"; errors: {errors}" if errors else "")
+            f"roll call: {len(replies) - len(errors)} of {num_nodes} hospitals answered "
+            f"within {timeout} s (train_federated.round_timeout_s)"
+            + (f"; errors: {errors}" if errors else "")
         )
-    return sum_statistics([reply.content for reply in replies])
+    names = {r.metadata.src_node_id: str(r.content["ident"]["hospital"]) for r in replies}
+    for message in messages:  # listed by the SuperLink but silent: e.g. killed in a past run
+        if message.metadata.dst_node_id not in names:
+            grid.drop(message.metadata.dst_node_id)
+            log.warning(
+                "roll call: node %d did not answer; left out of this run",
+                message.metadata.dst_node_id,
+            )
+    if statistics:
+        total, hospitals = sum_statistics([r.content for r in replies])
+        return RollCall(names=names, statistics=total, statistics_from=hospitals)
+    return RollCall(names=names, statistics=None, statistics_from=[])
 
 
 def sum_statistics(contents: list[RecordDict]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -322,8 +420,13 @@ def sum_statistics(contents: list[RecordDict]) -> tuple[dict[str, np.ndarray], l
 
 
 def _final_evaluation(
-    grid: Grid, arrays: ArrayRecord, config: ConfigRecord, *, timeout: float
-) -> list[Message]:
+    grid: FastPollGrid, recorder: RoundRecorder, arrays: ArrayRecord, config: ConfigRecord
+) -> dict[str, dict[str, Any]]:
+    """Score the final model at every hospital still in the run; record who did not answer.
+
+    At least ``min_train_nodes`` hospitals must answer. Each reply also carries the node's
+    complete DP history (a train reply lost on the way cannot hide spent privacy).
+    """
     messages = [
         Message(
             content=RecordDict({"arrays": arrays, "config": config}),
@@ -332,7 +435,25 @@ def _final_evaluation(
         )
         for node in grid.get_node_ids()
     ]
-    return list(grid.send_and_receive(messages, timeout=timeout))
+    replies = list(grid.send_and_receive(messages, timeout=recorder.round_timeout_s))
+    row = recorder.settle_final(messages, replies)
+    scores: dict[str, dict[str, Any]] = {}
+    for reply in replies:
+        if reply.has_error():
+            continue
+        hospital = _hospital(reply, grid)
+        scores[hospital] = dict(reply.content["metrics"])
+        ident = reply.content["ident"]
+        if "dp_history" in ident:
+            recorder.dp_history[hospital] = json.loads(str(ident["dp_history"]))
+    if len(scores) < recorder.min_replies:
+        raise RuntimeError(
+            f"final evaluation: only {len(scores)} hospital(s) answered "
+            f"({', '.join(sorted(scores)) or 'none'}) within train_federated.round_timeout_s="
+            f"{recorder.round_timeout_s:g}; {recorder.min_replies} required "
+            f"(train_federated.min_train_nodes); failed: {row['failed'] or 'none'}"
+        )
+    return scores
 
 
 def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
@@ -353,13 +474,16 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         fed.strategy,
         " with DP-SGD" if use_dp else "",
     )
-    statistics, stat_hospitals = (
-        federated_statistics(grid, cfg, num_nodes=num_nodes, timeout=fed.round_timeout_s)
-        if task.uses_statistics
-        else (None, [])
+    roll = roll_call(
+        grid,
+        cfg,
+        num_nodes=num_nodes,
+        timeout=fed.round_timeout_s,
+        statistics=task.uses_statistics,
     )
+    grid.names = roll.names
     torch.manual_seed(cfg.base.seed)
-    initial = task.build_model(cfg, statistics)
+    initial = task.build_model(cfg, roll.statistics)
     recorder = RoundRecorder(
         out_dir=out_dir,
         task_name=task.name,
@@ -368,9 +492,12 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         min_replies=min_train_nodes(cfg, num_nodes),
         screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
         fixed=frozenset(name for name, _ in initial.named_buffers()),
+        grid=grid,
+        round_timeout_s=fed.round_timeout_s,
     )
     strategy = make_strategy(cfg, num_nodes)
     strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
+    strategy.configure_train = recorder.guard_configure(strategy.configure_train)  # type: ignore[method-assign]
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
     result = strategy.start(
@@ -382,22 +509,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         evaluate_fn=recorder.on_round_end,
     )
     training_seconds = time.monotonic() - t_train
-    replies = _final_evaluation(grid, result.arrays, config, timeout=fed.round_timeout_s)
-    if len(replies) < num_nodes:
-        raise RuntimeError(
-            f"final evaluation: only {len(replies)} of {num_nodes} hospitals replied within "
-            f"train_federated.round_timeout_s={fed.round_timeout_s}"
-        )
-    for reply in replies:
-        if reply.has_error():
-            raise RuntimeError(
-                f"final evaluation failed on node {reply.metadata.src_node_id}: "
-                f"{reply.error.reason}"
-            )
-        ident = reply.content["ident"]
-        recorder.record_val(fed.rounds, str(ident["hospital"]), dict(reply.content["metrics"]))
-        if "dp_history" in ident:  # the node's own, complete history (a lost reply is in it)
-            recorder.dp_history[str(ident["hospital"])] = json.loads(str(ident["dp_history"]))
+    for hospital, metrics in _final_evaluation(grid, recorder, result.arrays, config).items():
+        recorder.record_val(fed.rounds, hospital, metrics)
     save_model(
         out_dir / "model.pt",
         result.arrays.to_torch_state_dict(),
@@ -411,7 +524,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         "dp": use_dp,
         "dp_history": recorder.dp_history,
         "strategy": fed.strategy,
-        "statistics_from": stat_hospitals,
+        "statistics_from": roll.statistics_from,
+        # hospital -> the round it dropped out in
+        "dropouts": {h: row["round"] for row in recorder.rounds for h in row["dropouts"]},
         "seconds": {
             "total": time.monotonic() - t0,
             "training": training_seconds,

@@ -36,25 +36,32 @@ def _hospitals(evaluation: dict[str, Any]) -> list[str]:
     return sorted(n.split(":", 1)[1] for n in evaluation["models"] if n.startswith("local:"))
 
 
-def _rejections(rounds: Mapping[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
-    """run -> round -> hospital -> why screening left that update out."""
+def _events(rounds: Mapping[str, Any], kind: str) -> dict[str, dict[str, dict[str, str]]]:
+    """run -> round -> hospital -> reason, for ``kind`` "rejected" (screening) or "dropouts"."""
     return {
-        name: {str(row["round"]): row["rejected"] for row in run["rounds"] if row.get("rejected")}
+        name: {str(row["round"]): row[kind] for row in run["rounds"] if row.get(kind)}
         for name, run in rounds.items()
     }
+
+
+def _per_hospital(events: Mapping[str, Any]) -> str:
+    """``hospital_3 ×2, hospital_5 ×1``: how often each hospital appears in ``events``."""
+    counts: dict[str, int] = {}
+    for run in events.values():
+        for hospitals in run.values():
+            for hospital in hospitals:
+                counts[hospital] = counts.get(hospital, 0) + 1
+    return ", ".join(f"{h} ×{n}" for h, n in sorted(counts.items())) or "none"
 
 
 def _screening_line(cfg: PrivFedConfig, rejections: Mapping[str, Any]) -> str:
     fed = cfg.train_federated
     if not fed.screen_updates:
         return "off"
-    per_hospital: dict[str, int] = {}
-    for run in rejections.values():
-        for hospitals in run.values():
-            for hospital in hospitals:
-                per_hospital[hospital] = per_hospital.get(hospital, 0) + 1
-    rejected = ", ".join(f"{h} ×{n}" for h, n in sorted(per_hospital.items())) or "none"
-    return f"on (norm bound {fed.screen_norm_factor:g} × the round's median); rejected: {rejected}"
+    return (
+        f"on (norm bound {fed.screen_norm_factor:g} × the round's median); "
+        f"rejected: {_per_hospital(rejections)}"
+    )
 
 
 def model_card(
@@ -67,6 +74,7 @@ def model_card(
     commit: str,
     table: str,
     rejections: Mapping[str, Any] | None = None,
+    dropouts: Mapping[str, Any] | None = None,
 ) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
@@ -78,6 +86,7 @@ def model_card(
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
   {cfg.train_federated.local_epochs} local epoch(s)
 - Update screening: {_screening_line(cfg, rejections or {})}
+- Dropouts (hospitals that missed a round's deadline, per run): {_per_hospital(dropouts or {})}
 - Differential privacy: {"on" if candidate == "federated_dp" else "off"};
   ε = {summary.get("epsilon")} at δ = {cfg.privacy.delta} (max over hospitals)
 - Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
@@ -171,12 +180,17 @@ def run(
                     **row["val"],
                     "train_loss": row.get("train_loss"),
                     "rejected_updates": len(row.get("rejected", {})),
+                    "dropouts": len(row.get("dropouts", {})),
                     **per_hospital,
                 }
                 for key, value in values.items():
                     if isinstance(value, int | float) and math.isfinite(value):
                         mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
-        mlflow.log_dict(_rejections(rounds), "federation/rejected_updates.json")
+        mlflow.log_dict(_events(rounds, "rejected"), "federation/rejected_updates.json")
+        mlflow.log_dict(_events(rounds, "dropouts"), "federation/dropouts.json")
+        for run_name, run_rounds in rounds.items():
+            for hospital, at_round in run_rounds.get("dropouts", {}).items():
+                mlflow.set_tag(f"dropout.{run_name}.{hospital}", f"round {at_round}")
         for h, info in privacy.get("hospitals", {}).items():
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
         mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
@@ -199,7 +213,8 @@ def run(
             data_hash=data_hash,
             commit=commit,
             table=table,
-            rejections=_rejections(rounds),
+            rejections=_events(rounds, "rejected"),
+            dropouts=_events(rounds, "dropouts"),
         )
         mlflow.log_text(card, "model_card.md")
         run_id = run.info.run_id

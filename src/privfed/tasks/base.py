@@ -116,6 +116,32 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Metrics of ``model`` on ``dataset``; must contain :attr:`primary_metric`."""
 
+    def example_losses(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> np.ndarray:
+        """The loss of each example of ``dataset``, in order (for membership-inference audits).
+
+        The default calls :meth:`loss` on one-example batches: slow but right for every task,
+        because :meth:`loss` returns a batch mean. ``batch_size`` is for overrides that compute
+        ``reduction="none"`` losses a batch at a time. The model is scored in eval mode (no
+        dropout) and left in the mode it came in.
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        losses = np.empty(len(dataset), dtype=np.float64)
+        try:
+            with torch.no_grad():
+                for i, batch in enumerate(DataLoader(dataset, batch_size=1)):
+                    losses[i] = float(self.loss(model, [t.to(device) for t in batch]))
+        finally:
+            model.train(was_training)
+        return losses
+
     def confusion_matrix(
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> dict[str, Any] | None:
