@@ -218,6 +218,7 @@ class TrainFederatedSection(_Section):
     launcher: Literal["local", "kubernetes"] = "local"
     insecure: bool = Field(False, description="local launcher: plaintext, no node auth (warned)")
     supernode_auth: bool = Field(True, description="local launcher: only enrolled SuperNodes")
+    resume: bool = Field(True, description="a rerun goes on from the last completed round")
 
 
 class PrivacySection(_Section):

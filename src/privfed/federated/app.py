@@ -14,7 +14,7 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.federated.client import evaluate_reply, query_reply, train_reply
-from privfed.federated.server import run_server
+from privfed.federated.server import exit_when_orphaned, run_server
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
 # repointing its own handler. Our records go through that handler, so they are streamed too.
@@ -30,6 +30,7 @@ client_app = ClientApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
+    exit_when_orphaned()
     run_server(grid, dict(context.run_config))
 
 

@@ -317,7 +317,12 @@ class KubernetesFederation:
         remote = Path(remote_run_dir(self.cluster.shared_dir, self.tag, spec.name))
         remote.mkdir(parents=True)
         run_config = build_run_config(
-            self.cfg, out_dir=str(remote), dp=spec.dp, num_nodes=len(self.hospitals)
+            self.cfg,
+            out_dir=str(remote),
+            dp=spec.dp,
+            num_nodes=len(self.hospitals),
+            resume_dir=str(spec.resume_dir) if spec.resume_dir else None,
+            resume_key=spec.resume_key,
         )
         app_dir = self.workdir / f"app-{spec.name}"
         write_app_dir(app_dir, run_config)

@@ -9,6 +9,7 @@ are ended on exit, on failure too.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -55,6 +56,22 @@ APP_NAME = "privfed-federation"
 SUPEREXEC_POLL_S = "0.05"
 
 
+#: prctl(2) option: the signal a child gets when the thread that started it dies
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in each Flower child before exec: SIGKILL it when the stage process dies.
+
+    The children run in their own sessions (so a Ctrl-C reaches the stage first and it stops
+    them in order); without this, a stage killed outright (OOM, ``kill -9``) would leave its
+    SuperLink and SuperNodes running with nobody to stop them.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class FederationError(RuntimeError):
     """A Flower process failed, timed out, or the run did not finish as completed."""
 
@@ -64,6 +81,10 @@ class RunSpec:
     name: str
     out_dir: Path
     dp: bool
+    #: where the ServerApp keeps its after-round state for a rerun (None: no resume), and the
+    #: key (:func:`privfed.federated.resume.run_key`) that state must carry to be used
+    resume_dir: Path | None = None
+    resume_key: str = ""
 
 
 def free_port() -> int:
@@ -237,23 +258,34 @@ def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None 
 
 
 def build_run_config(
-    cfg: PrivFedConfig, *, out_dir: str, dp: bool, num_nodes: int
+    cfg: PrivFedConfig,
+    *,
+    out_dir: str,
+    dp: bool,
+    num_nodes: int,
+    resume_dir: str | None = None,
+    resume_key: str = "",
 ) -> dict[str, Any]:
     """The Flower run config of one run, derived from the validated config (never by hand).
 
-    ``out_dir`` is where the ServerApp writes checkpoints, the final model and ``run.json``: an
-    absolute path on the machine (or volume) the ServerApp runs on.
+    ``out_dir`` is where the ServerApp writes checkpoints, the final model and ``run.json``;
+    ``resume_dir`` where it keeps the state a rerun resumes from. Both are absolute paths on
+    the machine (or volume) the ServerApp runs on.
     """
-    if not Path(out_dir).is_absolute():
-        raise ValueError(f"the ServerApp's out-dir must be absolute, got {out_dir!r}")
+    for key, path in (("out-dir", out_dir), ("resume-dir", resume_dir)):
+        if path is not None and not Path(path).is_absolute():
+            raise ValueError(f"the ServerApp's {key} must be absolute, got {path!r}")
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be at least 1, got {num_nodes}")
-    return {
+    config: dict[str, Any] = {
         CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")),
         "out-dir": out_dir,
         "dp": dp,
         "num-nodes": num_nodes,
     }
+    if resume_dir is not None:
+        config |= {"resume-dir": resume_dir, "resume-key": resume_key}
+    return config
 
 
 def flwr_connection_toml(
@@ -435,7 +467,12 @@ class LocalFederation:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
-            args, stdout=logfile, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            args,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # prctl only: safe between fork and exec
         )
         logfile.close()
         self._procs.append((name, proc))
@@ -615,6 +652,8 @@ class LocalFederation:
             out_dir=str(spec.out_dir.resolve()),
             dp=spec.dp,
             num_nodes=len(present),
+            resume_dir=str(spec.resume_dir.resolve()) if spec.resume_dir else None,
+            resume_key=spec.resume_key,
         )
         app_dir = self.workdir / f"app-{spec.name}"
         write_app_dir(app_dir, run_config)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
+from privfed.federated.resume import ResumeState, ResumeStore, restore_strategy, strategy_state
 from privfed.federated.screening import screen_updates
 from privfed.io import write_json
 from privfed.tasks import get_task
@@ -114,7 +117,12 @@ class RoundRecorder:
             }
             for r in range(num_rounds + 1)
         ]
+        #: each hospital's accountant history as reported since this run (re)started, and
+        #: the history checkpointed before a crash (see :mod:`privfed.federated.resume`)
         self.dp_history: dict[str, list] = {}
+        self.dp_before: dict[str, list] = {}
+        #: rounds completed before a resume: Flower counts from 1 again, the recorder does not
+        self.offset = 0
         #: the initial model (names, shapes, dtypes every update must have) and the global
         #: model of the round in progress (what updates are measured against)
         self.template: dict[str, np.ndarray] | None = None
@@ -131,10 +139,10 @@ class RoundRecorder:
         """Wrap a strategy's ``aggregate_train``: record and screen replies, time aggregation."""
 
         def wrapper(server_round: int, replies: Any) -> Any:
-            kept = self.receive(server_round, list(replies))
+            kept = self.receive(server_round + self.offset, list(replies))
             t0 = time.perf_counter()
             try:
-                return aggregate(server_round, kept)
+                return aggregate(server_round + self.offset, kept)
             finally:
                 self._aggregate_s += time.perf_counter() - t0
 
@@ -151,7 +159,8 @@ class RoundRecorder:
         def wrapper(server_round: int, arrays: Any, config: Any, grid: Any) -> Any:
             if self.grid is not None:
                 wait_for_nodes(self.grid, self.min_replies, timeout=self.round_timeout_s)
-            messages = list(configure(server_round, arrays, config, grid))
+            # the strategy (and so each hospital's ``server-round``) sees the run's own round
+            messages = list(configure(server_round + self.offset, arrays, config, grid))
             self._sampled = {m.metadata.dst_node_id for m in messages}
             return messages
 
@@ -220,6 +229,17 @@ class RoundRecorder:
             log.warning("round %d: no update passed screening; the model stays", server_round)
         return [r for r in replies if r.has_error()] + [ok[i] for i in screened.accepted]
 
+    def resume(self, state: ResumeState) -> None:
+        """Take over the rows and DP histories of the rounds a crashed run completed."""
+        self.offset = state.round
+        self.rounds[: state.round + 1] = state.rows
+        self.dp_before = {h: list(v) for h, v in state.dp_history.items()}
+
+    def full_dp_history(self) -> dict[str, list]:
+        """Each hospital's steps since round 1: before a crash, then since the restart."""
+        names = set(self.dp_before) | set(self.dp_history)
+        return {h: self.dp_before.get(h, []) + self.dp_history.get(h, []) for h in sorted(names)}
+
     def record_val(self, round_index: int, hospital: str, metrics: dict[str, Any]) -> None:
         row = self.rounds[round_index]
         row["val_per_hospital"][hospital] = _unprefix(metrics, "val_")
@@ -235,6 +255,7 @@ class RoundRecorder:
             self.template = self.current
             self._t_round = now
             return None
+        server_round += self.offset
         if len(self._pending) < self.min_replies:
             arrived = sorted(h for h, _ in self._pending)
             raise RuntimeError(
@@ -456,6 +477,25 @@ def _final_evaluation(
     return scores
 
 
+def exit_when_orphaned(poll_s: float = 0.5) -> None:
+    """Hard-exit this ServerApp process if the process that started it dies.
+
+    When a stage is killed outright, the SuperExec that started this process is gone and the
+    SuperLink with it; Flower's own parent monitor then raises SIGINT, and the shutdown that
+    follows retries the dead SuperLink without end. Nobody can use this process any more, so
+    it ends at once (the resume state on disk is complete up to the last round).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        log.error("the process that started this ServerApp (pid %d) is gone; exiting", parent)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     cfg = resolved_config(json.loads(str(run_config[CONFIG_KEY])))
     out_dir = Path(str(run_config["out-dir"]))
@@ -498,22 +538,57 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     strategy = make_strategy(cfg, num_nodes)
     strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
     strategy.configure_train = recorder.guard_configure(strategy.configure_train)  # type: ignore[method-assign]
+    store = (
+        ResumeStore(Path(str(run_config["resume-dir"])), str(run_config["resume-key"]))
+        if "resume-dir" in run_config
+        else None
+    )
+    arrays = ArrayRecord(initial.state_dict())
+    resumed = store.load() if store else None
+    if resumed is not None:
+        recorder.resume(resumed)
+        restore_strategy(strategy, resumed.strategy)
+        arrays = ArrayRecord(resumed.arrays)
+        log.info(
+            "resuming from the checkpoint of round %d of %d (%s): %d round(s) left; the "
+            "completed rounds are not trained again and their DP steps are counted once",
+            resumed.round,
+            fed.rounds,
+            store.path if store else "",
+            fed.rounds - resumed.round,
+        )
+
+    def round_end(server_round: int, aggregate: ArrayRecord) -> MetricRecord | None:
+        recorder.on_round_end(server_round, aggregate)
+        if store is not None and server_round > 0:
+            store.save(
+                ResumeState(
+                    round=server_round + recorder.offset,
+                    arrays=aggregate.to_torch_state_dict(),
+                    rows=recorder.rounds[: server_round + recorder.offset + 1],
+                    dp_history=recorder.full_dp_history(),
+                    strategy=strategy_state(strategy),
+                )
+            )
+        return None
+
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(initial.state_dict()),
-        num_rounds=fed.rounds,
-        timeout=fed.round_timeout_s,
-        train_config=config,
-        evaluate_fn=recorder.on_round_end,
-    )
+    if recorder.offset < fed.rounds:
+        arrays = strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=fed.rounds - recorder.offset,
+            timeout=fed.round_timeout_s,
+            train_config=config,
+            evaluate_fn=round_end,
+        ).arrays
     training_seconds = time.monotonic() - t_train
-    for hospital, metrics in _final_evaluation(grid, recorder, result.arrays, config).items():
+    for hospital, metrics in _final_evaluation(grid, recorder, arrays, config).items():
         recorder.record_val(fed.rounds, hospital, metrics)
     save_model(
         out_dir / "model.pt",
-        result.arrays.to_torch_state_dict(),
+        arrays.to_torch_state_dict(),
         task=task.name,
         meta={"rounds": fed.rounds, "dp": use_dp, "strategy": fed.strategy},
     )
@@ -522,7 +597,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         "rounds": recorder.rounds,
         "rounds_completed": len(round_seconds),
         "dp": use_dp,
-        "dp_history": recorder.dp_history,
+        "dp_history": recorder.full_dp_history(),
+        # the round a crashed run had completed when this one took over (None: no crash)
+        "resumed_from_round": resumed.round if resumed else None,
         "strategy": fed.strategy,
         "statistics_from": roll.statistics_from,
         # hospital -> the round it dropped out in

@@ -21,6 +21,7 @@ from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.federated.kubernetes import KubernetesFederation, PodApi
 from privfed.federated.launcher import LocalFederation, RunSpec
+from privfed.federated.resume import data_digest, run_key
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
 from privfed.tasks import get_task
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Beside the models folder; not a DVC output, so a failed run's logs survive.
 FAILED_LOGS = "federated-failed-logs"
+#: Beside the models folder too: DVC deletes a stage's outputs before it reruns it, and the
+#: after-round state of a crashed run must outlive that (removed once the stage succeeds).
+RESUME_DIR = "federated-resume"
 
 
 def _log_tails(folder: Path, lines: int = 15) -> None:
@@ -50,6 +54,15 @@ def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
     }
 
 
+def _resume_root(cfg: PrivFedConfig, models: Path) -> Path | None:
+    """Where runs keep their resume state: beside the output, or on the shared cluster volume."""
+    if not cfg.train_federated.resume:
+        return None
+    if cfg.train_federated.launcher == "kubernetes":
+        return Path(cfg.cluster.shared_dir) / "resume"
+    return models.parent / RESUME_DIR
+
+
 def run(
     cfg: PrivFedConfig,
     inputs: Mapping[str, Path],
@@ -66,6 +79,10 @@ def run(
     kubernetes = cfg.train_federated.launcher == "kubernetes"
     hospitals = [] if kubernetes else hospital_dirs(Path(inputs["partitions"]))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
+    resume_root = _resume_root(cfg, Path(outputs["models"]))
+    # local runs resume only on the same partitions; on Kubernetes the data is on the hospitals'
+    # volumes, out of this pod's reach, so the key covers params only
+    data = "" if kubernetes or resume_root is None else data_digest(hospitals)
     runs: dict[str, Any] = {}
     with (
         atomic_dir(outputs["models"]) as out,
@@ -85,7 +102,15 @@ def run(
                         cfg.train_federated.rounds,
                         "on" if dp else "off",
                     )
-                    runs[name] = federation.run(RunSpec(name=name, out_dir=out / name, dp=dp))
+                    runs[name] = federation.run(
+                        RunSpec(
+                            name=name,
+                            out_dir=out / name,
+                            dp=dp,
+                            resume_dir=resume_root / name if resume_root else None,
+                            resume_key=run_key(cfg, name=name, dp=dp, data=data),
+                        )
+                    )
         except BaseException:
             # The output folder is discarded on failure: keep the process (or SuperNode pod)
             # logs where a user can read them, and say where.
@@ -98,6 +123,8 @@ def run(
             raise
         shutil.copytree(federation.log_dir, out / "logs", dirs_exist_ok=True)
         write_json(runs, out / ROUNDS_FILE)
+    if resume_root is not None:  # every run is in the published output: nothing to resume
+        shutil.rmtree(resume_root, ignore_errors=True)
     metrics = {
         "federation": federation.timings,
         "runs": {
@@ -110,6 +137,8 @@ def run(
                 "rounds": [_round_row(row, task.primary_metric) for row in r["rounds"]],
                 # hospital -> round it dropped out in (missed round_timeout_s)
                 "dropouts": r.get("dropouts", {}),
+                # the round a crashed attempt had completed when this one went on (None: none)
+                "resumed_from_round": r.get("resumed_from_round"),
                 # screening: round -> hospital -> why its update was left out
                 "rejected_updates": {
                     str(row["round"]): row["rejected"] for row in r["rounds"] if row.get("rejected")

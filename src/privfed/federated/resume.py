@@ -1,0 +1,140 @@
+"""Crash resume for a federated run: the state after the last completed round, on disk.
+
+After every round the ServerApp writes one file (atomically) holding the global model, the
+round rows recorded so far, each hospital's DP-SGD accountant history up to that round and
+the server optimizer's moments (adaptive strategies). A rerun of the stage whose run key
+matches loads it and trains only the rounds that are left.
+
+Why the DP history lives here: a resumed run is a new Flower run, so every hospital's
+accountant starts empty; the server adds the checkpointed history in front of what the
+hospitals report after the restart. Each step is then counted exactly once: the rounds
+before the crash are not trained again, and their steps are not lost.
+
+The folder sits outside the stage's DVC output (DVC removes outputs before it reruns a
+stage) and the stage deletes it once every run of the stage has completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from privfed.config import PrivFedConfig
+from privfed.io import atomic_path
+
+__all__ = [
+    "ResumeState",
+    "ResumeStore",
+    "data_digest",
+    "restore_strategy",
+    "run_key",
+    "strategy_state",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+#: server-side optimizer state of Flower's adaptive strategies (FedAdam, FedYogi, FedAdagrad)
+STRATEGY_STATE = ("m_t", "v_t")
+
+
+@dataclass
+class ResumeState:
+    """Everything a run needs to go on after ``round``."""
+
+    round: int
+    arrays: dict[str, torch.Tensor]
+    rows: list[dict[str, Any]]
+    dp_history: dict[str, list]
+    strategy: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def data_digest(folders: Iterable[Path]) -> str:
+    """SHA-256 over every file's relative path and content: new data means a fresh start."""
+    digest = hashlib.sha256()
+    for folder in sorted(Path(f) for f in folders):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(f"{folder.name}/{path.relative_to(folder)}\0".encode())
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_key(cfg: PrivFedConfig, *, name: str, dp: bool, data: str = "") -> str:
+    """What a checkpoint must match to be resumed: the whole config, the run and its data."""
+    text = json.dumps(
+        {"config": cfg.model_dump(mode="json"), "run": name, "dp": dp, "data": data},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+class ResumeStore:
+    """One run's resume file, bound to the key of the run that may use it."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.path = Path(folder) / STATE_FILE
+        self.key = key
+
+    def save(self, state: ResumeState) -> None:
+        payload = {
+            "key": self.key,
+            "round": state.round,
+            "arrays": {k: v.detach().cpu() for k, v in state.arrays.items()},
+            # rows and histories are plain JSON: weights-only loading accepts them as a string
+            "rows": json.dumps(state.rows),
+            "dp_history": json.dumps(state.dp_history),
+            "strategy": {name: _tensors(value) for name, value in state.strategy.items()},
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(payload, tmp)
+
+    def load(self) -> ResumeState | None:
+        """The saved state, or None when there is none or it belongs to another run (logged)."""
+        if not self.path.is_file():
+            return None
+        payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        if payload.get("key") != self.key:
+            log.warning(
+                "not resuming from %s: it was written by a run with other params or data; "
+                "starting from round 1",
+                self.path,
+            )
+            return None
+        return ResumeState(
+            round=int(payload["round"]),
+            arrays=dict(payload["arrays"]),
+            rows=json.loads(payload["rows"]),
+            dp_history=json.loads(payload["dp_history"]),
+            strategy={
+                name: {k: v.numpy() for k, v in value.items()}
+                for name, value in payload["strategy"].items()
+            },
+        )
+
+
+def strategy_state(strategy: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The adaptive strategies' moment estimates (empty for stateless strategies)."""
+    return {
+        name: dict(value)
+        for name in STRATEGY_STATE
+        if isinstance(value := getattr(strategy, name, None), dict)
+    }
+
+
+def restore_strategy(strategy: Any, saved: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    for name, value in saved.items():
+        setattr(strategy, name, dict(value))

@@ -1,0 +1,125 @@
+"""Crash resume: the after-round state round-trips, is bound to its run, and is replayed once."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from privfed.config import config_from_dict
+from privfed.federated.launcher import build_run_config
+from privfed.federated.resume import (
+    ResumeState,
+    ResumeStore,
+    data_digest,
+    restore_strategy,
+    run_key,
+    strategy_state,
+)
+from privfed.federated.server import RoundRecorder, make_strategy
+from tests.conftest import raw_params
+
+
+def _state(round_: int = 2) -> ResumeState:
+    rows = [{"round": r, "val": {"auroc": 0.5 + r / 10}, "train": {}} for r in range(round_ + 1)]
+    rows[0]["val"]["auroc"] = math.nan  # rows carry NaN (no metric yet) and must keep it
+    return ResumeState(
+        round=round_,
+        arrays={"w": torch.arange(4, dtype=torch.float32), "n": torch.tensor([7])},
+        rows=rows,
+        dp_history={"hospital_1": [[1.1, 0.05, 20], [1.1, 0.05, 20]]},
+        strategy={"m_t": {"w": np.full(4, 0.25, dtype=np.float32)}},
+    )
+
+
+def _recorder(tmp_path: Path, rounds: int = 4) -> RoundRecorder:
+    return RoundRecorder(
+        out_dir=tmp_path,
+        task_name="readmission",
+        primary_metric="auroc",
+        num_rounds=rounds,
+        min_replies=1,
+    )
+
+
+def test_state_round_trips(tmp_path: Path) -> None:
+    store = ResumeStore(tmp_path / "run", "key-1")
+    store.save(_state())
+    loaded = store.load()
+    assert loaded is not None and loaded.round == 2
+    assert torch.equal(loaded.arrays["w"], torch.arange(4, dtype=torch.float32))
+    assert loaded.arrays["n"].dtype == torch.int64
+    assert math.isnan(loaded.rows[0]["val"]["auroc"]) and loaded.rows[2]["val"]["auroc"] == 0.7
+    assert loaded.dp_history == {"hospital_1": [[1.1, 0.05, 20], [1.1, 0.05, 20]]}
+    np.testing.assert_array_equal(loaded.strategy["m_t"]["w"], np.full(4, 0.25))
+    # no temporaries are left beside the state (written by rename)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["state.pt"]
+
+
+def test_state_of_another_run_is_not_used(tmp_path: Path, caplog) -> None:
+    ResumeStore(tmp_path, "key-of-old-params").save(_state())
+    with caplog.at_level(logging.WARNING, logger="privfed"):
+        assert ResumeStore(tmp_path, "key-of-new-params").load() is None
+    assert "other params or data" in caplog.text
+    assert ResumeStore(tmp_path / "empty", "k").load() is None
+
+
+def test_run_key_covers_params_run_and_data(tmp_path: Path) -> None:
+    cfg = config_from_dict(raw_params())
+    other = config_from_dict(raw_params(base={"seed": 7}))
+    base = run_key(cfg, name="federated_dp", dp=True, data="d1")
+    assert base == run_key(cfg, name="federated_dp", dp=True, data="d1")
+    assert base != run_key(other, name="federated_dp", dp=True, data="d1")
+    assert base != run_key(cfg, name="federated", dp=False, data="d1")
+    assert base != run_key(cfg, name="federated_dp", dp=True, data="d2")
+    site = tmp_path / "hospital_1"
+    site.mkdir()
+    (site / "train.csv").write_text("a,b\n1,2\n")
+    before = data_digest([site])
+    (site / "train.csv").write_text("a,b\n1,3\n")
+    assert data_digest([site]) != before
+
+
+def test_adaptive_strategy_moments_survive(tmp_path: Path) -> None:
+    cfg = config_from_dict(raw_params(train_federated={"strategy": "fedadam"}))
+    strategy = make_strategy(cfg, 3)
+    assert strategy_state(strategy) == {}  # before the first aggregation: nothing to keep
+    strategy.m_t = {"w": np.ones(3)}
+    strategy.v_t = {"w": np.full(3, 2.0)}
+    store = ResumeStore(tmp_path, "k")
+    store.save(ResumeState(1, {"w": torch.zeros(3)}, [], {}, strategy_state(strategy)))
+    fresh = make_strategy(cfg, 3)
+    restore_strategy(fresh, store.load().strategy)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(fresh.v_t["w"], np.full(3, 2.0))
+    np.testing.assert_array_equal(fresh.m_t["w"], np.ones(3))
+
+
+def test_resumed_recorder_counts_rounds_and_dp_steps_once(tmp_path: Path) -> None:
+    recorder = _recorder(tmp_path)
+    recorder.resume(_state(round_=2))
+    seen: list[int] = []
+    # Flower restarts at round 1; the strategy and the rows see the run's round 3
+    recorder.guard(lambda r, replies: seen.append(r))(1, [])
+    recorder.guard_configure(lambda r, arrays, config, grid: seen.append(r) or [])(
+        1, None, None, None
+    )
+    assert seen == [3, 3]
+    assert recorder.rounds[2]["val"]["auroc"] == 0.7 and recorder.rounds[3]["val"] == {}
+    recorder.dp_history = {"hospital_1": [[1.1, 0.05, 20]], "hospital_2": [[1.3, 0.04, 9]]}
+    full = recorder.full_dp_history()
+    assert [n for *_, n in full["hospital_1"]] == [20, 20, 20]
+    assert full["hospital_2"] == [[1.3, 0.04, 9]]
+
+
+def test_resume_dir_must_be_absolute() -> None:
+    cfg = config_from_dict(raw_params())
+    with pytest.raises(ValueError, match="resume-dir must be absolute, got 'rel/dir'"):
+        build_run_config(cfg, out_dir="/abs", dp=False, num_nodes=2, resume_dir="rel/dir")
+    config = build_run_config(
+        cfg, out_dir="/abs", dp=True, num_nodes=2, resume_dir="/r", resume_key="k"
+    )
+    assert config["resume-dir"] == "/r" and config["resume-key"] == "k"
