@@ -136,6 +136,7 @@ def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any
             generate_data=p["generate_data"],
             ingest_data=p["ingest_data"],
             model=p["model"],
+            evaluate_models=p["evaluate_models"],
             profiles=p["profiles"],
             partitions=partitions,
             centralized=cen.outputs["centralized"],

@@ -21,6 +21,7 @@ def evaluate_models(
     generate_data: dict,
     ingest_data: dict,
     model: dict,
+    evaluate_models: dict,
     profiles: dict,
     partitions: Input[Dataset],
     centralized: Input[Model],
@@ -43,7 +44,14 @@ def evaluate_models(
 
     result = run_stage(
         "evaluate_models",
-        {"base": base, "generate_data": generate_data, "model": model, "profiles": profiles},
+        {
+            "base": base,
+            "generate_data": generate_data,
+            "ingest_data": ingest_data,
+            "model": model,
+            "evaluate_models": evaluate_models,
+            "profiles": profiles,
+        },
         {
             "partitions": partitions.path,
             "centralized": centralized.path,

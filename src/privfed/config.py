@@ -246,7 +246,10 @@ class AccountPrivacySection(_Section):
 
 
 class EvaluateModelsSection(_Section):
-    """No keys yet. Present so unknown keys are rejected."""
+    membership_audit: bool = Field(True, description="attack every model (loss, offline LiRA)")
+    audit_max_examples: int = Field(
+        2000, ge=1, description="members and non-members each capped at this many"
+    )
 
 
 class RegisterModelSection(_Section):

@@ -31,7 +31,9 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     models = set(evaluation["models"])
     assert {"centralized", "federated", "federated_dp"} <= models
     assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
-    assert (project / "reports/evaluation/comparison.md").read_text().count("| local:") == 3
+    report = (project / "reports/evaluation/comparison.md").read_text()
+    # each local model: a row in the comparison and one in the membership-inference audit
+    assert report.count("| local:") == 6 and "## Membership-inference audit" in report
     assert (project / "plots/federated_rounds.png").stat().st_size > 1000
     assert (project / "plots/per_hospital.png").stat().st_size > 1000
 
@@ -65,10 +67,25 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     version = client.get_model_version_by_alias("privfed-readmission", "champion")
     assert version.version == registration["version"]
     assert "Model card" in version.description
+    # the card states the DP run's accounting and the membership audit, as measured
+    card = version.description
+    h1 = privacy["hospitals"]["hospital_1"]
+    assert f"at δ = {privacy['delta']}" in card and "accountants rdp, prv" in card
+    assert "Clipping norm (max_grad_norm): 1; rounds: 2 × 1 local epoch(s)" in card
+    assert f"noise multiplier {h1['noise_multiplier']:.3g}" in card
+    assert f"{h1['steps']} steps" in card
+    audit = evaluation["models"]["federated_dp"]["membership_audit"]
+    for model in ("centralized", "federated", "federated_dp"):
+        assert f"| {model} |" in card.split("### Membership-inference audit")[1]
+    assert f"{audit['lira_offline_auroc']:.3g}" in card
+    assert f"{audit['loss_threshold_tpr_at_1pct_fpr']:.3g}" in card
     mlflow_run = client.get_run(registration["run_id"])
     assert mlflow_run.data.params["base.profile"] == "tiny"
     assert mlflow_run.data.tags["data_version"] not in ("", "unversioned")
     assert "eval.centralized" in mlflow_run.data.metrics
+    assert mlflow_run.data.metrics["audit.federated_dp.lira_offline_auroc"] == pytest.approx(
+        audit["lira_offline_auroc"]
+    )
     history = client.get_metric_history(registration["run_id"], "federated.train_loss")
     assert [m.step for m in history] == [1, 2]
     per_hospital = client.get_metric_history(

@@ -24,7 +24,9 @@ from privfed.config import PrivFedConfig  # noqa: E402
 from privfed.federated import ROUNDS_FILE  # noqa: E402
 from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E402
 from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
+from privfed.privacy.audit import membership_audit  # noqa: E402
 from privfed.tasks import get_task  # noqa: E402
+from privfed.tasks.base import Task  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,68 @@ def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
         if path.is_file():
             models[kind] = path
     return models
+
+
+#: Membership-inference audit: per-model figures, and the report table's file name.
+AUDIT_FILE = "membership_audit.json"
+AUDIT_ATTACKS = ("loss_threshold", "lira_offline")
+
+
+def _audit_sets(
+    task: Task, cfg: PrivFedConfig, hospitals: list[Path], name: str
+) -> tuple[Any, Any, Any]:
+    """Members (what ``name`` trained on), non-members and the attacker's reference data.
+
+    A local-only model trained on its own hospital, so it is audited there; every other model
+    trained on all hospitals' training splits.
+    """
+    own = [h for h in hospitals if name == f"local:{h.name}"] or hospitals
+    return tuple(
+        task.load_dataset(cfg, split_dirs(own, split)) for split in ("train", "test", "val")
+    )
+
+
+def audit_models(
+    task: Task, cfg: PrivFedConfig, hospitals: list[Path], models: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Both membership-inference attacks on every model; see :mod:`privfed.privacy.audit`."""
+    audits: dict[str, Any] = {}
+    for name, model in models.items():
+        members, nonmembers, reference = _audit_sets(task, cfg, hospitals, name)
+        audits[name] = membership_audit(
+            task,
+            model,
+            members,
+            nonmembers,
+            reference,
+            max_examples=cfg.evaluate_models.audit_max_examples,
+            seed=cfg.base.seed,
+        )
+        log.info(
+            "%s membership audit: loss-threshold AUROC %.3f, LiRA AUROC %.3f, "
+            "LiRA TPR at 1%% FPR %.3f (%d members vs %d non-members)",
+            name,
+            audits[name]["loss_threshold"]["auroc"],
+            audits[name]["lira_offline"]["auroc"],
+            audits[name]["lira_offline"]["tpr_at_1pct_fpr"],
+            audits[name]["members"],
+            audits[name]["nonmembers"],
+        )
+    return audits
+
+
+def audit_table(audits: Mapping[str, Any], epsilons: Mapping[str, float]) -> str:
+    """Markdown: attack AUROC (0.5 = cannot tell) and TPR at 1 % FPR, per model, with its ε."""
+    header = ["model", "ε", "members"]
+    for attack in AUDIT_ATTACKS:
+        header += [f"{attack} AUROC", f"{attack} TPR@1%FPR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, audit in audits.items():
+        row = [name, _fmt(epsilons.get(name, math.inf)), str(audit["members"])]
+        for attack in AUDIT_ATTACKS:
+            row += [_fmt(audit[attack]["auroc"]), _fmt(audit[attack]["tpr_at_1pct_fpr"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: Any) -> str:
@@ -115,6 +179,16 @@ def _plot_per_hospital(
     plt.close(fig)
 
 
+def _audit_summary(result: Mapping[str, Any]) -> dict[str, float]:
+    """The audit's headline figures, flat (DVC metrics, MLflow, the model card)."""
+    audit = result["membership_audit"]
+    return {
+        f"{attack}_{key}": float(audit[attack][key])
+        for attack in AUDIT_ATTACKS
+        for key in ("auroc", "tpr_at_1pct_fpr")
+    }
+
+
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
@@ -128,8 +202,9 @@ def run(
     dp_eps = privacy.get("epsilon")
     results: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     for name, path in _models(inputs).items():
-        model = load_model(path, cfg)
+        model = loaded[name] = load_model(path, cfg)
         if not name.startswith("local:"):
             confusion[name] = task.confusion_matrix(model, test_sets[POOLED])
         per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
@@ -154,13 +229,32 @@ def run(
     if summary["federated_dp"] is not None:
         summary["federated_dp_to_central"] = summary["federated_dp"] / summary["centralized"]
     table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
+    audits = (
+        audit_models(task, cfg, hospitals_paths, loaded)
+        if cfg.evaluate_models.membership_audit
+        else {}
+    )
+    for name, audit in audits.items():
+        results[name]["membership_audit"] = audit
     report_dir, plots = Path(outputs["report"]), Path(outputs["plots"])
+    audit_text = (
+        "\n## Membership-inference audit\n\nCan an attacker who sees only a model's loss on a "
+        "patient tell a training patient from an unseen one? Members: the training split the "
+        "model was fitted on; non-members: the test split; the offline LiRA attack is "
+        "calibrated on the validation split. AUROC 0.5 means it cannot tell (coin flip).\n\n"
+        + audit_table(audits, {n: r["epsilon"] for n, r in results.items()})
+        if audits
+        else ""
+    )
     write_text(
         f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "
         f"'mean per-hospital' is the mean of {metric} over each hospital's own test split.\n\n"
-        + table,
+        + table
+        + audit_text,
         report_dir / "comparison.md",
     )
+    if audits:
+        write_json(audits, report_dir / AUDIT_FILE)
     write_json(results, report_dir / "comparison.json")
     if any(c is not None for c in confusion.values()):  # pooled test set, global models
         write_json(confusion, report_dir / CONFUSION_FILE)
@@ -171,7 +265,11 @@ def run(
         {
             "summary": summary,
             "models": {
-                n: {POOLED: r[POOLED], "mean_per_hospital": r["mean_per_hospital"]}
+                n: {
+                    POOLED: r[POOLED],
+                    "mean_per_hospital": r["mean_per_hospital"],
+                    **({"membership_audit": _audit_summary(r)} if "membership_audit" in r else {}),
+                }
                 for n, r in results.items()
             },
         },

@@ -64,6 +64,62 @@ def _screening_line(cfg: PrivFedConfig, rejections: Mapping[str, Any]) -> str:
     )
 
 
+#: Audit figures the card shows per model (keys of the evaluate stage's audit summary).
+AUDIT_COLUMNS = (
+    ("loss_threshold_auroc", "loss-threshold AUROC"),
+    ("loss_threshold_tpr_at_1pct_fpr", "loss-threshold TPR@1%FPR"),
+    ("lira_offline_auroc", "LiRA AUROC"),
+    ("lira_offline_tpr_at_1pct_fpr", "LiRA TPR@1%FPR"),
+)
+
+
+def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) -> str:
+    """ε, δ, accountants, clipping, noise and steps of the DP run, as the accountant saw them."""
+    if candidate != "federated_dp" or not privacy.get("enabled"):
+        return "- Differential privacy: off for this candidate (ε = ∞)"
+    per = privacy.get("hospitals", {})
+    accountants = ", ".join(cfg.privacy.accountants)
+    lines = [
+        "- Differential privacy: on — Opacus DP-SGD at every hospital, per-example clipping, "
+        "Gaussian noise; one accountant history per hospital carried across rounds",
+        f"- ε = {_fmt(_float(privacy.get('epsilon')))} at δ = {privacy.get('delta')} "
+        f"(max over hospitals and over the accountants {accountants}; "
+        f"budget {cfg.privacy.epsilon_budget:g})",
+        f"- Clipping norm (max_grad_norm): {cfg.privacy.max_grad_norm:g}; rounds: "
+        f"{privacy.get('rounds')} × {cfg.train_federated.local_epochs} local epoch(s)",
+    ]
+    for hospital, info in sorted(per.items()):
+        by = ", ".join(f"{k} {_fmt(_float(v))}" for k, v in info.get("by_accountant", {}).items())
+        lines.append(
+            f"- {hospital}: noise multiplier {_fmt(_float(info.get('noise_multiplier')))}, "
+            f"sample rate {_fmt(_float(info.get('sample_rate')))}, {info.get('steps')} steps, "
+            f"ε {_fmt(_float(info.get('epsilon')))} ({by})"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "∞" if math.isinf(value) else ("n/a" if math.isnan(value) else f"{value:.3g}")
+
+
+def audit_lines(audits: Mapping[str, Mapping[str, float]], epsilons: Mapping[str, float]) -> str:
+    """The membership-inference audit of the global models, as a Markdown table."""
+    if not audits:
+        return "Not run (evaluate_models.membership_audit is off)."
+    header = ["model", "ε", *(title for _, title in AUDIT_COLUMNS)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, audit in audits.items():
+        cells = [_fmt(float(audit[key])) for key, _ in AUDIT_COLUMNS]
+        rows.append(
+            f"| {name} | {_fmt(epsilons.get(name, math.inf))} | " + " | ".join(cells) + " |"
+        )
+    return (
+        "Attacks that see only a model's loss on a patient try to tell training patients "
+        "(members) from the test split (non-members); AUROC 0.5 = cannot tell. An (ε, δ)-DP "
+        "model caps any attack at TPR ≤ e^ε·FPR + δ.\n\n" + "\n".join(rows)
+    )
+
+
 def model_card(
     cfg: PrivFedConfig,
     summary: dict[str, Any],
@@ -75,6 +131,8 @@ def model_card(
     table: str,
     rejections: Mapping[str, Any] | None = None,
     dropouts: Mapping[str, Any] | None = None,
+    privacy: Mapping[str, Any] | None = None,
+    audits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
@@ -87,10 +145,14 @@ def model_card(
   {cfg.train_federated.local_epochs} local epoch(s)
 - Update screening: {_screening_line(cfg, rejections or {})}
 - Dropouts (hospitals that missed a round's deadline, per run): {_per_hospital(dropouts or {})}
-- Differential privacy: {"on" if candidate == "federated_dp" else "off"};
-  ε = {summary.get("epsilon")} at δ = {cfg.privacy.delta} (max over hospitals)
 - Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
 - Code: `{commit}`; privfed {__version__}
+
+## Privacy
+{_dp_lines(cfg, privacy or {}, candidate)}
+
+### Membership-inference audit
+{audit_lines(audits or {}, {"federated_dp": summary.get("dp_epsilon", math.inf)})}
 
 ## Promotion decision: `{decision.alias}`
 {reasons}
@@ -148,6 +210,12 @@ def run(
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
     table = (Path(inputs["report"]) / "comparison.md").read_text()
+    # the global models' membership-inference audits (local-only models are in the report)
+    audits = {
+        name: model["membership_audit"]
+        for name, model in evaluation["models"].items()
+        if "membership_audit" in model and not name.startswith("local:")
+    }
 
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -193,6 +261,9 @@ def run(
                 mlflow.set_tag(f"dropout.{run_name}.{hospital}", f"round {at_round}")
         for h, info in privacy.get("hospitals", {}).items():
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
+        for name, audit in audits.items():
+            for key, value in audit.items():
+                mlflow.log_metric(f"audit.{name}.{key}", float(value))
         mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
         mlflow.log_artifacts(str(inputs["report"]), artifact_path="reports")
         # pickle: the class lives in the installed privfed package (torch.export's pt2 format
@@ -207,7 +278,12 @@ def run(
         version = str(info.registered_model_version)
         card = model_card(
             cfg,
-            {**summary, "epsilon": epsilon, "hospitals": _hospitals(evaluation)},
+            {
+                **summary,
+                "epsilon": epsilon,
+                "dp_epsilon": _float(privacy.get("epsilon")),
+                "hospitals": _hospitals(evaluation),
+            },
             decision,
             version=version,
             data_hash=data_hash,
@@ -215,6 +291,8 @@ def run(
             table=table,
             rejections=_events(rounds, "rejected"),
             dropouts=_events(rounds, "dropouts"),
+            privacy=privacy,
+            audits=audits,
         )
         mlflow.log_text(card, "model_card.md")
         run_id = run.info.run_id
