@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -286,15 +286,13 @@ def _legacy_fedavg() -> type:
             *,
             recorder: RoundRecorder,
             grid: AuditGrid,
-            names: list[str],
             max_weight: int,
-            error_bound: Any,
+            error_bound: Callable[[Sequence[float]], float],
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
             self.recorder = recorder
             self.grid = grid
-            self.names = names
             self.max_weight = max_weight
             self.error_bound = error_bound
             self.current: list[np.ndarray] = []
@@ -320,7 +318,8 @@ def _legacy_fedavg() -> type:
             counts = []
             for proxy, fitres in results:
                 metrics = dict(fitres.metrics)
-                hospital = str(metrics.pop("hospital", names.get(proxy.node_id, proxy.cid)))
+                claimed = str(metrics.pop("hospital", f"node {proxy.node_id}"))
+                hospital = names.get(proxy.node_id, claimed)  # the roll call's name first
                 history = metrics.pop("dp_history", None)
                 recorder.keep(hospital, metrics, None if history is None else str(history))
                 counts.append(float(metrics["num-examples"]))
@@ -404,7 +403,6 @@ def train_secure(
     strategy = _legacy_fedavg()(
         recorder=recorder,
         grid=audit,
-        names=names,
         max_weight=secagg.max_weight,
         error_bound=secagg.error_bound,
         fraction_fit=fed.fraction_train,
