@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.secure_aggregation.ndarrays_arithmetic import (
     factor_combine,
     factor_extract,
@@ -193,3 +193,51 @@ def test_only_secagg_messages_reach_flowers_mod(monkeypatch: pytest.MonkeyPatch)
     assert seen == ["handler", "secagg"]
     assert not is_secure_fit(plain.content)
     assert is_secure_fit(RecordDict({"fitins.config": ConfigRecord({})}))
+
+
+def test_a_hospital_trains_as_on_the_message_api_path_and_sends_its_weighted_update(
+    tmp_path,
+) -> None:
+    """The secure path's hospital step is train_reply's, only the reply is the weighted update."""
+    import json
+
+    import torch
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.common.typing import FitIns
+    from flwr.compat.common import recorddict_compat as compat
+
+    from privfed.federated.client import CONFIG_KEY, train_reply
+    from privfed.federated.secagg import secure_train_reply
+    from privfed.partitions import hospital_dirs
+    from privfed.stages import run_data_stages
+    from privfed.tasks import get_task
+
+    # Prepare: the tiny data; one hospital; the same global model and config on both paths
+    cfg = _cfg()
+    hospital = hospital_dirs(run_data_stages(cfg, tmp_path))[0]
+    node = {"hospital": hospital.name, "data-path": str(hospital)}
+    torch.manual_seed(0)
+    model = get_task(cfg.base.task, cfg).build_model(cfg)
+    config = {CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": False, "server-round": 1}
+    received = [t.numpy() for t in model.state_dict().values()]
+    # Execute
+    plain = train_reply(
+        RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(config)}),
+        node,
+        RecordDict(),
+    )
+    fitins = FitIns(parameters=ndarrays_to_parameters(received), config=config)
+    secure = compat.recorddict_to_fitres(
+        secure_train_reply(compat.fitins_to_recorddict(fitins, True), node, RecordDict()), False
+    )
+    # Assert: update x max_weight / n + global is the Message API path's trained model
+    secagg = cfg.train_federated.secure_aggregation
+    n = int(plain["metrics"]["num-examples"])
+    assert secure.num_examples == secagg.max_weight  # Flower's own weight factor: exactly 1
+    assert secure.metrics["num-examples"] == n
+    assert secure.metrics["hospital"] == hospital.name
+    assert secure.metrics["secagg-clipped"] == 0
+    trained = [t.numpy() for t in plain["arrays"].to_torch_state_dict().values()]
+    update = parameters_to_ndarrays(secure.parameters)
+    for t, u, r in zip(trained, update, received, strict=True):
+        np.testing.assert_allclose(r + u * secagg.max_weight / n, t, rtol=0, atol=1e-6)
