@@ -13,31 +13,18 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-__all__ = ["FastPollGrid", "wait_for_nodes"]
+__all__ = ["DelegatingGrid", "FastPollGrid", "wait_for_nodes"]
 
 
-class FastPollGrid(Grid):
-    """Delegates to ``inner``; differs in the reply-polling interval and in dropped nodes.
+class DelegatingGrid(Grid):
+    """A Grid that passes every call to the Grid Flower handed the ServerApp (``inner``).
 
-    A node that missed a round's deadline is ``drop``-ped: it is not sampled again in this run,
-    so later rounds do not each wait ``round_timeout_s`` for it while Flower's heartbeat
-    patience (up to 60 s) has not yet noticed it is gone.
+    Subclasses override only what they change; Flower's strategies and workflows talk to the
+    Grid through these methods alone.
     """
 
-    def __init__(self, inner: Grid, *, poll_interval: float) -> None:
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+    def __init__(self, inner: Grid) -> None:
         self._inner = inner
-        self._poll = poll_interval
-        #: Flower node id -> hospital name (from the roll call)
-        self.names: dict[int, str] = {}
-        self.dropped: set[int] = set()
-
-    def hospital(self, node_id: int) -> str:
-        return self.names.get(node_id, f"node {node_id}")
-
-    def drop(self, node_id: int) -> None:
-        self.dropped.add(node_id)
 
     def set_run(self, run):  # type: ignore[override]
         self._inner.set_run(run)
@@ -50,13 +37,45 @@ class FastPollGrid(Grid):
         return self._inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        return [n for n in self._inner.get_node_ids() if n not in self.dropped]
+        return self._inner.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self._inner.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self._inner.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._inner.send_and_receive(messages, timeout=timeout)
+
+
+class FastPollGrid(DelegatingGrid):
+    """Differs from the Grid it wraps in the reply-polling interval and in dropped nodes.
+
+    A node that missed a round's deadline is ``drop``-ped: it is not sampled again in this run,
+    so later rounds do not each wait ``round_timeout_s`` for it while Flower's heartbeat
+    patience (up to 60 s) has not yet noticed it is gone.
+    """
+
+    def __init__(self, inner: Grid, *, poll_interval: float) -> None:
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        super().__init__(inner)
+        self._poll = poll_interval
+        #: Flower node id -> hospital name (from the roll call)
+        self.names: dict[int, str] = {}
+        self.dropped: set[int] = set()
+
+    def hospital(self, node_id: int) -> str:
+        return self.names.get(node_id, f"node {node_id}")
+
+    def drop(self, node_id: int) -> None:
+        self.dropped.add(node_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [n for n in self._inner.get_node_ids() if n not in self.dropped]
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -51,11 +51,10 @@ from flwr.common import (
 )
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
-from flwr.serverapp import Grid
 
 from privfed.config import SECAGG_MODULUS, PrivFedConfig, resolved_config
 from privfed.federated.client import CONFIG_KEY, train_reply
-from privfed.federated.grid import FastPollGrid, wait_for_nodes
+from privfed.federated.grid import DelegatingGrid, FastPollGrid, wait_for_nodes
 from privfed.federated.server import RoundRecorder, min_train_nodes
 from privfed.tasks import get_task
 
@@ -199,7 +198,7 @@ def secure_train_reply(
 
 
 # -- server side ------------------------------------------------------------------------------
-class AuditGrid(Grid):
+class AuditGrid(DelegatingGrid):
     """The grid the SecAgg+ workflow talks through: times each stage, counts what arrives.
 
     ``plaintext_arrays`` counts the arrays in every reply the server receives: under SecAgg+
@@ -209,7 +208,8 @@ class AuditGrid(Grid):
     """
 
     def __init__(self, inner: FastPollGrid) -> None:
-        self._inner = inner
+        super().__init__(inner)
+        self._inner: FastPollGrid = inner
         #: round -> {"stages": {stage: {...}}, "plaintext_arrays": int}
         self.rounds: dict[int, dict[str, Any]] = {}
         #: round -> node -> error reason
@@ -220,25 +220,6 @@ class AuditGrid(Grid):
     def names(self) -> dict[int, str]:
         """Flower node id -> hospital (the roll call's)."""
         return self._inner.names
-
-    def set_run(self, run):  # type: ignore[override]
-        self._inner.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self._inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self._inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._inner.pull_messages(message_ids)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
