@@ -51,6 +51,7 @@ def region_scores(
     if both.any():
         with warnings.catch_warnings():  # empty regions are scored below, not by MONAI
             warnings.filterwarnings("ignore", message=".* is all 0, this may result in nan/inf")
+            warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
             hd_all = (
                 compute_hausdorff_distance(
                     p, t, include_background=True, percentile=95, spacing=spacing.tolist()

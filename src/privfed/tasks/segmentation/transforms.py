@@ -60,7 +60,8 @@ def _deterministic(m: SegmentationModelSection) -> list[Any]:
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
         EnsureTyped(keys="image", dtype=torch.float32),
-        Orientationd(keys=keys, axcodes="RAS"),
+        # explicit labels: NIfTI world space is RAS (MONAI 1.6 warns that its default changes)
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys=keys, pixdim=(m.spacing_mm,) * 3, mode=("bilinear", "nearest")),
         CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
         ResizeWithPadOrCropd(keys=keys, spatial_size=(m.grid,) * 3),
