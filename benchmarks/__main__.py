@@ -20,6 +20,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scale": ("scale", "4. 3-20 hospitals: round time and federation memory"),
     "pipeline": ("pipeline", "5. dvc repro of the default profile, then a no-change rerun"),
     "accuracy": ("accuracy", "6. privacy-utility and federation-size accuracy studies"),
+    "secure_aggregation": (
+        "secure_aggregation",
+        "secure aggregation: SecAgg+ off vs on, seconds and bytes per round",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

@@ -9,8 +9,9 @@ Two views of the same thing:
   R1 and R2 rounds in one federation; (bytes(R2) - bytes(R1)) / (R2 - R1) / hospitals removes
   the per-run constant (FAB, final evaluation, run setup).
 
-LoRA (``notes`` task) and SecAgg+ columns await those features (other issues); nothing is
-estimated for them here.
+The LoRA (``notes`` task) column awaits that feature (another issue); nothing is estimated
+for it here. SecAgg+'s bytes are measured side by side with plain FedAvg by
+``python -m benchmarks secure_aggregation``.
 
     python -m benchmarks communication [--profiles tiny default full] [--rounds 2 4]
 """
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['per_round_per_hospital_bytes'] / 1024:.1f}",
                 measured_cell,
                 "awaits notes task (LoRA)",
-                "awaits SecAgg+",
+                "see secure_aggregation",
             ]
         )
     markdown = (

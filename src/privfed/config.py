@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,6 +227,55 @@ class TrainLocalSection(_Section):
     epochs: int = Field(15, ge=1)
 
 
+#: Flower's SecAgg+ mask modulus (``SecAggPlusWorkflow(modulus_range=...)``, its default).
+SECAGG_MODULUS = 2**32
+#: Strategies that need only the sum of the hospitals' updates, so SecAgg+ can serve them.
+SECAGG_STRATEGIES = ("fedavg", "fedprox")
+
+
+class SecureAggregationSection(_Section):
+    """Flower's SecAgg+: the server learns only the sum of the hospitals' weighted updates.
+
+    Each hospital sends ``num-examples / max_weight x (its weights - the global weights)``,
+    clipped to ``±clipping_range`` per value and stochastically quantized to integers in
+    ``[0, quantization_range]``, masked so that only the sum over hospitals can be unmasked.
+    The server divides the sum by the total ``num-examples / max_weight``: FedAvg's mean.
+    """
+
+    enabled: bool = False
+    num_shares: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of the round's hospitals holding key shares"
+    )
+    reconstruction_threshold: float = Field(
+        0.67, gt=0.0, le=1.0, description="share of the key shares needed to unmask"
+    )
+    clipping_range: float = Field(
+        1.0, gt=0.0, description="bound on each value of a hospital's update (larger: clipped)"
+    )
+    quantization_range: int = Field(
+        2**22, ge=2, lt=2**31, description="integer levels per value (finer: larger sums)"
+    )
+    max_weight: int = Field(
+        1000, ge=1, description="largest num-examples of any hospital's training split"
+    )
+
+    def quantization_step(self) -> float:
+        """One quantization level, in units of a hospital's weighted update value."""
+        return 2.0 * self.clipping_range / self.quantization_range
+
+    def error_bound(self, num_examples: Sequence[float]) -> float:
+        """Worst-case per-value error of the secure FedAvg mean of these hospitals' updates.
+
+        Stochastic rounding moves each hospital's weighted value by less than one step; the
+        server divides the sum by the total weight ``sum(n) / max_weight``. Values that were
+        clipped are not covered (they are counted per hospital instead).
+        """
+        total = float(sum(num_examples))
+        if total <= 0:
+            raise ValueError(f"num_examples must sum to a positive number, got {num_examples}")
+        return len(num_examples) * self.quantization_step() * self.max_weight / total
+
+
 class TrainFederatedSection(_Section):
     strategy: Literal[
         "fedavg",
@@ -272,6 +322,32 @@ class TrainFederatedSection(_Section):
     insecure: bool = Field(False, description="local launcher: plaintext, no node auth (warned)")
     supernode_auth: bool = Field(True, description="local launcher: only enrolled SuperNodes")
     resume: bool = Field(True, description="a rerun goes on from the last completed round")
+    secure_aggregation: SecureAggregationSection = SecureAggregationSection()
+
+    @model_validator(mode="after")
+    def _secure_aggregation_fits(self) -> TrainFederatedSection:
+        if not self.secure_aggregation.enabled:
+            return self
+        if self.strategy not in SECAGG_STRATEGIES:
+            raise ValueError(
+                f"train_federated.strategy={self.strategy} cannot run with "
+                "secure_aggregation.enabled=true: under SecAgg+ the server sees only the sum "
+                "of the hospitals' updates, and "
+                + (
+                    f"{self.strategy} needs each hospital's update to rank, trim or take "
+                    "medians of them"
+                    if self.strategy in ("krum", "multikrum", "bulyan", "trimmed_mean", "median")
+                    else f"{self.strategy} is not implemented on the secure path"
+                )
+                + f"; use one of {', '.join(SECAGG_STRATEGIES)}"
+            )
+        if self.screen_updates:
+            raise ValueError(
+                "train_federated.screen_updates=true cannot run with "
+                "secure_aggregation.enabled=true: screening checks each hospital's update, "
+                "which SecAgg+ hides from the server; set screen_updates: false to accept that"
+            )
+        return self
 
 
 class PrivacySection(_Section):
@@ -467,6 +543,16 @@ class PrivFedConfig(_Section):
             raise ValueError(
                 f"train_federated.min_train_nodes={fed.min_train_nodes} exceeds "
                 f"base.num_hospitals={self.base.num_hospitals}"
+            )
+        secagg = fed.secure_aggregation
+        largest = self.base.num_hospitals * secagg.quantization_range
+        if secagg.enabled and largest >= SECAGG_MODULUS:
+            raise ValueError(
+                "train_federated.secure_aggregation.quantization_range="
+                f"{secagg.quantization_range} x base.num_hospitals={self.base.num_hospitals} "
+                f"= {largest} does not fit SecAgg+'s modulus 2**32 = {SECAGG_MODULUS}: the sum "
+                "of the hospitals' quantized updates would wrap around; use a "
+                f"quantization_range below {SECAGG_MODULUS // self.base.num_hospitals}"
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
             raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")

@@ -10,6 +10,7 @@ from benchmarks.common import fit_fixed_proportional, median_spread
 from benchmarks.overhead import round_breakdown
 from benchmarks.profiling import summarize_collapsed
 from benchmarks.report import refresh
+from benchmarks.secure_aggregation import summarize
 
 
 def test_fit_recovers_fixed_latency_and_factor() -> None:
@@ -102,3 +103,32 @@ def test_report_replaces_only_marked_tables() -> None:
     assert "| new |\n<!-- /results:scale -->" in out
     assert "old" not in out
     assert "keep" in out
+
+
+def test_secure_aggregation_summary_slopes_bytes_and_ratios_seconds() -> None:
+    # Prepare: 3 hospitals; runs of 2 and 4 rounds per variant; bytes grow 600 / 1200 per round
+    stages = {"setup": 1.0, "share_keys": 1.0, "collect_masked_vectors": 4.0, "unmask": 0.5}
+    runs = {
+        "off": [
+            {"rounds": 2, "per_round_s": [5.0, 5.0], "total_bytes": 2000},
+            {"rounds": 4, "per_round_s": [5.0, 5.0, 5.0, 5.0], "total_bytes": 3200},
+        ],
+        "on": [
+            {
+                "rounds": 2,
+                "per_round_s": [8.0, 8.0],
+                "total_bytes": 3000,
+                "secagg": [{"stages": stages}, {"stages": stages}],
+            },
+            {"rounds": 4, "per_round_s": [8.0] * 4, "total_bytes": 5400, "secagg": []},
+        ],
+    }
+    # Execute
+    s = summarize(runs, hospitals=3)
+    # Assert: (3200 - 2000) / 2 / 3 = 200; (5400 - 3000) / 2 / 3 = 400
+    assert s["off"]["bytes_per_round_per_hospital"] == pytest.approx(200.0)
+    assert s["on"]["bytes_per_round_per_hospital"] == pytest.approx(400.0)
+    assert s["bytes_ratio"] == pytest.approx(2.0)
+    assert s["seconds_ratio"] == pytest.approx(8.0 / 5.0)
+    assert s["on"]["stage_s"]["collect_masked_vectors"]["median"] == 4.0
+    assert "stage_s" not in s["off"]

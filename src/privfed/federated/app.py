@@ -14,6 +14,7 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.federated.client import evaluate_reply, query_reply, train_reply
+from privfed.federated.secagg import is_secure_fit, secure_aggregation_mod, secure_train_reply
 from privfed.federated.server import exit_when_orphaned, run_server
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
@@ -34,10 +35,13 @@ def main(grid: Grid, context: Context) -> None:
     run_server(grid, dict(context.run_config))
 
 
-@client_app.train()
+# SecAgg+ (train_federated.secure_aggregation) speaks Flower's legacy FitIns/FitRes through
+# its mod; the mod lets every other train message through to the Message API handler.
+@client_app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
+    reply = secure_train_reply if is_secure_fit(msg.content) else train_reply
     return Message(
-        content=train_reply(msg.content, dict(context.node_config), context.state), reply_to=msg
+        content=reply(msg.content, dict(context.node_config), context.state), reply_to=msg
     )
 
 

@@ -67,6 +67,11 @@ def _run_rounds(
     cfg: PrivFedConfig, hospitals: Mapping[str, Path], out_dir: Path, attacks: Mapping[str, str]
 ) -> tuple[torch.nn.Module, RoundRecorder]:
     fed = cfg.train_federated
+    if fed.secure_aggregation.enabled:
+        raise ValueError(
+            "the in-process driver has no SecAgg+ (it needs Flower's processes): run "
+            "train_federated.secure_aggregation.enabled=true through a real federation"
+        )
     task = get_task(cfg.base.task, cfg)
     config = json.dumps(cfg.model_dump(mode="json"))
     nodes = {

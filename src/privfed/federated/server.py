@@ -170,25 +170,44 @@ class RoundRecorder:
         """Record (and stop sampling) hospitals that did not reply; record error replies."""
         for reply in replies:
             if reply.has_error():
-                hospital = _hospital(reply, self.grid)
-                self._failed[hospital] = str(reply.error.reason)
-                log.warning("round %d: %s failed: %s", server_round, hospital, reply.error.reason)
+                self.record_failure(
+                    server_round, _hospital(reply, self.grid), str(reply.error.reason)
+                )
         missing = self._sampled - {r.metadata.src_node_id for r in replies}
         for node in sorted(missing):
-            hospital = self.grid.hospital(node) if self.grid else f"node {node}"
-            self._dropouts[hospital] = (
-                f"no reply within train_federated.round_timeout_s={self.round_timeout_s:g}"
-            )
-            if self.grid is not None:
-                self.grid.drop(node)
-            log.warning(
-                "round %d: %s dropped out (no reply within %g s); the round goes on without it, "
-                "and later rounds do not sample it",
-                server_round,
-                hospital,
-                self.round_timeout_s,
-            )
+            self.record_dropout(server_round, node)
         self._sampled = set()
+
+    def record_failure(self, server_round: int, hospital: str, reason: str) -> None:
+        """A hospital's ClientApp answered with an error."""
+        self._failed[hospital] = reason
+        log.warning("round %d: %s failed: %s", server_round, hospital, reason)
+
+    def record_dropout(self, server_round: int, node: int) -> None:
+        """A sampled node did not reply in time: record it and stop sampling it."""
+        hospital = self.grid.hospital(node) if self.grid else f"node {node}"
+        self._dropouts[hospital] = (
+            f"no reply within train_federated.round_timeout_s={self.round_timeout_s:g}"
+        )
+        if self.grid is not None:
+            self.grid.drop(node)
+        log.warning(
+            "round %d: %s dropped out (no reply within %g s); the round goes on without it, "
+            "and later rounds do not sample it",
+            server_round,
+            hospital,
+            self.round_timeout_s,
+        )
+
+    def keep(self, hospital: str, metrics: dict[str, Any], dp_history: str | None) -> None:
+        """Hold a hospital's train metrics (and DP history) for the round's row."""
+        self._pending.append((hospital, dict(metrics)))
+        if dp_history is not None:
+            self.dp_history[hospital] = json.loads(dp_history)
+
+    def add_aggregate_seconds(self, seconds: float) -> None:
+        """Server-side aggregation time of the round in progress (the secure path's)."""
+        self._aggregate_s += seconds
 
     def settle_final(self, sent: list[Message], replies: list[Message]) -> dict[str, Any]:
         """Record who missed or failed the final evaluation in the last round's row."""
@@ -206,11 +225,12 @@ class RoundRecorder:
         self.note_missing(server_round, replies)
         ok = [r for r in replies if not r.has_error()]
         for reply in ok:
-            hospital = _hospital(reply, self.grid)
-            self._pending.append((hospital, dict(reply.content["metrics"])))
             ident = reply.content["ident"]
-            if "dp_history" in ident:
-                self.dp_history[hospital] = json.loads(str(ident["dp_history"]))
+            self.keep(
+                _hospital(reply, self.grid),
+                dict(reply.content["metrics"]),
+                str(ident["dp_history"]) if "dp_history" in ident else None,
+            )
         if self.screen_norm_factor is None or self.template is None or self.current is None:
             return replies
         reference = {k: self.current[k].astype(v.dtype) for k, v in self.template.items()}
@@ -276,6 +296,8 @@ class RoundRecorder:
                 "num_examples": int(metrics["num-examples"]),
                 "seconds": _unprefix(metrics, TIMING_PREFIX),
             }
+            if "secagg-clipped" in metrics:  # values SecAgg+ clipped to ±clipping_range
+                row["train"][hospital]["secagg_clipped"] = int(metrics["secagg-clipped"])
             self.record_val(server_round - 1, hospital, metrics)
         n = sum(v["num_examples"] for v in row["train"].values())
         row["train_loss"] = sum(
@@ -535,9 +557,11 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         grid=grid,
         round_timeout_s=fed.round_timeout_s,
     )
-    strategy = make_strategy(cfg, num_nodes)
-    strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
-    strategy.configure_train = recorder.guard_configure(strategy.configure_train)  # type: ignore[method-assign]
+    secure = fed.secure_aggregation.enabled
+    strategy = None if secure else make_strategy(cfg, num_nodes)
+    if strategy is not None:
+        strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
+        strategy.configure_train = recorder.guard_configure(strategy.configure_train)  # type: ignore[method-assign]
     store = (
         ResumeStore(Path(str(run_config["resume-dir"])), str(run_config["resume-key"]))
         if "resume-dir" in run_config
@@ -547,7 +571,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     resumed = store.load() if store else None
     if resumed is not None:
         recorder.resume(resumed)
-        restore_strategy(strategy, resumed.strategy)
+        if strategy is not None:
+            restore_strategy(strategy, resumed.strategy)
         arrays = ArrayRecord(resumed.arrays)
         log.info(
             "resuming from the checkpoint of round %d of %d (%s): %d round(s) left; the "
@@ -567,14 +592,34 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
                     arrays=aggregate.to_torch_state_dict(),
                     rows=recorder.rounds[: server_round + recorder.offset + 1],
                     dp_history=recorder.full_dp_history(),
-                    strategy=strategy_state(strategy),
+                    strategy=strategy_state(strategy) if strategy is not None else {},
                 )
             )
         return None
 
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})
     t_train = time.monotonic()
-    if recorder.offset < fed.rounds:
+    if recorder.offset >= fed.rounds:
+        pass  # every round completed before a crash: only the final evaluation is left
+    elif secure:
+        # Flower's SecAgg+ runs only on its legacy workflow API; that seam lives in one module.
+        from privfed.federated.secagg import train_secure
+
+        log.warning(
+            "secure aggregation (SecAgg+) is on: the server sees only the sum of the "
+            "hospitals' updates, so update screening cannot run (screen_updates=false)"
+        )
+        arrays = train_secure(
+            grid,
+            cfg,
+            initial=arrays,
+            recorder=recorder,
+            fit_config=dict(config),
+            num_nodes=num_nodes,
+            round_end=round_end,
+        )
+    else:
+        assert strategy is not None
         arrays = strategy.start(
             grid=grid,
             initial_arrays=arrays,
@@ -590,7 +635,12 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         out_dir / "model.pt",
         arrays.to_torch_state_dict(),
         task=task.name,
-        meta={"rounds": fed.rounds, "dp": use_dp, "strategy": fed.strategy},
+        meta={
+            "rounds": fed.rounds,
+            "dp": use_dp,
+            "strategy": fed.strategy,
+            "secure_aggregation": secure,
+        },
     )
     round_seconds = [r["seconds"] for r in recorder.rounds[1:] if "seconds" in r]
     summary = {
@@ -601,6 +651,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         # the round a crashed run had completed when this one took over (None: no crash)
         "resumed_from_round": resumed.round if resumed else None,
         "strategy": fed.strategy,
+        # SecAgg+: the server learned only sums; per-round protocol records in rounds[r].secagg
+        "secure_aggregation": secure,
+        "update_screening": bool(recorder.screen_norm_factor is not None),
         "statistics_from": roll.statistics_from,
         # hospital -> the round it dropped out in
         "dropouts": {h: row["round"] for row in recorder.rounds for h in row["dropouts"]},

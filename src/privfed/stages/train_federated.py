@@ -135,6 +135,8 @@ def run(
                 "final_val": r["rounds"][-1]["val"],
                 "network_bytes": (r["flower"].get("network-traffic") or {}).get("total-bytes"),
                 "rounds": [_round_row(row, task.primary_metric) for row in r["rounds"]],
+                # SecAgg+: the server saw only sums (nothing was screened then)
+                "secure_aggregation": bool(r.get("secure_aggregation", False)),
                 # hospital -> round it dropped out in (missed round_timeout_s)
                 "dropouts": r.get("dropouts", {}),
                 # the round a crashed attempt had completed when this one went on (None: none)
