@@ -184,6 +184,9 @@ class SegmentationModelSection(_Section):
     roi_size: int = Field(48, ge=8, le=512)
     sw_overlap: float = Field(0.25, ge=0.0, lt=1.0)
     augment: bool = Field(True, description="random flips and intensity shifts on train splits")
+    batch_size: int = Field(
+        2, ge=1, le=64, description="volumes per training step (replaces train.batch_size)"
+    )
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> SegmentationModelSection:
@@ -288,8 +291,12 @@ class TrainFederatedSection(_Section):
         "bulyan",
         "trimmed_mean",
         "median",
+        "scaffold",
     ] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
+    scaffold_server_lr: float = Field(
+        1.0, gt=0.0, description="scaffold: global step on the hospitals' mean update (eta_g)"
+    )
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
     num_malicious: int = Field(
@@ -553,6 +560,14 @@ class PrivFedConfig(_Section):
                 f"= {largest} does not fit SecAgg+'s modulus 2**32 = {SECAGG_MODULUS}: the sum "
                 "of the hospitals' quantized updates would wrap around; use a "
                 f"quantization_range below {SECAGG_MODULUS // self.base.num_hospitals}"
+            )
+        if fed.strategy == "scaffold" and self.privacy.enabled:
+            raise ValueError(
+                "train_federated.strategy=scaffold cannot run with privacy.enabled=true: each "
+                "hospital's control variate is an un-clipped, un-noised gradient of its data, "
+                "sent to the server every round, so DP-SGD's guarantee would not hold; set "
+                "privacy.enabled: false (and register_model.candidate: federated) or use fedavg "
+                "| fedprox with DP"
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
             raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")

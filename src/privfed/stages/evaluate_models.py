@@ -62,11 +62,15 @@ def _audit_sets(
     """Members (what ``name`` trained on), non-members and the attacker's reference data.
 
     A local-only model trained on its own hospital, so it is audited there; every other model
-    trained on all hospitals' training splits.
+    trained on all hospitals' training splits. The reference is every hospital's validation
+    split, which no model trained on: a small hospital's own split (a handful of imaging
+    cases) would be too few to fit LiRA's non-member distribution.
     """
     own = [h for h in hospitals if name == f"local:{h.name}"] or hospitals
-    return tuple(
-        task.load_dataset(cfg, split_dirs(own, split)) for split in ("train", "test", "val")
+    return (
+        task.load_dataset(cfg, split_dirs(own, "train")),
+        task.load_dataset(cfg, split_dirs(own, "test")),
+        task.load_dataset(cfg, split_dirs(hospitals, "val")),
     )
 
 

@@ -99,6 +99,14 @@ class Task(ABC):
         """
         return None
 
+    def train_batch_size(self, cfg: PrivFedConfig) -> int:
+        """Examples per training step (and per DP-SGD expected batch): ``train.batch_size``.
+
+        Tasks whose examples are large (3-D volumes) override it with a key of their own
+        section, so the shared ``train.batch_size`` stays what tabular tasks need.
+        """
+        return cfg.train.batch_size
+
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
     def build_model(

@@ -177,6 +177,10 @@ class SegmentationTask(Task):
         train = all(Path(d).name == "train" for d in split_dirs)
         return CaseDataset(cases, self._settings(cfg), train=train, seed=cfg.base.seed)
 
+    def train_batch_size(self, cfg: PrivFedConfig) -> int:
+        """``model.segmentation.batch_size``: a handful of volumes, not ``train.batch_size``."""
+        return self._settings(cfg).batch_size
+
     # -- model ------------------------------------------------------------------------------
     def build_model(
         self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
@@ -204,6 +208,39 @@ class SegmentationTask(Task):
             overlap=settings.sw_overlap,
             mode="gaussian",
         )
+
+    def example_losses(
+        self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
+    ) -> np.ndarray:
+        """DiceCE of each whole case under the sliding window, as :meth:`evaluate` scores it.
+
+        A training split's dataset yields random augmented crops; the audit must compare
+        members and non-members under the same view, so their cases are reloaded without the
+        random transforms (a ``Subset`` of a :class:`CaseDataset` keeps its order).
+        """
+        from torch.utils.data import Subset
+
+        from privfed.tasks.segmentation.transforms import CaseDataset
+
+        base, index = dataset, None
+        if isinstance(dataset, Subset):
+            base, index = dataset.dataset, list(dataset.indices)
+        if isinstance(base, CaseDataset):
+            cases = base.case_dirs if index is None else [base.case_dirs[i] for i in index]
+            dataset = CaseDataset(cases, base.settings, train=False)
+        settings = getattr(base, "settings", None) or self._settings()
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loss_fn = _loss_fn()
+        losses = np.empty(len(dataset), dtype=np.float64)
+        try:
+            for i, (image, label) in enumerate(DataLoader(dataset, batch_size=1)):
+                logits = self.predict(model, image.to(device), settings)
+                losses[i] = float(loss_fn(logits, label.to(device)))
+        finally:
+            model.train(was_training)
+        return losses
 
     def evaluate(
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
