@@ -16,6 +16,7 @@ from privfed.stages import validate_data
 from privfed.stages.validate_data import ValidationFailed
 from privfed.tasks import get_task
 from privfed.tasks.segmentation import SegmentationTask
+from privfed.tasks.segmentation.figures import tumour_slice
 from privfed.tasks.segmentation.generate import generate_hospitals, hospital_profiles
 from privfed.tasks.segmentation.layout import MODALITIES, case_file
 from privfed.tasks.segmentation.metrics import region_scores
@@ -275,3 +276,43 @@ def test_a_few_epochs_lower_the_loss_and_dp_sgd_runs(seg_cfg, seg_raw, tmp_path)
     assert {"dice_tc", "dice_wt", "dice_et", "dice_mean", "hd95_mean"} <= set(after)
     assert dp.history and dp.history[0][0] == 1.0  # (noise multiplier, sample rate, steps)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_report_figures_write_one_png_per_case_through_the_tumour(
+    seg_cfg, seg_raw, tmp_path
+) -> None:
+    # Prepare: three test cases, an untrained model
+    task = get_task("segmentation", seg_cfg)
+    test_dir = tmp_path / "hospital_1" / "test"
+    cases = sorted(p.name for p in (seg_raw / "hospital_1").iterdir())[:3]
+    task.write_subset(seg_raw, cases, test_dir)
+    dataset = task.load_dataset(seg_cfg, [test_dir])
+    torch.manual_seed(0)
+    model = task.build_model(seg_cfg)
+    # Execute
+    written = task.report_figures(model, dataset, tmp_path / "figures", label="federated")
+    # Assert: two cases, PNG files named after them; the slice has the most tumour voxels
+    assert [p.name for p in written] == [f"{c}.png" for c in cases[:2]]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    label = np.zeros((4, 4, 5), dtype=np.int64)
+    label[1:3, 1:3, 3] = 2
+    label[0, 0, 1] = 1
+    assert tumour_slice(label) == 3
+    assert tumour_slice(np.zeros((4, 4, 6))) == 3
+
+
+def test_example_losses_score_whole_cases_without_augmentation(seg_cfg, seg_raw, tmp_path) -> None:
+    # Prepare: the same cases as a training split (random crops) and as a test split
+    task = get_task("segmentation", seg_cfg)
+    cases = sorted(p.name for p in (seg_raw / "hospital_2").iterdir())[:2]
+    task.write_subset(seg_raw, cases, tmp_path / "train")
+    task.write_subset(seg_raw, cases, tmp_path / "test")
+    torch.manual_seed(0)
+    model = task.build_model(seg_cfg)
+    # Execute
+    as_members = task.example_losses(model, task.load_dataset(seg_cfg, [tmp_path / "train"]))
+    as_test = task.example_losses(model, task.load_dataset(seg_cfg, [tmp_path / "test"]))
+    # Assert: one finite loss per case, identical however the split was loaded
+    assert as_members.shape == (2,) and np.isfinite(as_members).all()
+    np.testing.assert_allclose(as_members, as_test, rtol=1e-6)
+    assert task.train_batch_size(seg_cfg) == seg_cfg.model.segmentation.batch_size

@@ -155,3 +155,13 @@ class Task(ABC):
     ) -> dict[str, Any] | None:
         """``{"labels": [...], "matrix": [[...]]}`` for classification tasks; None otherwise."""
         return None
+
+    def report_figures(
+        self, model: nn.Module, dataset: Dataset, out_dir: Path, *, label: str = ""
+    ) -> list[Path]:
+        """Write the task's own figures of ``model`` on ``dataset`` (PNG) under ``out_dir``.
+
+        What a reader needs to see besides the metric tables (e.g. segmentation overlays).
+        Returns the files written; the default writes none.
+        """
+        return []

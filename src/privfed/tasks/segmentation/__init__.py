@@ -242,6 +242,19 @@ class SegmentationTask(Task):
             model.train(was_training)
         return losses
 
+    def report_figures(
+        self, model: nn.Module, dataset: Dataset, out_dir: Path, *, label: str = ""
+    ) -> list[Path]:
+        """Two cases: an axial slice through the tumour per modality, truth vs prediction."""
+        from privfed.tasks.segmentation.figures import write_case_figures
+        from privfed.tasks.segmentation.transforms import CaseDataset
+
+        if not isinstance(dataset, CaseDataset):
+            raise TypeError(f"report_figures needs a CaseDataset, got {type(dataset).__name__}")
+        if dataset.train:  # whole volumes, no random crop or augmentation
+            dataset = CaseDataset(dataset.case_dirs, dataset.settings, train=False)
+        return write_case_figures(self, model, dataset, Path(out_dir), cases=2, label=label)
+
     def evaluate(
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> dict[str, float]:
