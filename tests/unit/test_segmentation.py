@@ -253,7 +253,7 @@ def test_a_few_epochs_lower_the_loss_and_dp_sgd_runs(seg_cfg, seg_raw, tmp_path)
     shutil.copytree(train_dir, tmp_path / "hospital_1" / "val")
     plain = task.load_dataset(seg_cfg, [tmp_path / "hospital_1" / "val"])
     image, label = train[0]
-    assert image.shape == (4, 32, 32, 32) and label.shape == (1, 32, 32, 32)
+    assert image.shape == (4, 24, 24, 24) and label.shape == (1, 24, 24, 24)
     assert label.dtype == torch.int64 and set(label.unique().tolist()) <= {0, 1, 2, 3}
     torch.manual_seed(0)
     model = task.build_model(seg_cfg)
@@ -316,3 +316,20 @@ def test_example_losses_score_whole_cases_without_augmentation(seg_cfg, seg_raw,
     assert as_members.shape == (2,) and np.isfinite(as_members).all()
     np.testing.assert_allclose(as_members, as_test, rtol=1e-6)
     assert task.train_batch_size(seg_cfg) == seg_cfg.model.segmentation.batch_size
+
+
+def test_an_empty_poisson_batch_is_a_zero_gradient_step(seg_cfg) -> None:
+    # Prepare: what Opacus' Poisson loader yields when it samples no case
+    from opacus import GradSampleModule
+
+    task = get_task("segmentation", seg_cfg)
+    torch.manual_seed(0)
+    model = GradSampleModule(task.build_model(seg_cfg))
+    grid = seg_cfg.model.segmentation.roi_size
+    batch = [torch.zeros(0, 4, grid, grid, grid), torch.zeros(0, 1, grid, grid, grid).long()]
+    # Execute
+    loss = task.loss(model, batch)
+    loss.backward()
+    # Assert
+    assert loss.item() == 0.0
+    assert all(p.grad_sample is not None and not p.grad_sample.any() for p in model.parameters())

@@ -191,6 +191,13 @@ class SegmentationTask(Task):
 
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         image, label = batch
+        if len(image) == 0:
+            # DP-SGD's Poisson sampling can draw an empty batch, and instance norm cannot run
+            # on one. A zero-weighted all-zero case keeps the step (Opacus still adds its
+            # noise and counts it) while contributing exactly zero gradient.
+            image = image.new_zeros((1, *image.shape[1:]))
+            label = label.new_zeros((1, *label.shape[1:]))
+            return _loss_fn()(model(image), label) * 0.0
         return _loss_fn()(model(image), label)
 
     @torch.no_grad()
