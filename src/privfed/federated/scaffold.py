@@ -196,5 +196,15 @@ class Scaffold(FedAvg):
             server_lr=self.server_lr,
             num_hospitals=self.num_hospitals,
         )
+        norm = float(
+            np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in self.control.values()))
+        )
+        log.info(
+            "SCAFFOLD round %d: %d of %d hospitals; ||c|| = %.4g",
+            server_round,
+            len(valid),
+            self.num_hospitals,
+            norm,
+        )
         metrics = self.train_metrics_aggr_fn([r.content for r in valid], self.weighted_by_key)
         return ArrayRecord({k: torch.from_numpy(v) for k, v in new_x.items()}), metrics
