@@ -75,12 +75,25 @@ class BaseSection(_Section):
         return [f"hospital_{i + 1}" for i in range(self.num_hospitals)]
 
 
+class SegmentationDataSection(_Section):
+    """Synthetic brain MRI of task ``segmentation`` (see :mod:`privfed.tasks.segmentation`).
+
+    Every hospital images the same physical field of view, ``volume_size * spacing_mm`` mm per
+    side; a hospital with a coarser scanner stores fewer, larger voxels.
+    """
+
+    cases_per_hospital: int = Field(24, ge=3, le=2000)
+    volume_size: int = Field(48, ge=16, le=256, description="voxels per side at spacing_mm")
+    spacing_mm: float = Field(4.0, gt=0.0, le=10.0, description="reference voxel edge (mm)")
+
+
 class GenerateDataSection(_Section):
     patients_per_hospital: int = Field(400, ge=10)
     min_months: int = Field(6, ge=1, le=24)
     max_months: int = Field(12, ge=1, le=24)
     n_genes: int = Field(64, ge=10, le=200)
     label_noise: float = Field(0.35, ge=0.0)
+    segmentation: SegmentationDataSection = SegmentationDataSection()
 
     @model_validator(mode="after")
     def _months_ordered(self) -> GenerateDataSection:
@@ -143,6 +156,7 @@ def read_schema_file(path: Path) -> dict[str, Any]:
 class ValidateDataSection(_Section):
     min_patients_per_hospital: int = Field(20, ge=1)
     max_patients_per_hospital: int = Field(100_000, ge=1)
+    min_cases_per_hospital: int = Field(6, ge=3, description="imaging tasks: cases per hospital")
 
 
 class PartitionDataSection(_Section):
@@ -153,11 +167,53 @@ class PartitionDataSection(_Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
 
 
+class SegmentationModelSection(_Section):
+    """MONAI UNet and the preprocessing grid of task ``segmentation``.
+
+    Volumes are resampled to ``spacing_mm``, cropped to the head and padded or cropped to
+    ``grid`` voxels per side; training takes random ``roi_size`` crops and inference slides a
+    ``roi_size`` window. Both sizes must be multiples of 2**(len(channels) - 1), the UNet's
+    total downsampling.
+    """
+
+    channels: tuple[int, ...] = Field((16, 32, 64, 128), min_length=2, max_length=6)
+    num_res_units: int = Field(1, ge=0, le=4)
+    norm: Literal["instance", "group"] = "instance"
+    spacing_mm: float = Field(4.0, gt=0.0, le=10.0)
+    grid: int = Field(48, ge=8, le=512)
+    roi_size: int = Field(48, ge=8, le=512)
+    sw_overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    augment: bool = Field(True, description="random flips and intensity shifts on train splits")
+    batch_size: int = Field(
+        2, ge=1, le=64, description="volumes per training step (replaces train.batch_size)"
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> SegmentationModelSection:
+        step = 2 ** (len(self.channels) - 1)
+        for key in ("grid", "roi_size"):
+            value = getattr(self, key)
+            if value % step:
+                raise ValueError(
+                    f"{key}={value} must be a multiple of {step} (2**(len(channels) - 1) for "
+                    f"channels={list(self.channels)})"
+                )
+        if self.roi_size > self.grid:
+            raise ValueError(f"roi_size={self.roi_size} is larger than grid={self.grid}")
+        if self.norm == "group" and any(c % 4 for c in self.channels):
+            raise ValueError(
+                f"norm='group' uses 4 groups: channels must be multiples of 4, got "
+                f"{list(self.channels)}"
+            )
+        return self
+
+
 class ModelSection(_Section):
     seq_days: int = Field(60, ge=7)
     seq_weeks: int = Field(12, ge=2)
     hidden: int = Field(32, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    segmentation: SegmentationModelSection = SegmentationModelSection()
 
 
 class TrainSection(_Section):
@@ -235,8 +291,12 @@ class TrainFederatedSection(_Section):
         "bulyan",
         "trimmed_mean",
         "median",
+        "scaffold",
     ] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
+    scaffold_server_lr: float = Field(
+        1.0, gt=0.0, description="scaffold: global step on the hospitals' mean update (eta_g)"
+    )
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
     num_malicious: int = Field(
@@ -500,6 +560,14 @@ class PrivFedConfig(_Section):
                 f"= {largest} does not fit SecAgg+'s modulus 2**32 = {SECAGG_MODULUS}: the sum "
                 "of the hospitals' quantized updates would wrap around; use a "
                 f"quantization_range below {SECAGG_MODULUS // self.base.num_hospitals}"
+            )
+        if fed.strategy == "scaffold" and self.privacy.enabled:
+            raise ValueError(
+                "train_federated.strategy=scaffold cannot run with privacy.enabled=true: each "
+                "hospital's control variate is an un-clipped, un-noised gradient of its data, "
+                "sent to the server every round, so DP-SGD's guarantee would not hold; set "
+                "privacy.enabled: false (and register_model.candidate: federated) or use fedavg "
+                "| fedprox with DP"
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
             raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")

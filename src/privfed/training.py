@@ -87,10 +87,18 @@ def train_local_pass(
     seed: int = 0,
     dp: DPSettings | None = None,
     proximal_mu: float = 0.0,
+    grad_correction: Sequence[torch.Tensor] | None = None,
     device: torch.device | None = None,
     label: str = "",
 ) -> LocalResult:
-    """Train ``model`` in place for ``epochs`` epochs; report loss and the DP accountant history."""
+    """Train ``model`` in place for ``epochs`` epochs; report loss and the DP accountant history.
+
+    ``grad_correction`` (one tensor per parameter, SCAFFOLD's ``c - c_i``) is added to every
+    step's gradient. It is refused with DP-SGD: Opacus rebuilds the gradient from clipped
+    per-sample gradients at ``step()``, and the correction is itself data-dependent.
+    """
+    if grad_correction is not None and dp is not None:
+        raise ValueError("grad_correction (SCAFFOLD) cannot be combined with DP-SGD (dp)")
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
     # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both from
@@ -101,6 +109,9 @@ def train_local_pass(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    correction = (
+        [t.detach().to(device) for t in grad_correction] if grad_correction is not None else None
+    )
 
     engine = None
     train_module: nn.Module = model
@@ -131,6 +142,10 @@ def train_local_pass(
                 # added to the epoch loss.
                 loss = task.loss(train_module, batch)
                 loss.backward()
+                if correction is not None:
+                    for param, corr in zip(model.parameters(), correction, strict=True):
+                        if param.grad is not None:
+                            param.grad.add_(corr)
                 optimizer.step()
                 if anchor is not None:
                     _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
@@ -168,19 +183,24 @@ def train_with_config(
     label: str,
     dp: DPSettings | None = None,
     proximal_mu: float = 0.0,
+    grad_correction: Sequence[torch.Tensor] | None = None,
 ) -> LocalResult:
-    """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections."""
+    """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections.
+
+    The batch size is the task's (:meth:`Task.train_batch_size`).
+    """
     return train_local_pass(
         task,
         model,
         dataset,
         epochs=epochs,
-        batch_size=cfg.train.batch_size,
+        batch_size=task.train_batch_size(cfg),
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         seed=seed,
         dp=dp,
         proximal_mu=proximal_mu,
+        grad_correction=grad_correction,
         device=resolve_device(cfg.base.device),
         label=label,
     )

@@ -21,9 +21,10 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated.adversary import corrupt
+from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
-from privfed.training import DPSettings, steps_per_epoch, train_with_config
+from privfed.training import DPSettings, resolve_device, steps_per_epoch, train_with_config
 
 __all__ = [
     "train_reply",
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_KEY = "privfed-config"
 STATE_KEY = "privfed"
+#: The hospital's SCAFFOLD control variate ``c_i`` in its run state.
+SCAFFOLD_STATE_KEY = "privfed-scaffold"
 #: Reply metrics with this prefix are seconds the ClientApp spent per phase (benchmarks read
 #: them to split a round's time into load, (de)serialization, validation and training).
 TIMING_PREFIX = "t_"
@@ -73,7 +76,7 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     p = cfg.privacy
     if p.noise_multiplier is not None:
         return p.noise_multiplier
-    per_epoch = steps_per_epoch(n_train, cfg.train.batch_size)
+    per_epoch = steps_per_epoch(n_train, get_task(cfg.base.task, cfg).train_batch_size(cfg))
     total = cfg.train_federated.rounds * cfg.train_federated.local_epochs * per_epoch
     return noise_multiplier_for_target(
         target_epsilon=float(p.target_epsilon),
@@ -134,6 +137,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
             history=[tuple(h) for h in history],
         )
     seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000
+    scaffold = _scaffold_begin(task, cfg, model, train, content, state, use_dp=dp is not None)
     result = train_with_config(
         task,
         model,
@@ -143,6 +147,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         seed=seed,
         dp=dp,
         proximal_mu=float(config.get("proximal-mu", 0.0)),
+        grad_correction=scaffold[0] if scaffold else None,
         label=f"{hospital} round {server_round}",
     )
     timings["train_s"] = lap()
@@ -172,13 +177,59 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         **_metrics("val_", received_val),
         **_metrics(TIMING_PREFIX, timings),
     }
-    return RecordDict(
+    reply = RecordDict(
         {
             "arrays": arrays,
             "metrics": MetricRecord(metrics),
             "ident": ConfigRecord(ident),
         }
     )
+    if scaffold:
+        reply[DELTA_KEY] = scaffold[1]
+    return reply
+
+
+def _scaffold_begin(
+    task: Any,
+    cfg: PrivFedConfig,
+    model: torch.nn.Module,
+    train: Any,
+    content: RecordDict,
+    state: RecordDict,
+    *,
+    use_dp: bool,
+) -> tuple[list[torch.Tensor], ArrayRecord] | None:
+    """SCAFFOLD, when the server sent ``c``: the step correction ``c - c_i`` and ``Δc_i``.
+
+    ``c_i`` (zero at first) lives in the node's run state; ``c_i⁺`` is the mean gradient at the
+    received global model (option I of Karimi et al.), stored for the next round.
+    """
+    if CONTROL_KEY not in content:
+        return None
+    if use_dp:
+        raise ValueError("SCAFFOLD control variates cannot be sent from a DP-SGD hospital")
+    names = [name for name, _ in model.named_parameters()]
+    c = content[CONTROL_KEY].to_torch_state_dict()
+    missing = sorted(set(names) - set(c))
+    if missing:
+        raise ValueError(f"SCAFFOLD: the server's control variate lacks {missing[:5]}")
+    c_i = (
+        state[SCAFFOLD_STATE_KEY].to_torch_state_dict()
+        if SCAFFOLD_STATE_KEY in state
+        else {n: torch.zeros_like(c[n]) for n in names}
+    )
+    correction = [c[n] - c_i[n] for n in names]
+    fresh = control_variate(
+        task,
+        model,
+        train,
+        batch_size=task.train_batch_size(cfg),
+        device=resolve_device(cfg.base.device),
+    )
+    new_c_i = {n: g.detach().cpu() for n, g in zip(names, fresh, strict=True)}
+    state[SCAFFOLD_STATE_KEY] = ArrayRecord(new_c_i)
+    delta = ArrayRecord({n: new_c_i[n] - c_i[n] for n in names})
+    return correction, delta
 
 
 def evaluate_reply(

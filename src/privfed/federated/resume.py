@@ -42,8 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-#: server-side optimizer state of Flower's adaptive strategies (FedAdam, FedYogi, FedAdagrad)
-STRATEGY_STATE = ("m_t", "v_t")
+#: server-side strategy state: the moments of FedAdam, FedYogi and FedAdagrad; SCAFFOLD's ``c``
+STRATEGY_STATE = ("m_t", "v_t", "control")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from privfed.federated import RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.federated.resume import ResumeState, ResumeStore, restore_strategy, strategy_state
+from privfed.federated.scaffold import Scaffold
 from privfed.federated.screening import screen_updates
 from privfed.io import write_json
 from privfed.tasks import get_task
@@ -342,8 +344,14 @@ def min_hospitals_for(strategy: str, num_malicious: int) -> int:
     return 1
 
 
-def make_strategy(cfg: PrivFedConfig, num_nodes: int) -> FedAvg:
-    """The Flower strategy ``train_federated.strategy`` names, with PrivFed's bounded waits."""
+def make_strategy(
+    cfg: PrivFedConfig, num_nodes: int, *, parameter_names: Sequence[str] | None = None
+) -> FedAvg:
+    """The Flower strategy ``train_federated.strategy`` names, with PrivFed's bounded waits.
+
+    ``parameter_names`` (the model's trainable arrays) are the ones SCAFFOLD keeps control
+    variates for; other strategies ignore them.
+    """
     fed = cfg.train_federated
     min_train = min_train_nodes(cfg, num_nodes)
     per_round = max(int(num_nodes * fed.fraction_train), min_train)
@@ -384,6 +392,13 @@ def make_strategy(cfg: PrivFedConfig, num_nodes: int) -> FedAvg:
         return FedTrimmedAvg(beta=fed.trim_fraction, **common)
     if fed.strategy == "median":
         return FedMedian(**common)
+    if fed.strategy == "scaffold":
+        return Scaffold(
+            num_hospitals=num_nodes,
+            server_lr=fed.scaffold_server_lr,
+            control_keys=parameter_names,
+            **common,
+        )
     return FedAvg(**common)
 
 
@@ -558,7 +573,13 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         round_timeout_s=fed.round_timeout_s,
     )
     secure = fed.secure_aggregation.enabled
-    strategy = None if secure else make_strategy(cfg, num_nodes)
+    strategy = (
+        None
+        if secure
+        else make_strategy(
+            cfg, num_nodes, parameter_names=[n for n, _ in initial.named_parameters()]
+        )
+    )
     if strategy is not None:
         strategy.aggregate_train = recorder.guard(strategy.aggregate_train)  # type: ignore[method-assign]
         strategy.configure_train = recorder.guard_configure(strategy.configure_train)  # type: ignore[method-assign]

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 POOLED = "pooled"
 #: Pooled-test confusion matrices of the global models (classification tasks only).
 CONFUSION_FILE = "confusion.json"
+#: The task's own figures of the federated model (:meth:`Task.report_figures`), in the report.
+FIGURES_DIR = "figures"
 #: Comparison-table columns per primary metric (classification, regression).
 REPORT_COLUMNS = {
     "macro_auroc": ["macro_auroc", "accuracy", "balanced_accuracy", "macro_f1"],
@@ -62,11 +64,15 @@ def _audit_sets(
     """Members (what ``name`` trained on), non-members and the attacker's reference data.
 
     A local-only model trained on its own hospital, so it is audited there; every other model
-    trained on all hospitals' training splits.
+    trained on all hospitals' training splits. The reference is every hospital's validation
+    split, which no model trained on: a small hospital's own split (a handful of imaging
+    cases) would be too few to fit LiRA's non-member distribution.
     """
     own = [h for h in hospitals if name == f"local:{h.name}"] or hospitals
-    return tuple(
-        task.load_dataset(cfg, split_dirs(own, split)) for split in ("train", "test", "val")
+    return (
+        task.load_dataset(cfg, split_dirs(own, "train")),
+        task.load_dataset(cfg, split_dirs(own, "test")),
+        task.load_dataset(cfg, split_dirs(hospitals, "val")),
     )
 
 
@@ -258,6 +264,20 @@ def run(
     write_json(results, report_dir / "comparison.json")
     if any(c is not None for c in confusion.values()):  # pooled test set, global models
         write_json(confusion, report_dir / CONFUSION_FILE)
+    figures = (
+        task.report_figures(
+            loaded["federated"], test_sets[POOLED], report_dir / FIGURES_DIR, label="federated"
+        )
+        if "federated" in loaded
+        else []
+    )
+    if figures:
+        log.info("wrote %d report figure(s) of the federated model", len(figures))
+        with (report_dir / "comparison.md").open("a") as md:
+            md.write(
+                "\n## Federated model on test cases\n\n"
+                + "".join(f"![{p.stem}]({p.relative_to(report_dir).as_posix()})\n" for p in figures)
+            )
     round_rows = _plot_rounds(Path(inputs["federated"]) / ROUNDS_FILE, metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)

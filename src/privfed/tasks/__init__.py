@@ -18,6 +18,7 @@ __all__ = ["Task", "available_tasks", "get_task"]
 _REGISTRY: dict[str, str] = {
     "readmission": "privfed.tasks.readmission:ReadmissionTask",
     "tabular": "privfed.tasks.tabular:TabularTask",
+    "segmentation": "privfed.tasks.segmentation:SegmentationTask",
 }
 
 

@@ -99,6 +99,14 @@ class Task(ABC):
         """
         return None
 
+    def train_batch_size(self, cfg: PrivFedConfig) -> int:
+        """Examples per training step (and per DP-SGD expected batch): ``train.batch_size``.
+
+        Tasks whose examples are large (3-D volumes) override it with a key of their own
+        section, so the shared ``train.batch_size`` stays what tabular tasks need.
+        """
+        return cfg.train.batch_size
+
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
     def build_model(
@@ -147,3 +155,13 @@ class Task(ABC):
     ) -> dict[str, Any] | None:
         """``{"labels": [...], "matrix": [[...]]}`` for classification tasks; None otherwise."""
         return None
+
+    def report_figures(
+        self, model: nn.Module, dataset: Dataset, out_dir: Path, *, label: str = ""
+    ) -> list[Path]:
+        """Write the task's own figures of ``model`` on ``dataset`` (PNG) under ``out_dir``.
+
+        What a reader needs to see besides the metric tables (e.g. segmentation overlays).
+        Returns the files written; the default writes none.
+        """
+        return []
