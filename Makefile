@@ -24,7 +24,7 @@ run: install
 	$(BIN)/dvc repro
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

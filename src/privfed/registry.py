@@ -34,6 +34,18 @@ class GateDecision:
         return "champion" if self.promote else "challenger"
 
 
+def utility_ratio(candidate: float, central: float, *, higher_is_better: bool = True) -> float:
+    """How the candidate compares with the centralized baseline (≥ 1: at least as good).
+
+    A baseline of exactly 0 (e.g. a Dice of 0 from an under-trained tiny model) gives inf, or
+    NaN when both are 0, instead of a ZeroDivisionError that would stop the stage.
+    """
+    num, den = (candidate, central) if higher_is_better else (central, candidate)
+    if den == 0:
+        return math.nan if num == 0 else math.copysign(math.inf, num)
+    return num / den
+
+
 def promotion_gate(
     *,
     candidate_metric: float | None,
@@ -50,11 +62,7 @@ def promotion_gate(
         reasons.append("candidate model has no primary metric")
         ratio = math.nan
     else:
-        ratio = (
-            candidate_metric / central_metric
-            if higher_is_better
-            else (central_metric / candidate_metric)
-        )
+        ratio = utility_ratio(candidate_metric, central_metric, higher_is_better=higher_is_better)
         if not ratio >= min_ratio:
             reasons.append(
                 f"utility ratio {ratio:.3f} to centralized ({candidate_metric:.4f} vs "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from privfed.registry import data_version, promotion_gate
+from privfed.registry import data_version, promotion_gate, utility_ratio
 
 
 def _gate(**kw):
@@ -41,3 +41,12 @@ def test_data_version_hashes_dvc_lock_outs(tmp_path) -> None:
         "stages:\n  generate_data:\n    outs:\n    - path: data/raw\n      md5: abd.dir\n"
     )
     assert first != data_version(lock) and len(first) == 16
+
+
+def test_a_zero_baseline_gives_an_infinite_ratio_not_a_crash() -> None:
+    assert utility_ratio(0.3, 0.0) == math.inf  # e.g. a tiny centralized model with Dice 0
+    assert math.isnan(utility_ratio(0.0, 0.0))
+    assert utility_ratio(2.0, 4.0) == 0.5
+    assert utility_ratio(2.0, 4.0, higher_is_better=False) == 2.0  # lower is better: inverted
+    gate = _gate(candidate_metric=0.3, central_metric=0.0)
+    assert gate.checks["utility_ratio"] == math.inf and gate.promote

@@ -25,6 +25,7 @@ from privfed.federated import ROUNDS_FILE  # noqa: E402
 from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E402
 from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
 from privfed.privacy.audit import membership_audit  # noqa: E402
+from privfed.registry import utility_ratio  # noqa: E402
 from privfed.tasks import get_task  # noqa: E402
 from privfed.tasks.base import Task  # noqa: E402
 
@@ -230,10 +231,9 @@ def run(
         "federated_dp": results.get("federated_dp", {}).get(POOLED, {}).get(metric),
         "epsilon": dp_eps,
     }
-    if summary["federated"] is not None:
-        summary["federated_to_central"] = summary["federated"] / summary["centralized"]
-    if summary["federated_dp"] is not None:
-        summary["federated_dp_to_central"] = summary["federated_dp"] / summary["centralized"]
+    for name in ("federated", "federated_dp"):
+        if summary[name] is not None:
+            summary[f"{name}_to_central"] = utility_ratio(summary[name], summary["centralized"])
     table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
     audits = (
         audit_models(task, cfg, hospitals_paths, loaded)
