@@ -59,31 +59,31 @@ AUDIT_FILE = "membership_audit.json"
 AUDIT_ATTACKS = ("loss_threshold", "lira_offline")
 
 
-def _audit_sets(
-    task: Task, cfg: PrivFedConfig, hospitals: list[Path], name: str
-) -> tuple[Any, Any, Any]:
-    """Members (what ``name`` trained on), non-members and the attacker's reference data.
-
-    A local-only model trained on its own hospital, so it is audited there; every other model
-    trained on all hospitals' training splits. The reference is every hospital's validation
-    split, which no model trained on: a small hospital's own split (a handful of imaging
-    cases) would be too few to fit LiRA's non-member distribution.
-    """
-    own = [h for h in hospitals if name == f"local:{h.name}"] or hospitals
-    return (
-        task.load_dataset(cfg, split_dirs(own, "train")),
-        task.load_dataset(cfg, split_dirs(own, "test")),
-        task.load_dataset(cfg, split_dirs(hospitals, "val")),
-    )
-
-
 def audit_models(
-    task: Task, cfg: PrivFedConfig, hospitals: list[Path], models: Mapping[str, Any]
+    task: Task,
+    cfg: PrivFedConfig,
+    hospitals: list[Path],
+    models: Mapping[str, Any],
+    test_sets: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Both membership-inference attacks on every model; see :mod:`privfed.privacy.audit`."""
+    """Both membership-inference attacks on every model; see :mod:`privfed.privacy.audit`.
+
+    Members are what a model trained on: a local-only model its own hospital's training split,
+    every other model all hospitals'. Non-members are the matching test set the evaluation
+    already loaded (``test_sets``: per hospital and pooled). The reference is every hospital's
+    validation split, which no model trained on: a small hospital's own split (a handful of
+    imaging cases) would be too few to fit LiRA's non-member distribution. Each split is
+    loaded once, however many models use it.
+    """
+    train_sets: dict[str, Any] = {}
+    reference = task.load_dataset(cfg, split_dirs(hospitals, "val"))
     audits: dict[str, Any] = {}
     for name, model in models.items():
-        members, nonmembers, reference = _audit_sets(task, cfg, hospitals, name)
+        owner = name.removeprefix("local:") if name.startswith("local:") else POOLED
+        if owner not in train_sets:
+            own = [h for h in hospitals if h.name == owner] or hospitals
+            train_sets[owner] = task.load_dataset(cfg, split_dirs(own, "train"))
+        members, nonmembers = train_sets[owner], test_sets[owner]
         audits[name] = membership_audit(
             task,
             model,
@@ -236,7 +236,7 @@ def run(
             summary[f"{name}_to_central"] = utility_ratio(summary[name], summary["centralized"])
     table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
     audits = (
-        audit_models(task, cfg, hospitals_paths, loaded)
+        audit_models(task, cfg, hospitals_paths, loaded, test_sets)
         if cfg.evaluate_models.membership_audit
         else {}
     )
