@@ -137,7 +137,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
             history=[tuple(h) for h in history],
         )
     seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000
-    scaffold = _scaffold_begin(task, cfg, model, train, content, state, use_dp=dp is not None)
+    scaffold = _scaffold_begin(task, cfg, model, train, content, state)
     result = train_with_config(
         task,
         model,
@@ -196,8 +196,6 @@ def _scaffold_begin(
     train: Any,
     content: RecordDict,
     state: RecordDict,
-    *,
-    use_dp: bool,
 ) -> tuple[list[torch.Tensor], ArrayRecord] | None:
     """SCAFFOLD, when the server sent ``c``: the step correction ``c - c_i`` and ``Δc_i``.
 
@@ -206,8 +204,6 @@ def _scaffold_begin(
     """
     if CONTROL_KEY not in content:
         return None
-    if use_dp:
-        raise ValueError("SCAFFOLD control variates cannot be sent from a DP-SGD hospital")
     names = [name for name, _ in model.named_parameters()]
     c = content[CONTROL_KEY].to_torch_state_dict()
     missing = sorted(set(names) - set(c))

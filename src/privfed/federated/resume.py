@@ -127,7 +127,7 @@ class ResumeStore:
 
 
 def strategy_state(strategy: Any) -> dict[str, dict[str, np.ndarray]]:
-    """The adaptive strategies' moment estimates (empty for stateless strategies)."""
+    """The adaptive strategies' moment estimates (empty for stateless strategies and None)."""
     return {
         name: dict(value)
         for name in STRATEGY_STATE

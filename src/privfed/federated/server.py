@@ -125,6 +125,8 @@ class RoundRecorder:
         self.dp_before: dict[str, list] = {}
         #: rounds completed before a resume: Flower counts from 1 again, the recorder does not
         self.offset = 0
+        #: the last round whose aggregate is recorded (counted from round 1 of the run)
+        self.completed = 0
         #: the initial model (names, shapes, dtypes every update must have) and the global
         #: model of the round in progress (what updates are measured against)
         self.template: dict[str, np.ndarray] | None = None
@@ -253,9 +255,19 @@ class RoundRecorder:
 
     def resume(self, state: ResumeState) -> None:
         """Take over the rows and DP histories of the rounds a crashed run completed."""
-        self.offset = state.round
+        self.offset = self.completed = state.round
         self.rounds[: state.round + 1] = state.rows
         self.dp_before = {h: list(v) for h, v in state.dp_history.items()}
+
+    def snapshot(self, arrays: ArrayRecord, strategy: dict[str, Any]) -> ResumeState:
+        """What a rerun needs to go on after the last completed round (``arrays``)."""
+        return ResumeState(
+            round=self.completed,
+            arrays=arrays.to_torch_state_dict(),
+            rows=self.rounds[: self.completed + 1],
+            dp_history=self.full_dp_history(),
+            strategy=strategy,
+        )
 
     def full_dp_history(self) -> dict[str, list]:
         """Each hospital's steps since round 1: before a crash, then since the restart."""
@@ -278,6 +290,7 @@ class RoundRecorder:
             self._t_round = now
             return None
         server_round += self.offset
+        self.completed = server_round
         if len(self._pending) < self.min_replies:
             arrived = sorted(h for h, _ in self._pending)
             raise RuntimeError(
@@ -600,22 +613,14 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
             "completed rounds are not trained again and their DP steps are counted once",
             resumed.round,
             fed.rounds,
-            store.path if store else "",
+            store.path if store else None,
             fed.rounds - resumed.round,
         )
 
     def round_end(server_round: int, aggregate: ArrayRecord) -> MetricRecord | None:
         recorder.on_round_end(server_round, aggregate)
         if store is not None and server_round > 0:
-            store.save(
-                ResumeState(
-                    round=server_round + recorder.offset,
-                    arrays=aggregate.to_torch_state_dict(),
-                    rows=recorder.rounds[: server_round + recorder.offset + 1],
-                    dp_history=recorder.full_dp_history(),
-                    strategy=strategy_state(strategy) if strategy is not None else {},
-                )
-            )
+            store.save(recorder.snapshot(aggregate, strategy_state(strategy)))
         return None
 
     config = ConfigRecord({CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": use_dp})

@@ -152,7 +152,7 @@ def model_card(
 {_dp_lines(cfg, privacy or {}, candidate)}
 
 ### Membership-inference audit
-{audit_lines(audits or {}, {"federated_dp": summary.get("dp_epsilon", math.inf)})}
+{audit_lines(audits or {}, {"federated_dp": _float((privacy or {}).get("epsilon"))})}
 
 ## Promotion decision: `{decision.alias}`
 {reasons}
@@ -281,7 +281,6 @@ def run(
             {
                 **summary,
                 "epsilon": epsilon,
-                "dp_epsilon": _float(privacy.get("epsilon")),
                 "hospitals": _hospitals(evaluation),
             },
             decision,
