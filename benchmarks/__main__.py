@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "secure_aggregation",
         "secure aggregation: SecAgg+ off vs on, seconds and bytes per round",
     ),
+    "notes": (
+        "notes",
+        "notes task: training tokens/s centralized vs federated, bytes/round full vs LoRA",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# The notes task's public tokenizer and base: built once per test session (every subprocess
+# inherits this), never read from or left in the user's ~/.cache.
+os.environ.setdefault("PRIVFED_CACHE_DIR", tempfile.mkdtemp(prefix="privfed-test-cache-"))
 
 
 def raw_params(**overrides: dict) -> dict:

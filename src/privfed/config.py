@@ -87,6 +87,20 @@ class SegmentationDataSection(_Section):
     spacing_mm: float = Field(4.0, gt=0.0, le=10.0, description="reference voxel edge (mm)")
 
 
+class NotesDataSection(_Section):
+    """Synthetic clinical notes of task ``notes`` (see :mod:`privfed.tasks.notes`)."""
+
+    notes_per_hospital: int = Field(600, ge=10, le=1_000_000)
+    min_words: int = Field(20, ge=1, description="validation: shorter notes fail")
+    max_words: int = Field(600, ge=2, description="validation: longer notes fail")
+
+    @model_validator(mode="after")
+    def _words_ordered(self) -> NotesDataSection:
+        if self.min_words >= self.max_words:
+            raise ValueError(f"min_words={self.min_words} must be below max_words={self.max_words}")
+        return self
+
+
 class GenerateDataSection(_Section):
     patients_per_hospital: int = Field(400, ge=10)
     min_months: int = Field(6, ge=1, le=24)
@@ -94,6 +108,7 @@ class GenerateDataSection(_Section):
     n_genes: int = Field(64, ge=10, le=200)
     label_noise: float = Field(0.35, ge=0.0)
     segmentation: SegmentationDataSection = SegmentationDataSection()
+    notes: NotesDataSection = NotesDataSection()
 
     @model_validator(mode="after")
     def _months_ordered(self) -> GenerateDataSection:
@@ -208,12 +223,56 @@ class SegmentationModelSection(_Section):
         return self
 
 
+class NotesModelSection(_Section):
+    """GPT-2 of task ``notes``, its byte-level BPE tokenizer, and how hospitals fine-tune it.
+
+    Without ``checkpoint``, the tokenizer and the frozen base come from the public corpus
+    (shared by every hospital, never a hospital's notes): ``vocab_size`` BPE tokens, and a GPT-2
+    of ``n_layer`` x ``n_embd`` pretrained on it for ``pretrain_epochs``. ``mode: full`` trains
+    and sends every weight; ``lora`` trains and sends only LoRA adapters (rank ``lora_rank``)
+    on the attention projections, the base staying identical at every hospital.
+    """
+
+    mode: Literal["full", "lora"] = "lora"
+    checkpoint: str | None = Field(
+        None, description="local folder with a GPT-2 (config.json, weights, tokenizer.json)"
+    )
+    vocab_size: int = Field(4000, ge=300, le=65536)
+    public_notes: int = Field(3000, ge=50, description="public corpus size (notes)")
+    n_layer: int = Field(2, ge=1, le=48)
+    n_embd: int = Field(128, ge=16, le=4096)
+    n_head: int = Field(4, ge=1, le=64)
+    max_length: int = Field(128, ge=16, le=2048, description="tokens per training window")
+    pretrain_epochs: int = Field(2, ge=0, le=100)
+    pretrain_lr: float = Field(3e-3, gt=0.0)
+    lora_rank: int = Field(8, ge=1, le=256)
+    lora_alpha: float = Field(16.0, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
+    batch_size: int = Field(16, ge=1, le=1024, description="notes per step (not train.batch_size)")
+    prefix_tokens: int = Field(32, ge=4, description="eval: prompt tokens")
+    continuation_tokens: int = Field(32, ge=4, description="eval: tokens generated")
+    generation_notes: int = Field(48, ge=1, description="eval: notes per split for BLEU/ROUGE-L")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> NotesModelSection:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.prefix_tokens + self.continuation_tokens > self.max_length:
+            raise ValueError(
+                f"prefix_tokens + continuation_tokens = "
+                f"{self.prefix_tokens + self.continuation_tokens} exceeds "
+                f"max_length={self.max_length}"
+            )
+        return self
+
+
 class ModelSection(_Section):
     seq_days: int = Field(60, ge=7)
     seq_weeks: int = Field(12, ge=2)
     hidden: int = Field(32, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     segmentation: SegmentationModelSection = SegmentationModelSection()
+    notes: NotesModelSection = NotesModelSection()
 
 
 class TrainSection(_Section):
@@ -292,10 +351,14 @@ class TrainFederatedSection(_Section):
         "trimmed_mean",
         "median",
         "scaffold",
+        "data_aware",
     ] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
     scaffold_server_lr: float = Field(
         1.0, gt=0.0, description="scaffold: global step on the hospitals' mean update (eta_g)"
+    )
+    data_aware_temperature: float = Field(
+        1.0, gt=0.0, description="data_aware: loss scale of the weights; large = FedAvg"
     )
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")

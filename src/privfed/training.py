@@ -26,6 +26,7 @@ __all__ = [
     "train_with_config",
     "resolve_device",
     "steps_per_epoch",
+    "trainable",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters training changes (a LoRA model's frozen base is not among them)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_examples / batch_size))
 
@@ -67,7 +73,7 @@ def _proximal_correction(
     depend on data, so it costs no privacy.
     """
     with torch.no_grad():
-        for param, ref in zip(model.parameters(), anchor, strict=True):
+        for param, ref in zip(trainable(model), anchor, strict=True):
             param.sub_(lr * mu * (param - ref))
 
 
@@ -107,8 +113,8 @@ def train_local_pass(
     torch.manual_seed(seed if dp is None else _secret_seed())
     model.to(device).train()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    optimizer = torch.optim.Adam(trainable(model), lr=lr, weight_decay=weight_decay)
+    anchor = [p.detach().clone() for p in trainable(model)] if proximal_mu > 0 else None
     correction = (
         [t.detach().to(device) for t in grad_correction] if grad_correction is not None else None
     )
@@ -143,7 +149,7 @@ def train_local_pass(
                 loss = task.loss(train_module, batch)
                 loss.backward()
                 if correction is not None:
-                    for param, corr in zip(model.parameters(), correction, strict=True):
+                    for param, corr in zip(trainable(model), correction, strict=True):
                         if param.grad is not None:
                             param.grad.add_(corr)
                 optimizer.step()
@@ -187,7 +193,8 @@ def train_with_config(
 ) -> LocalResult:
     """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections.
 
-    The batch size is the task's (:meth:`Task.train_batch_size`).
+    The batch size and step size are the task's (:meth:`Task.train_batch_size`,
+    :meth:`Task.train_lr`).
     """
     return train_local_pass(
         task,
@@ -195,7 +202,7 @@ def train_with_config(
         dataset,
         epochs=epochs,
         batch_size=task.train_batch_size(cfg),
-        lr=cfg.train.lr,
+        lr=task.train_lr(cfg),
         weight_decay=cfg.train.weight_decay,
         seed=seed,
         dp=dp,

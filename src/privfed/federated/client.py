@@ -21,18 +21,21 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated.adversary import corrupt
+from privfed.federated.data_aware import TRAINED_VAL_FLAG, TRAINED_VAL_LOSS
 from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
 from privfed.training import DPSettings, resolve_device, steps_per_epoch, train_with_config
 
 __all__ = [
+    "count_bytes",
     "train_reply",
     "evaluate_reply",
     "query_reply",
     "CONFIG_KEY",
     "STATE_KEY",
     "TIMING_PREFIX",
+    "BYTE_COUNTS",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ SCAFFOLD_STATE_KEY = "privfed-scaffold"
 #: Reply metrics with this prefix are seconds the ClientApp spent per phase (benchmarks read
 #: them to split a round's time into load, (de)serialization, validation and training).
 TIMING_PREFIX = "t_"
+#: Reply metrics with serialized message sizes in bytes (:func:`count_bytes`).
+BYTE_COUNTS = ("bytes_sent", "bytes_update", "bytes_received")
 
 
 def _config(content: RecordDict) -> tuple[PrivFedConfig, dict[str, Any]]:
@@ -151,6 +156,10 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         label=f"{hospital} round {server_round}",
     )
     timings["train_s"] = lap()
+    trained_val = {}
+    if bool(config.get(TRAINED_VAL_FLAG, False)):  # data-aware aggregation weighs by it
+        trained_val[TRAINED_VAL_LOSS] = float(np.mean(task.example_losses(model, val)))
+        timings["trained_val_s"] = lap()
     ident: dict[str, Any] = {"hospital": hospital}
     if dp is not None:
         state[STATE_KEY] = ConfigRecord(
@@ -175,6 +184,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         "num-examples": result.num_examples,
         "train_loss": result.train_loss,
         **_metrics("val_", received_val),
+        **trained_val,
         **_metrics(TIMING_PREFIX, timings),
     }
     reply = RecordDict(
@@ -186,7 +196,37 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     )
     if scaffold:
         reply[DELTA_KEY] = scaffold[1]
+    count_bytes(content, reply, hospital=hospital, server_round=server_round)
     return reply
+
+
+def count_bytes(
+    received: RecordDict, reply: RecordDict, *, hospital: str, server_round: int
+) -> dict[str, int]:
+    """Serialized sizes of this round's messages (Flower's protobuf), added to the reply's metrics.
+
+    ``bytes_sent`` is the reply as serialized before these three counters are added to it (they
+    add a few dozen bytes); ``bytes_update`` is its model arrays alone; ``bytes_received`` is
+    the server's message content.
+    """
+    from flwr.common.serde import array_record_to_proto, recorddict_to_proto
+
+    sizes = {
+        "bytes_received": recorddict_to_proto(received).ByteSize(),
+        "bytes_sent": recorddict_to_proto(reply).ByteSize(),
+        "bytes_update": array_record_to_proto(reply["arrays"]).ByteSize(),
+    }
+    for key, value in sizes.items():
+        reply["metrics"][key] = value
+    log.info(
+        "%s round %d: sent %.1f KiB (model update %.1f KiB), received %.1f KiB",
+        hospital,
+        server_round,
+        sizes["bytes_sent"] / 1024,
+        sizes["bytes_update"] / 1024,
+        sizes["bytes_received"] / 1024,
+    )
+    return sizes
 
 
 def _scaffold_begin(
@@ -204,7 +244,7 @@ def _scaffold_begin(
     """
     if CONTROL_KEY not in content:
         return None
-    names = [name for name, _ in model.named_parameters()]
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
     c = content[CONTROL_KEY].to_torch_state_dict()
     missing = sorted(set(names) - set(c))
     if missing:

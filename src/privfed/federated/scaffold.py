@@ -91,7 +91,7 @@ def control_variate(
     (its gradients cleared).
     """
     model.to(device).train()
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]  # not a LoRA model's base
     total = [torch.zeros_like(p) for p in params]
     seen = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):

@@ -38,7 +38,8 @@ from flwr.serverapp.strategy import (
 from privfed.checkpoints import save_model
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated import RUN_RESULT_FILE
-from privfed.federated.client import CONFIG_KEY, TIMING_PREFIX
+from privfed.federated.client import BYTE_COUNTS, CONFIG_KEY, TIMING_PREFIX
+from privfed.federated.data_aware import DataAwareFedAvg
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.federated.resume import ResumeState, ResumeStore, restore_strategy, strategy_state
 from privfed.federated.scaffold import Scaffold
@@ -311,6 +312,9 @@ class RoundRecorder:
                 "num_examples": int(metrics["num-examples"]),
                 "seconds": _unprefix(metrics, TIMING_PREFIX),
             }
+            for key in BYTE_COUNTS:  # serialized message sizes (privfed.federated.client)
+                if key in metrics:
+                    row["train"][hospital][key] = int(metrics[key])
             if "secagg-clipped" in metrics:  # values SecAgg+ clipped to ±clipping_range
                 row["train"][hospital]["secagg_clipped"] = int(metrics["secagg-clipped"])
             self.record_val(server_round - 1, hospital, metrics)
@@ -412,6 +416,8 @@ def make_strategy(
             control_keys=parameter_names,
             **common,
         )
+    if fed.strategy == "data_aware":
+        return DataAwareFedAvg(temperature=fed.data_aware_temperature, **common)
     return FedAvg(**common)
 
 
@@ -590,7 +596,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         None
         if secure
         else make_strategy(
-            cfg, num_nodes, parameter_names=[n for n, _ in initial.named_parameters()]
+            cfg,
+            num_nodes,
+            parameter_names=[n for n, p in initial.named_parameters() if p.requires_grad],
         )
     )
     if strategy is not None:

@@ -40,6 +40,7 @@ FIGURES_DIR = "figures"
 REPORT_COLUMNS = {
     "macro_auroc": ["macro_auroc", "accuracy", "balanced_accuracy", "macro_f1"],
     "r2": ["r2", "mae", "rmse"],
+    "perplexity": ["perplexity", "loss", "bleu", "rouge_l"],
 }
 
 
@@ -178,7 +179,7 @@ def _plot_per_hospital(
         ax.bar(x + i * width, ys, width, label=name)
     ax.set_xticks(x + 0.4 - width / 2, hospitals)
     ax.set_ylabel(f"test {metric}")
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(bottom=0.0)  # top free: perplexity, HD95 and errors are not bounded by 1
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out / "per_hospital.png") as tmp:
@@ -233,7 +234,9 @@ def run(
     }
     for name in ("federated", "federated_dp"):
         if summary[name] is not None:
-            summary[f"{name}_to_central"] = utility_ratio(summary[name], summary["centralized"])
+            summary[f"{name}_to_central"] = utility_ratio(
+                summary[name], summary["centralized"], higher_is_better=task.higher_is_better
+            )
     table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
     audits = (
         audit_models(task, cfg, hospitals_paths, loaded, test_sets)
@@ -278,6 +281,10 @@ def run(
                 "\n## Federated model on test cases\n\n"
                 + "".join(f"![{p.stem}]({p.relative_to(report_dir).as_posix()})\n" for p in figures)
             )
+    extra = task.report_section(loaded, test_sets[POOLED])
+    if extra:
+        with (report_dir / "comparison.md").open("a") as md:
+            md.write("\n" + extra)
     round_rows = _plot_rounds(Path(inputs["federated"]) / ROUNDS_FILE, metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)

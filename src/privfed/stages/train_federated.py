@@ -19,6 +19,7 @@ from typing import Any
 
 from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
+from privfed.federated.client import BYTE_COUNTS
 from privfed.federated.kubernetes import KubernetesFederation, PodApi
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.federated.resume import data_digest, run_key
@@ -52,6 +53,16 @@ def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
         f"val_{metric}": row["val"].get(metric),
         **{f"val_{metric}.{h}": m.get(metric) for h, m in sorted(row["val_per_hospital"].items())},
     }
+
+
+def bytes_per_round(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean serialized bytes one hospital sent / received per round (its reply, the server's)."""
+    out = {}
+    for key in BYTE_COUNTS:
+        values = [t[key] for row in rows for t in row.get("train", {}).values() if key in t]
+        if values:
+            out[f"{key}_per_hospital_round"] = float(sum(values) / len(values))
+    return out
 
 
 def _resume_root(cfg: PrivFedConfig, models: Path) -> Path | None:
@@ -134,6 +145,7 @@ def run(
                 "per_round_seconds_median": r["seconds"]["per_round_median"],
                 "final_val": r["rounds"][-1]["val"],
                 "network_bytes": (r["flower"].get("network-traffic") or {}).get("total-bytes"),
+                **bytes_per_round(r["rounds"]),
                 "rounds": [_round_row(row, task.primary_metric) for row in r["rounds"]],
                 # SecAgg+: the server saw only sums (nothing was screened then)
                 "secure_aggregation": bool(r.get("secure_aggregation", False)),

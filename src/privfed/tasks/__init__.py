@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "readmission": "privfed.tasks.readmission:ReadmissionTask",
     "tabular": "privfed.tasks.tabular:TabularTask",
     "segmentation": "privfed.tasks.segmentation:SegmentationTask",
+    "notes": "privfed.tasks.notes:NotesTask",
 }
 
 

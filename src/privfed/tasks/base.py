@@ -107,6 +107,14 @@ class Task(ABC):
         """
         return cfg.train.batch_size
 
+    def train_lr(self, cfg: PrivFedConfig) -> float:
+        """Adam's step size for every training pass: ``train.lr`` unless the task overrides it.
+
+        A task that fine-tunes a pretrained model (notes) wants a smaller step than tabular
+        models trained from scratch, from a key of its own section.
+        """
+        return cfg.train.lr
+
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
     def build_model(
@@ -165,3 +173,11 @@ class Task(ABC):
         Returns the files written; the default writes none.
         """
         return []
+
+    def report_section(self, models: Mapping[str, nn.Module], dataset: Dataset) -> str:
+        """Markdown the task adds to the comparison report about every model (e.g. samples).
+
+        ``models`` maps each evaluated model's name to it; ``dataset`` is the pooled test set.
+        The default adds nothing.
+        """
+        return ""
