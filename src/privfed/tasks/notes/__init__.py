@@ -107,12 +107,13 @@ class NotesTask(Task):
             read_json(manifest_path)["hospitals"] if manifest_path.is_file() else sorted(files)
         )
         g = cfg.generate_data.notes
-        return checks.table_checks(
-            checks.note_table({h: read_notes(p) for h, p in files.items()}),
-            hospitals=hospitals,
-            min_notes=cfg.validate_data.min_patients_per_hospital,
+        table = checks.note_table(
+            {h: read_notes(p) for h, p in files.items()},
             min_words=g.min_words,
             max_words=g.max_words,
+        )
+        return checks.table_checks(
+            table, hospitals=hospitals, min_notes=cfg.validate_data.min_patients_per_hospital
         )
 
     def _records(self, raw_dir: Path) -> list[dict[str, Any]]:
