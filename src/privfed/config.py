@@ -90,7 +90,7 @@ class SegmentationDataSection(_Section):
 class NotesDataSection(_Section):
     """Synthetic clinical notes of task ``notes`` (see :mod:`privfed.tasks.notes`)."""
 
-    notes_per_hospital: int = Field(600, ge=10, le=1_000_000)
+    notes_per_hospital: int = Field(400, ge=10, le=1_000_000)
     min_words: int = Field(20, ge=1, description="validation: shorter notes fail")
     max_words: int = Field(600, ge=2, description="validation: longer notes fail")
 
@@ -237,16 +237,16 @@ class NotesModelSection(_Section):
     checkpoint: str | None = Field(
         None, description="local folder with a GPT-2 (config.json, weights, tokenizer.json)"
     )
-    vocab_size: int = Field(4000, ge=300, le=65536)
-    public_notes: int = Field(3000, ge=50, description="public corpus size (notes)")
+    vocab_size: int = Field(2000, ge=300, le=65536)
+    public_notes: int = Field(2000, ge=50, description="public corpus size (notes)")
     n_layer: int = Field(2, ge=1, le=48)
-    n_embd: int = Field(128, ge=16, le=4096)
+    n_embd: int = Field(96, ge=16, le=4096)
     n_head: int = Field(4, ge=1, le=64)
-    max_length: int = Field(128, ge=16, le=2048, description="tokens per training window")
+    max_length: int = Field(192, ge=16, le=2048, description="tokens per training window")
     pretrain_epochs: int = Field(2, ge=0, le=100)
     pretrain_lr: float = Field(3e-3, gt=0.0)
-    lora_rank: int = Field(8, ge=1, le=256)
-    lora_alpha: float = Field(16.0, gt=0.0)
+    lora_rank: int = Field(4, ge=1, le=256)
+    lora_alpha: float = Field(8.0, gt=0.0)
     lr: float = Field(1e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step (not train.batch_size)")
     prefix_tokens: int = Field(32, ge=4, description="eval: prompt tokens")
