@@ -12,10 +12,10 @@ each ``model.notes.mode`` (full, lora), side by side in one run:
   counted by the ClientApp from Flower's protobuf), mean over hospitals and rounds;
 * pooled-test perplexity of the federated model after the rounds.
 
-Centralized trains ``rounds x local_epochs`` epochs, the same passes over the data as the
-federation.
+Centralized throughput is measured over ``--central-epochs`` epochs (throughput, not a
+baseline model: the pipeline's ``train_centralized`` is that).
 
-    python -m benchmarks notes [--profile default] [--rounds 3]
+    python -m benchmarks notes [--profile default] [--rounds 8] [--central-epochs 1]
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks notes")
     parser.add_argument("--profile", default="default")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--central-epochs", type=int, default=1)
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     base = _config(args.profile, args.rounds, "lora")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         hospitals = hospital_dirs(prepare_data(base, work / "data"))
         pooled = task.load_dataset(base, split_dirs(hospitals, "train"))
         test = task.load_dataset(base, split_dirs(hospitals, "test"))
-        epochs = args.rounds * base.train_federated.local_epochs
+        fed_epochs = args.rounds * base.train_federated.local_epochs
+        epochs = args.central_epochs
         with LocalFederation(base, hospitals, work / "fed") as federation:
             for mode in MODES:
                 cfg = _config(args.profile, args.rounds, mode)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows[mode] = {
                     "centralized_tokens_per_s": _tokens(pooled) * epochs / central_s,
                     "centralized_seconds": central_s,
-                    "federated_tokens_per_s": _tokens(pooled) * epochs / fed_s,
+                    "federated_tokens_per_s": _tokens(pooled) * fed_epochs / fed_s,
                     "federated_round_seconds": [r["seconds"] for r in trained],
                     "bytes_sent": sum(sent) / len(sent),
                     "bytes_update": sum(update) / len(update),
@@ -149,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
             f"\nfull / LoRA bytes per round: {summary['bytes_full_to_lora']:.1f}x; "
             f"LoRA / full perplexity: {summary['perplexity_lora_to_full']:.3f}\n"
         )
-    command = f"python -m benchmarks notes --profile {args.profile} --rounds {args.rounds}"
+    command = (
+        f"python -m benchmarks notes --profile {args.profile} --rounds {args.rounds} "
+        f"--central-epochs {args.central_epochs}"
+    )
     write_result(
         "notes",
         {"profile": args.profile, "rounds": args.rounds, "modes": rows, "summary": summary},

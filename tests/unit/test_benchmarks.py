@@ -132,3 +132,27 @@ def test_secure_aggregation_summary_slopes_bytes_and_ratios_seconds() -> None:
     assert s["seconds_ratio"] == pytest.approx(8.0 / 5.0)
     assert s["on"]["stage_s"]["collect_masked_vectors"]["median"] == 4.0
     assert "stage_s" not in s["off"]
+
+
+def test_notes_summary_ratios() -> None:
+    from benchmarks.notes import summarize as notes_summary
+
+    rows = {
+        "full": {
+            "centralized_tokens_per_s": 1000.0,
+            "federated_tokens_per_s": 500.0,
+            "bytes_sent": 4000.0,
+            "federated_perplexity": 10.0,
+        },
+        "lora": {
+            "centralized_tokens_per_s": 2000.0,
+            "federated_tokens_per_s": 1500.0,
+            "bytes_sent": 50.0,
+            "federated_perplexity": 11.0,
+        },
+    }
+    out = notes_summary(rows)
+    assert out["full_federated_to_centralized_tokens_per_s"] == pytest.approx(0.5)
+    assert out["lora_federated_to_centralized_tokens_per_s"] == pytest.approx(0.75)
+    assert out["bytes_full_to_lora"] == pytest.approx(80.0)
+    assert out["perplexity_lora_to_full"] == pytest.approx(1.1)
