@@ -247,6 +247,9 @@ class NotesModelSection(_Section):
     pretrain_lr: float = Field(3e-3, gt=0.0)
     lora_rank: int = Field(4, ge=1, le=256)
     lora_alpha: float = Field(8.0, gt=0.0)
+    lora_freeze_a: bool = Field(
+        False, description="FFA-LoRA: A stays at its shared init; only B trains and travels"
+    )
     lr: float = Field(1e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step (not train.batch_size)")
     prefix_tokens: int = Field(32, ge=4, description="eval: prompt tokens")

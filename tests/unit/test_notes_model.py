@@ -281,3 +281,25 @@ def test_byte_counts_are_the_serialized_message_sizes(cfg, task):
     n_lora = sum(a.numpy().size for a in lora["arrays"].values())
     assert lora_update >= 4 * n_lora  # float32 values, plus names and shapes
     assert full_sizes["bytes_update"] > 10 * sizes["bytes_update"]
+
+
+def test_ffa_lora_sends_only_b_and_every_hospital_builds_the_same_adapters() -> None:
+    # Prepare: FFA-LoRA (A frozen at its public-seed init)
+    cfg = _cfg(lora_freeze_a=True)
+    task = get_task("notes", cfg)
+    # Execute: two "hospitals" build the model independently, with different global RNG states
+    torch.manual_seed(1)
+    one = task.build_model(cfg)
+    torch.manual_seed(2)
+    two = task.build_model(cfg)
+    # Assert: only B travels; A is identical everywhere and covered by the digest
+    state = one.state_dict()
+    adapters = [k for k in state if k != BASE_DIGEST]
+    assert adapters and all(".lora_B." in k for k in adapters)
+    a_one = {n: p for n, p in one.named_parameters() if ".lora_A." in n}
+    a_two = dict(two.named_parameters())
+    assert a_one and all(torch.equal(p, a_two[n]) for n, p in a_one.items())
+    assert torch.equal(one.base_digest, two.base_digest)
+    plain = _cfg()
+    assert not torch.equal(one.base_digest, get_task("notes", plain).build_model(plain).base_digest)
+    two.load_state_dict(state)

@@ -1,7 +1,11 @@
 """The note model: GPT-2 from the shared base, fully trainable or with LoRA adapters.
 
 ``mode: lora`` wraps the frozen base with ``peft`` LoRA adapters on the attention projections
-(``c_attn``, ``attn.c_proj``). The wrapper's ``state_dict`` then holds only the adapters and
+(``c_attn``, ``attn.c_proj``), initialized from a public seed so every hospital builds the same
+ones. With ``lora_freeze_a`` (FFA-LoRA, Sun et al. 2024) the down-projections ``A`` stay at that
+shared initialization and only ``B`` trains and travels: averaging the ``B`` of the hospitals is
+then exactly averaging their updates ``B·A`` (averaging ``A`` and ``B`` separately is not), and
+half as many values travel. The wrapper's ``state_dict`` then holds only the adapters and
 the base's digest, which is what the federation sends, screens, averages, checkpoints and
 resumes: no federation code knows about LoRA. Loading refuses a state made on another base.
 Tied weights (GPT-2's output layer is its token embedding) are sent once.
@@ -12,13 +16,14 @@ gradients of the position embedding; :meth:`NotesLM.forward` passes them per exa
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from privfed.tasks.notes.public import PublicAssets, build_gpt2
+from privfed.tasks.notes.public import PublicAssets, build_gpt2, state_digest
 
 if TYPE_CHECKING:
     from privfed.config import NotesModelSection
@@ -31,6 +36,8 @@ __all__ = ["BASE_DIGEST", "LORA_TARGETS", "NotesLM", "build_notes_model"]
 BASE_DIGEST = "base_digest"
 #: GPT-2's attention projections: query/key/value (c_attn) and output (attn.c_proj).
 LORA_TARGETS = r".*\.attn\.(c_attn|c_proj)$"
+#: Seed of the adapters' initialization (public: every hospital builds the same ones).
+LORA_SEED = 20_240_602
 
 
 def _digest_tensor(digest: str) -> torch.Tensor:
@@ -124,18 +131,29 @@ def build_notes_model(
     lm = build_gpt2(assets.gpt2_config)
     lm.load_state_dict(assets.state_dict, strict=False)
     lm.tie_weights()
+    digest = assets.digest
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lm = get_peft_model(
-            lm,
-            LoraConfig(
-                r=settings.lora_rank,
-                lora_alpha=settings.lora_alpha,
-                target_modules=LORA_TARGETS,
-                lora_dropout=0.0,
-                fan_in_fan_out=True,  # GPT-2's Conv1D stores weights transposed
-                bias="none",
-            ),
-        )
-    return NotesLM(lm, mode=mode, base_digest=assets.digest)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(LORA_SEED)  # the same initial adapters at every hospital
+            lm = get_peft_model(
+                lm,
+                LoraConfig(
+                    r=settings.lora_rank,
+                    lora_alpha=settings.lora_alpha,
+                    target_modules=LORA_TARGETS,
+                    lora_dropout=0.0,
+                    fan_in_fan_out=True,  # GPT-2's Conv1D stores weights transposed
+                    bias="none",
+                ),
+            )
+        if settings.lora_freeze_a:
+            frozen = {}
+            for name, param in lm.named_parameters():
+                if ".lora_A." in name:
+                    param.requires_grad_(False)
+                    frozen[name] = param.detach()
+            # the frozen A matrices are part of what every hospital must share
+            digest = hashlib.sha256((digest + state_digest(frozen)).encode()).hexdigest()
+    return NotesLM(lm, mode=mode, base_digest=digest)
