@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from privfed.config import PrivFedConfig
 from privfed.federated.client import CONFIG_KEY, query_reply, train_reply
 from privfed.federated.server import (
     RoundRecorder,
+    fixed_tensors,
     make_strategy,
     min_train_nodes,
     sum_statistics,
@@ -45,6 +46,16 @@ def _serverapp_identity() -> Iterator[None]:
         yield
     finally:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = saved
+
+
+class _Nodes:
+    """What a strategy's ``configure_train`` asks of Flower's Grid: the connected node ids."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
 
 
 def run_rounds(
@@ -93,28 +104,23 @@ def _run_rounds(
         num_rounds=fed.rounds,
         min_replies=min_train_nodes(cfg, len(hospitals)),
         screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
-        fixed=frozenset(name for name, _ in model.named_buffers()),
+        fixed=fixed_tensors(model),
     )
     strategy = make_strategy(cfg, len(hospitals))
     aggregate = recorder.guard(strategy.aggregate_train)
     arrays = ArrayRecord(model.state_dict())
     recorder.on_round_end(0, arrays)
+    by_id = dict(enumerate(nodes, start=1))
+    grid = _Nodes(list(by_id))
     for server_round in range(1, fed.rounds + 1):
         replies = []
-        for node_id, (hospital, node) in enumerate(nodes.items(), start=1):
-            request = Message(
-                content=RecordDict(
-                    {
-                        "arrays": arrays,
-                        "config": ConfigRecord(
-                            {CONFIG_KEY: config, "dp": False, "server-round": server_round}
-                        ),
-                    }
-                ),
-                dst_node_id=node_id,
-                message_type=MessageType.TRAIN,
-            )
-            node_config: dict[str, Any] = dict(node)
+        # the strategy writes its own train config (FedProx's mu, data-aware's trained-val)
+        requests = strategy.configure_train(
+            server_round, arrays, ConfigRecord({CONFIG_KEY: config, "dp": False}), grid
+        )
+        for request in sorted(requests, key=lambda m: m.metadata.dst_node_id):
+            hospital = by_id[request.metadata.dst_node_id]
+            node_config: dict[str, Any] = dict(nodes[hospital])
             if hospital in attacks:
                 node_config["attack"] = attacks[hospital]
             content = train_reply(request.content, node_config, RecordDict())

@@ -361,6 +361,16 @@ def min_hospitals_for(strategy: str, num_malicious: int) -> int:
     return 1
 
 
+def fixed_tensors(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the buffers that travel (those in the state dict): no honest update changes them.
+
+    A buffer left out of the state dict (non-persistent, or dropped by the model's own
+    state-dict hook) is never sent, so there is nothing to screen.
+    """
+    sent = set(model.state_dict())
+    return frozenset(name for name, _ in model.named_buffers() if name in sent)
+
+
 def make_strategy(
     cfg: PrivFedConfig, num_nodes: int, *, parameter_names: Sequence[str] | None = None
 ) -> FedAvg:
@@ -587,7 +597,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         num_rounds=fed.rounds,
         min_replies=min_train_nodes(cfg, num_nodes),
         screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
-        fixed=frozenset(name for name, _ in initial.named_buffers()),
+        fixed=fixed_tensors(initial),
         grid=grid,
         round_timeout_s=fed.round_timeout_s,
     )

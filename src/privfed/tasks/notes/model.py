@@ -59,7 +59,8 @@ class NotesLM(nn.Module):
             raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
         self.lm = lm
         self.mode = mode
-        self.register_buffer(BASE_DIGEST, _digest_tensor(base_digest))
+        if mode == "lora":  # full mode sends every weight: the base is only where it starts
+            self.register_buffer(BASE_DIGEST, _digest_tensor(base_digest))
         self.register_state_dict_post_hook(_exchanged_only)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -86,8 +87,12 @@ class NotesLM(nn.Module):
                 f"unexpected {extra[:5]} (was it saved in the other model.notes.mode?)"
             )
         incoming = state_dict.get(BASE_DIGEST)
-        if incoming is not None and not torch.equal(
-            torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
+        if (
+            incoming is not None
+            and self.mode == "lora"
+            and not torch.equal(
+                torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
+            )
         ):
             raise ValueError(
                 "notes model: these adapters were trained on a different base model "
@@ -110,8 +115,6 @@ def _exchanged_only(
         local = name[len(prefix) :]
         tensor = state[name]
         if local == BASE_DIGEST:
-            if keep_frozen:
-                del state[name]  # full mode: every weight travels, the base is only a start
             continue
         if not keep_frozen and name not in trainable:
             del state[name]
