@@ -23,8 +23,12 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/dvc repro
 
+# Two pytest-xdist workers; tests/conftest.py orders the slow modules first and keeps each
+# non-integration module on one worker. `make test PYTEST_WORKERS=0` runs in this process.
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
+		--durations=25 tests
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

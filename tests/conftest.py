@@ -20,6 +20,44 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # inherits this), never read from or left in the user's ~/.cache.
 os.environ.setdefault("PRIVFED_CACHE_DIR", tempfile.mkdtemp(prefix="privfed-test-cache-"))
 
+#: `make test` runs on two pytest-xdist workers (``-n 2 --dist loadgroup``), which take tests
+#: in collection order. These modules are started first, slowest first (from `--durations`), so
+#: the suite does not end on one worker running a two-minute test while the other idles; the
+#: many short unit tests then even out the end. Integration modules not listed come next.
+START_FIRST = (
+    "integration/test_segmentation_pipeline.py",
+    "integration/test_resume.py",
+    "integration/test_pipeline_e2e.py",
+    "integration/test_bring_your_own_data.py",
+    "integration/test_kfp_local.py",
+    "integration/test_dropout.py",
+    "integration/test_secure_aggregation.py",
+    "integration/test_robust_federation.py",
+    "integration/test_kubernetes_launcher.py",
+    "integration/test_scaffold_federation.py",
+)
+
+
+def _start_order(item: pytest.Item) -> tuple[int, int]:
+    module = item.path.relative_to(ROOT / "tests").as_posix()  # e.g. integration/test_resume.py
+    if module in START_FIRST:
+        return (0, START_FIRST.index(module))
+    return (1, 0) if item.get_closest_marker("integration") else (2, 0)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow modules first (see START_FIRST); a stable sort keeps each module's own order.
+
+    Every unit, component and manifest module is one xdist group, so its module-scoped
+    fixtures (a trained federation, compiled pipeline IR, ...) are built once, on one worker.
+    Integration tests share no fixture beyond the session's and are scheduled one by one.
+    """
+    items.sort(key=_start_order)
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(ROOT).as_posix()))
+
 
 def raw_params(**overrides: dict) -> dict:
     """params.yaml as a dict with base.profile=tiny and section overrides merged in."""
