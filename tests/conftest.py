@@ -25,6 +25,7 @@ os.environ.setdefault("PRIVFED_CACHE_DIR", tempfile.mkdtemp(prefix="privfed-test
 #: the suite does not end on one worker running a two-minute test while the other idles; the
 #: many short unit tests then even out the end. Integration modules not listed come next.
 START_FIRST = (
+    "integration/test_notes_pipeline.py",
     "integration/test_segmentation_pipeline.py",
     "integration/test_resume.py",
     "integration/test_pipeline_e2e.py",
