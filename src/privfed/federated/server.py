@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -466,15 +467,20 @@ def roll_call(
         for node in grid.get_node_ids()
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
-    errors = [r.error.reason for r in replies if r.has_error()]
+    # a node killed in a past run is still listed until its heartbeat expires; whether the
+    # SuperLink then answers for it with NODE_UNAVAILABLE or says nothing is a race: both
+    # mean the same, a node that is gone (left out below), not a hospital that failed
+    gone = [r for r in replies if r.has_error() and r.error.code == ErrorCode.NODE_UNAVAILABLE]
+    errors = [r.error.reason for r in replies if r.has_error() and r not in gone]
+    replies = [r for r in replies if not r.has_error()]
     if errors or len(replies) < num_nodes:
         raise RuntimeError(
-            f"roll call: {len(replies) - len(errors)} of {num_nodes} hospitals answered "
+            f"roll call: {len(replies)} of {num_nodes} hospitals answered "
             f"within {timeout} s (train_federated.round_timeout_s)"
             + (f"; errors: {errors}" if errors else "")
         )
     names = {r.metadata.src_node_id: str(r.content["ident"]["hospital"]) for r in replies}
-    for message in messages:  # listed by the SuperLink but silent: e.g. killed in a past run
+    for message in messages:  # listed by the SuperLink but gone: e.g. killed in a past run
         if message.metadata.dst_node_id not in names:
             grid.drop(message.metadata.dst_node_id)
             log.warning(

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BASE_DIGEST", "LORA_TARGETS", "NotesLM", "build_notes_model"]
 
-#: The buffer holding the base's SHA-256, one float per byte: travels with every LoRA update.
+#: The buffer holding the SHA-256 of the tokenizer and base, one float per byte: travels with
+#: every update (both modes), so a hospital on another build is refused.
 #: Floats because FedAvg averages every array (Flower casts integers to float64, which would
 #: round 64-bit integers); the average of equal bytes rounds back to them exactly.
 BASE_DIGEST = "base_digest"
@@ -50,7 +51,7 @@ class NotesLM(nn.Module):
     Args:
         lm: ``GPT2LMHeadModel`` or a ``peft`` model around one.
         mode: ``full`` (every weight trains and travels) or ``lora`` (adapters only).
-        base_digest: SHA-256 hex of the base weights (checked on load in ``lora`` mode).
+        base_digest: SHA-256 hex of the tokenizer and base weights (checked on load).
     """
 
     def __init__(self, lm: nn.Module, *, mode: str, base_digest: str) -> None:
@@ -59,8 +60,7 @@ class NotesLM(nn.Module):
             raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
         self.lm = lm
         self.mode = mode
-        if mode == "lora":  # full mode sends every weight: the base is only where it starts
-            self.register_buffer(BASE_DIGEST, _digest_tensor(base_digest))
+        self.register_buffer(BASE_DIGEST, _digest_tensor(base_digest))
         self.register_state_dict_post_hook(_exchanged_only)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -87,17 +87,13 @@ class NotesLM(nn.Module):
                 f"unexpected {extra[:5]} (was it saved in the other model.notes.mode?)"
             )
         incoming = state_dict.get(BASE_DIGEST)
-        if (
-            incoming is not None
-            and self.mode == "lora"
-            and not torch.equal(
-                torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
-            )
+        if incoming is not None and not torch.equal(
+            torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
         ):
             raise ValueError(
-                "notes model: these adapters were trained on a different base model "
-                "(base digest differs); every hospital must use the same public base or "
-                "model.notes.checkpoint"
+                "notes model: this state was trained on a different base model or tokenizer "
+                "(base digest differs); every hospital must use the same public build "
+                "($PRIVFED_CACHE_DIR) or model.notes.checkpoint"
             )
         return super().load_state_dict(dict(state_dict), strict=False, assign=assign)
 
@@ -134,7 +130,10 @@ def build_notes_model(
     lm = build_gpt2(assets.gpt2_config)
     lm.load_state_dict(assets.state_dict, strict=False)
     lm.tie_weights()
-    digest = assets.digest
+    # the tokenizer too: in full mode a hospital with other token ids would train nonsense
+    digest = hashlib.sha256(
+        (assets.digest + hashlib.sha256(assets.tokenizer.to_str().encode()).hexdigest()).encode()
+    ).hexdigest()
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
 

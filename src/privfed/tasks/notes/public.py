@@ -3,10 +3,13 @@
 Both come from the public corpus (:func:`privfed.tasks.notes.generate.public_corpus`: the
 generator's vocabulary and public medical terms, never a hospital's notes), so every process
 that needs them (a stage, the ServerApp, each SuperNode, a Kubeflow pod) can rebuild them
-without data moving. The build is deterministic (seeded, one CPU thread) and cached on disk
-under a key that hashes the settings and this code, so it runs once per machine; the base's
-SHA-256 travels with every LoRA update so a hospital on a different base is refused. A user's
-own GPT-2 folder (``model.notes.checkpoint``) replaces both.
+without data moving. The build is cached on disk under a key that hashes the settings and this
+code, and built once per cache folder under a file lock, so every process of a run that shares
+the folder uses the same build. Builds in separate folders can differ: pretraining is seeded and
+single-threaded, but Hugging Face's BPE trainer breaks ties between equally frequent pairs in a
+per-process order. The SHA-256 of tokenizer and base travels with every update, so a hospital
+on another build is refused. A user's own GPT-2 folder (``model.notes.checkpoint``) replaces
+both.
 """
 
 from __future__ import annotations
