@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from privfed.tasks.base import Task
+from privfed.training import trainable
 
 __all__ = [
     "CONTROL_KEY",
@@ -91,7 +92,7 @@ def control_variate(
     (its gradients cleared).
     """
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]  # not a LoRA model's base
+    params = trainable(model)  # not a LoRA model's frozen base
     total = [torch.zeros_like(p) for p in params]
     seen = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):

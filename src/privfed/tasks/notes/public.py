@@ -205,17 +205,14 @@ def pretrain(
 
 def _build(settings: NotesModelSection, folder: Path) -> None:
     """Train the tokenizer and pretrain the base on the public corpus; write them to ``folder``."""
+    from privfed.tasks.notes.dataset import encode_notes
     from privfed.tasks.notes.generate import public_corpus
 
     texts = public_corpus(seed=PUBLIC_SEED, n_notes=settings.public_notes)
     tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
     eos = tokenizer.token_to_id(EOS)
     config = gpt2_config(settings, vocab_size=tokenizer.get_vocab_size())
-    ids = [
-        enc.ids[: settings.max_length - 1] + [eos]
-        for enc in tokenizer.encode_batch(texts)
-        if enc.ids
-    ]
+    ids = encode_notes(tokenizer, texts, max_length=settings.max_length, eos_id=eos)
     with _one_thread_seeded(PUBLIC_SEED):
         model = build_gpt2(config)
         loss = pretrain(
