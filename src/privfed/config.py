@@ -243,14 +243,14 @@ class NotesModelSection(_Section):
     n_embd: int = Field(96, ge=16, le=4096)
     n_head: int = Field(4, ge=1, le=64)
     max_length: int = Field(192, ge=16, le=2048, description="tokens per training window")
-    pretrain_epochs: int = Field(2, ge=0, le=100)
+    pretrain_epochs: int = Field(6, ge=0, le=100)
     pretrain_lr: float = Field(3e-3, gt=0.0)
     lora_rank: int = Field(4, ge=1, le=256)
     lora_alpha: float = Field(8.0, gt=0.0)
     lora_freeze_a: bool = Field(
         False, description="FFA-LoRA: A stays at its shared init; only B trains and travels"
     )
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
+    lr: float = Field(3e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step (not train.batch_size)")
     prefix_tokens: int = Field(32, ge=4, description="eval: prompt tokens")
     continuation_tokens: int = Field(32, ge=4, description="eval: tokens generated")

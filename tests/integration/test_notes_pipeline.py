@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord
 from flwr.common.serde import array_record_to_proto
 from mlflow import MlflowClient
 
+from privfed.tasks.notes import PUBLIC_BASE
 from tests.integration.conftest import project_env, run, set_params
 
 pytestmark = pytest.mark.integration
@@ -68,13 +69,18 @@ def test_notes_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         assert 1.0 < pooled["perplexity"] < 1e4, name
         assert pooled["perplexity"] == pytest.approx(math.exp(pooled["loss"])), name
         assert 0.0 <= pooled["bleu"] <= 100.0 and 0.0 <= pooled["rouge_l"] <= 1.0, name
-        assert 0.0 <= scores["membership_audit"]["loss_threshold_auroc"] <= 1.0, name
+        if name != PUBLIC_BASE:  # the public base never saw a hospital's note: no audit
+            assert 0.0 <= scores["membership_audit"]["loss_threshold_auroc"] <= 1.0, name
     # lower is better: the ratio to centralized is centralized / federated
     assert summary["federated_to_central"] == pytest.approx(
         summary["centralized"] / summary["federated"]
     )
     comparison = _json(project, "reports/evaluation/comparison.json")
     assert set(comparison["federated"]["per_hospital"]) == HOSPITALS
+    # The public base is scored beside them (what fine-tuning on the notes added), at epsilon 0
+    assert "membership_audit" not in models[PUBLIC_BASE]
+    assert comparison[PUBLIC_BASE]["epsilon"] == 0.0
+    assert models["centralized"]["pooled"]["loss"] < models[PUBLIC_BASE]["pooled"]["loss"]
 
     # The report holds 5 sample generations of every model, to read
     report = (project / "reports/evaluation/comparison.md").read_text()

@@ -76,6 +76,16 @@ def test_public_corpus_is_deterministic_and_holds_no_hospital_note(notes) -> Non
     assert "metoprolol tartrate 25 mg PO BID" in corpus  # the public medical terms
 
 
+def test_public_corpus_spans_every_writing_style() -> None:
+    """Many authors: both header styles, abbreviated and plain text, bullets and prose."""
+    notes = public_corpus(seed=5, n_notes=200)[:200]
+    upper = sum(bool(re.search(r"^[A-Z ]+:", t, re.M)) for t in notes) / len(notes)
+    bullets = sum("\n- " in t for t in notes) / len(notes)
+    abbreviated = sum(bool(re.search(r"\b(pt|hx|w/)\b", t)) for t in notes) / len(notes)
+    assert 0.25 < upper < 0.75 and 0.25 < bullets < 0.75
+    assert 0.2 < abbreviated < 0.95
+
+
 PLANTED = {
     "an SSN": "Patient SSN 123-45-6789 on file.",
     "a phone number": "Call back at (555) 123-4567 today.",

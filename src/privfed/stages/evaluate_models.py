@@ -187,6 +187,11 @@ def _plot_per_hospital(
     plt.close(fig)
 
 
+def _epsilon(name: str, dp_eps: float | None) -> float:
+    """The federated DP model's spent epsilon; every other trained model has no DP bound."""
+    return float(dp_eps) if name == "federated_dp" else math.inf
+
+
 def _audit_summary(result: Mapping[str, Any]) -> dict[str, float]:
     """The audit's headline figures, flat (DVC metrics, MLflow, the model card)."""
     audit = result["membership_audit"]
@@ -210,9 +215,9 @@ def run(
     dp_eps = privacy.get("epsilon")
     results: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
-    loaded: dict[str, Any] = {}
-    for name, path in _models(inputs).items():
-        model = loaded[name] = load_model(path, cfg)
+    references = task.reference_models(cfg)  # no hospital data: no audit, epsilon 0
+    loaded = {name: load_model(path, cfg) for name, path in _models(inputs).items()}
+    for name, model in {**references, **loaded}.items():
         if not name.startswith("local:"):
             confusion[name] = task.confusion_matrix(model, test_sets[POOLED])
         per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
@@ -220,7 +225,7 @@ def run(
             POOLED: task.evaluate(model, test_sets[POOLED]),
             "per_hospital": per,
             "mean_per_hospital": float(np.nanmean([m[metric] for m in per.values()])),
-            "epsilon": float(dp_eps) if name == "federated_dp" else math.inf,
+            "epsilon": 0.0 if name in references else _epsilon(name, dp_eps),
         }
         log.info("%s: pooled %s=%.4f", name, metric, results[name][POOLED][metric])
     local_pooled = [r[POOLED][metric] for n, r in results.items() if n.startswith("local:")]
@@ -281,7 +286,7 @@ def run(
                 "\n## Federated model on test cases\n\n"
                 + "".join(f"![{p.stem}]({p.relative_to(report_dir).as_posix()})\n" for p in figures)
             )
-    extra = task.report_section(loaded, test_sets[POOLED])
+    extra = task.report_section({**references, **loaded}, test_sets[POOLED])
     if extra:
         with (report_dir / "comparison.md").open("a") as md:
             md.write("\n" + extra)

@@ -174,6 +174,14 @@ class Task(ABC):
         """
         return []
 
+    def reference_models(self, cfg: PrivFedConfig) -> dict[str, nn.Module]:
+        """Models built without any hospital's data that the report compares against.
+
+        A task that starts from a shared public model (``notes``' pretrained base) returns it,
+        so the report shows what training on the hospitals' data added. The default has none.
+        """
+        return {}
+
     def report_section(self, models: Mapping[str, nn.Module], dataset: Dataset) -> str:
         """Markdown the task adds to the comparison report about every model (e.g. samples).
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["NotesTask"]
 
 LAYOUT = "<hospital>/notes.jsonl (note_id, patient_id, hospital, note_type, specialty, text)"
+#: Report name of the public base, evaluated before any hospital's notes reach it.
+PUBLIC_BASE = "public base (no fine-tuning)"
 #: Sample generations per model in the evaluation report.
 REPORT_SAMPLES = 5
 
@@ -183,6 +185,10 @@ class NotesTask(Task):
         from privfed.tasks.notes.model import build_notes_model
 
         return build_notes_model(self._settings(cfg), self.assets(cfg))
+
+    def reference_models(self, cfg: PrivFedConfig) -> dict[str, nn.Module]:
+        """The shared public base before any fine-tuning: what the hospitals' notes add to it."""
+        return {PUBLIC_BASE: self.build_model(cfg)}
 
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean over the batch of each note's mean next-token loss."""

@@ -5,9 +5,12 @@ reports have technique, findings, impression) whose sentences come from alternat
 with slots: diagnoses, medications with doses and routes, vitals, labs with units, imaging
 findings, drawn per specialty. Hospitals differ the way real ones do (non-IID): specialty mix,
 note-type mix, header style, abbreviations, plan layout and length. The public corpus is the
-same grammar with a neutral mix and its own seed stream: every hospital may see it, and it
-never reads a hospital's notes. Nothing resembling PHI is produced (no names, dates of birth,
-phone numbers, record numbers).
+same grammar written by many authors (every specialty and note type alike; each author with
+habits drawn at random from the range the hospitals span) on its own seed stream: every
+hospital may see it, and it never reads a hospital's notes. What is private to a hospital is
+its mix and its consistent habits, as with real notes, where a public corpus has seen every
+style of writing but not one hospital's. Nothing resembling PHI is produced (no names, dates
+of birth, phone numbers, record numbers).
 """
 
 from __future__ import annotations
@@ -212,14 +215,20 @@ def hospital_style(index: int) -> HospitalStyle:
     )
 
 
-_PUBLIC_STYLE = HospitalStyle(
-    specialty_weights=(0.25, 0.25, 0.25, 0.25),
-    type_weights=(0.34, 0.33, 0.33),
-    upper_headers=False,
-    abbreviate=0.3,
-    bullet_plan=True,
-    length=1.0,
-)
+#: Notes per public author: each author writes with one set of habits.
+_PUBLIC_NOTES_PER_AUTHOR = 10
+
+
+def _public_style(rng: np.random.Generator) -> HospitalStyle:
+    """One public author's habits: every specialty and note type alike, the rest at random."""
+    return HospitalStyle(
+        specialty_weights=(0.25, 0.25, 0.25, 0.25),
+        type_weights=(0.34, 0.33, 0.33),
+        upper_headers=bool(rng.random() < 0.5),
+        abbreviate=float(rng.uniform(0.0, 0.7)),
+        bullet_plan=bool(rng.random() < 0.5),
+        length=float(rng.uniform(0.7, 1.35)),
+    )
 
 
 def _pick(rng: np.random.Generator, items: Sequence[Any]) -> Any:
@@ -445,9 +454,12 @@ def generate_hospitals(
 
 
 def public_corpus(*, seed: int, n_notes: int) -> list[str]:
-    """Public text every hospital may see: neutral-style notes and the medical vocabulary."""
+    """Public text every hospital may see: many authors' notes and the medical vocabulary."""
     rng = np.random.default_rng([seed, _PUBLIC_STREAM])
-    notes = [r["text"] for r in _notes(rng, _PUBLIC_STYLE, n_notes, "public", "public")]
+    notes: list[str] = []
+    while len(notes) < n_notes:
+        k = min(_PUBLIC_NOTES_PER_AUTHOR, n_notes - len(notes))
+        notes += [r["text"] for r in _notes(rng, _public_style(rng), k, "public", "public")]
     terms = sorted(
         {d for v in _DX.values() for d in v}
         | {" ".join(m) for v in _MEDS.values() for m in v}
