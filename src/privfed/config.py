@@ -250,7 +250,8 @@ class NotesModelSection(_Section):
     lora_freeze_a: bool = Field(
         False, description="FFA-LoRA: A stays at its shared init; only B trains and travels"
     )
-    lr: float = Field(3e-3, gt=0.0, description="fine-tuning step (replaces train.lr)")
+    lr: float = Field(1e-4, gt=0.0, description="full: fine-tuning step (replaces train.lr)")
+    lora_lr: float = Field(3e-3, gt=0.0, description="lora: the adapters' step (replaces train.lr)")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step (not train.batch_size)")
     prefix_tokens: int = Field(32, ge=4, description="eval: prompt tokens")
     continuation_tokens: int = Field(32, ge=4, description="eval: tokens generated")

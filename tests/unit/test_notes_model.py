@@ -301,3 +301,10 @@ def test_ffa_lora_sends_only_b_and_every_hospital_builds_the_same_adapters() -> 
     plain = _cfg()
     assert not torch.equal(one.base_digest, get_task("notes", plain).build_model(plain).base_digest)
     two.load_state_dict(state)
+
+
+def test_each_mode_trains_with_its_own_step_size() -> None:
+    """LoRA's fresh adapters take ``lora_lr``; full fine-tuning of the base takes ``lr``."""
+    for mode, expected in (("lora", 0.02), ("full", 0.0007)):
+        cfg = _cfg(mode=mode, lr=0.0007, lora_lr=0.02)
+        assert get_task("notes", cfg).train_lr(cfg) == expected

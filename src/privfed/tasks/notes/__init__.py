@@ -175,8 +175,10 @@ class NotesTask(Task):
         return self._settings(cfg).batch_size
 
     def train_lr(self, cfg: PrivFedConfig) -> float:
-        """``model.notes.lr``: fine-tuning a pretrained base wants a smaller step than tables."""
-        return self._settings(cfg).lr
+        """``model.notes.lr`` (full) or ``lora_lr``: fresh adapters want a larger step than a
+        pretrained base, which a large step pulls away from what it learned."""
+        settings = self._settings(cfg)
+        return settings.lora_lr if settings.mode == "lora" else settings.lr
 
     # -- model ------------------------------------------------------------------------------
     def build_model(
