@@ -78,3 +78,34 @@ def test_round_end_checkpoints_and_fails_on_missing_updates(tmp_path) -> None:
     recorder.on_round_end(0, ArrayRecord([np.zeros(2)]))
     with pytest.raises(RuntimeError, match="only 0 hospital update"):
         recorder.on_round_end(1, ArrayRecord([np.zeros(2)]))
+
+
+def test_aggregate_does_not_depend_on_reply_arrival_order(tmp_path) -> None:
+    """Replies are averaged in hospital order, so two runs agree bit for bit.
+
+    Float addition is not associative: averaging the same updates in the order they happened
+    to arrive made two identical runs drift apart after a few rounds.
+    """
+    cfg = config_from_dict(raw_params())
+    rng = np.random.default_rng(0)
+    updates = {
+        f"hospital_{i}": [rng.normal(size=512).astype(np.float32) for _ in range(2)]
+        for i in (1, 2, 3)
+    }
+    sizes = {"hospital_1": 17, "hospital_2": 31, "hospital_3": 53}
+
+    def aggregate(order: list[str]) -> list[np.ndarray]:
+        recorder = _recorder(tmp_path, num_rounds=1, min_replies=3)
+        strategy = make_strategy(cfg, num_nodes=3)
+        strategy.aggregate_train = recorder.guard(strategy.aggregate_train)
+        replies = [_reply(int(h[-1]), h, updates[h], n=sizes[h], loss=1.0) for h in order]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        return arrays.to_numpy_ndarrays()
+
+    first = aggregate(["hospital_1", "hospital_2", "hospital_3"])
+    for order in (
+        ["hospital_3", "hospital_1", "hospital_2"],
+        ["hospital_2", "hospital_3", "hospital_1"],
+    ):
+        for a, b in zip(first, aggregate(order), strict=True):
+            assert np.array_equal(a, b), order

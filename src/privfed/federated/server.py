@@ -227,8 +227,13 @@ class RoundRecorder:
         return row
 
     def receive(self, server_round: int, replies: list[Message]) -> list[Message]:
-        """Keep every hospital's row, then drop the updates screening rejects (logged)."""
+        """Keep every hospital's row, then drop the updates screening rejects (logged).
+
+        Replies come back in hospital order, not arrival order: float sums depend on their
+        order, and averaging in arrival order made identical runs drift apart after a few rounds.
+        """
         self.note_missing(server_round, replies)
+        replies = sorted(replies, key=lambda r: _hospital(r, self.grid))
         ok = [r for r in replies if not r.has_error()]
         for reply in ok:
             ident = reply.content["ident"]
