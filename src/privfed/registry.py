@@ -106,6 +106,46 @@ def experiment_id(client: Any, uri: str, name: str, artifact_location: str, root
     return str(client.create_experiment(name, artifact_location=location))
 
 
+#: Registered-model tag naming the task whose models a name holds.
+TASK_TAG = "task"
+
+
+def registered_task(client: Any, model_name: str) -> str | None:
+    """The task whose models ``model_name`` holds: its tag, else its newest version's run tag.
+
+    None when the name is not registered yet (or holds no version with a task tag).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if TASK_TAG in registered.tags:
+        return str(registered.tags[TASK_TAG])
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    newest = max(versions, key=lambda v: int(v.version), default=None)
+    if newest is None or not newest.run_id:
+        return None
+    return client.get_run(newest.run_id).data.tags.get(TASK_TAG)
+
+
+def check_model_task(client: Any, model_name: str, task: str) -> None:
+    """Refuse to register a ``task`` model under a name that holds another task's models.
+
+    Switching ``base.task`` but keeping the model name would make, say, a notes model the new
+    version (and champion) of the readmission model that serving loads.
+    """
+    held = registered_task(client, model_name)
+    if held is not None and held != task:
+        raise ValueError(
+            f"register_model.model_name={model_name!r} holds {held!r} models; a {task!r} model "
+            f"needs its own name (set register_model.model_name, e.g. 'privfed-{task}')"
+        )
+
+
 def tree_version(root: Path) -> str:
     """Content hash of a data folder (relative paths and bytes) where no dvc.lock records one.
 

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import math
 
-from privfed.registry import data_version, promotion_gate, utility_ratio
+import pytest
+
+from privfed.registry import (
+    TASK_TAG,
+    check_model_task,
+    data_version,
+    promotion_gate,
+    registered_task,
+    utility_ratio,
+)
 
 
 def _gate(**kw):
@@ -50,3 +59,23 @@ def test_a_zero_baseline_gives_an_infinite_ratio_not_a_crash() -> None:
     assert utility_ratio(2.0, 4.0, higher_is_better=False) == 2.0  # lower is better: inverted
     gate = _gate(candidate_metric=0.3, central_metric=0.0)
     assert gate.checks["utility_ratio"] == math.inf and gate.promote
+
+
+def test_a_name_holding_another_tasks_models_is_refused(tmp_path) -> None:
+    """Switching base.task but keeping model_name must not make a notes model the champion
+    of the readmission model; a name not yet registered, or of the same task, is fine."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    check_model_task(client, "privfed-readmission", "notes")  # not registered yet
+    client.create_registered_model("privfed-readmission", tags={TASK_TAG: "readmission"})
+    check_model_task(client, "privfed-readmission", "readmission")
+    with pytest.raises(ValueError, match="'privfed-readmission' holds 'readmission' models"):
+        check_model_task(client, "privfed-readmission", "notes")
+    # a name registered before the tag existed: its newest version's run says the task
+    run = client.create_run(client.create_experiment("e"), tags={TASK_TAG: "segmentation"})
+    client.create_registered_model("privfed-old")
+    client.create_model_version("privfed-old", source="runs:/x/model", run_id=run.info.run_id)
+    assert registered_task(client, "privfed-old") == "segmentation"
+    with pytest.raises(ValueError, match="privfed-notes"):
+        check_model_task(client, "privfed-old", "notes")

@@ -15,6 +15,8 @@ from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.io import atomic_dir, read_json, write_json, write_text
 from privfed.registry import (
+    TASK_TAG,
+    check_model_task,
     data_version,
     experiment_id,
     git_commit,
@@ -206,6 +208,7 @@ def run(
     uri = tracking_uri(r.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
+    check_model_task(client, r.model_name, task.name)  # before anything is logged
     exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
@@ -295,6 +298,7 @@ def run(
         )
         mlflow.log_text(card, "model_card.md")
         run_id = run.info.run_id
+    client.set_registered_model_tag(r.model_name, TASK_TAG, task.name)
     client.set_registered_model_alias(r.model_name, decision.alias, version)
     client.update_model_version(r.model_name, version, description=card)
     client.set_model_version_tag(
