@@ -536,7 +536,7 @@ def _final_evaluation(
     replies = list(grid.send_and_receive(messages, timeout=recorder.round_timeout_s))
     row = recorder.settle_final(messages, replies)
     scores: dict[str, dict[str, Any]] = {}
-    for reply in replies:
+    for reply in sorted(replies, key=lambda r: _hospital(r, grid)):  # means sum in one order
         if reply.has_error():
             continue
         hospital = _hospital(reply, grid)
