@@ -59,5 +59,32 @@ def compile_pipeline(name: str, params: Path, out: Path, project: Path = Path(".
         compiled = Path(work) / "pipeline.yaml"  # KFP wants a .yaml name
         compiler.Compiler().compile(pipeline, str(compiled))
         with atomic_path(out) as tmp:
-            tmp.write_bytes(compiled.read_bytes())
+            tmp.write_text(sorted_header(compiled.read_text()))
     return Path(out)
+
+
+def _sorted_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_value(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_value(v) for v in value]
+    return value
+
+
+def sorted_header(text: str) -> str:
+    """KFP's header comment with dict defaults in key order.
+
+    KFP prints each input's default from a protobuf map, whose order changes from process to
+    process, so two compiles of the same pipeline differed in their comments alone.
+    """
+    import ast
+
+    lines = []
+    for line in text.splitlines(keepends=True):
+        head, sep, rest = line.partition(" [Default: ")
+        if line.startswith("#    ") and sep and rest.startswith("{"):
+            body, end = rest.rstrip("\n"), line[len(line.rstrip("\n")) :]
+            value = ast.literal_eval(body.removesuffix("]"))
+            line = f"{head}{sep}{_sorted_value(value)}]{end}"
+        lines.append(line)
+    return "".join(lines)
