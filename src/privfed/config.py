@@ -202,6 +202,13 @@ class SegmentationModelSection(_Section):
     batch_size: int = Field(
         2, ge=1, le=64, description="volumes per training step (replaces train.batch_size)"
     )
+    baseline_epochs: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="centralized and local-only epochs (replaces train_centralized/train_local"
+        ".epochs)",
+    )
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> SegmentationModelSection:

@@ -333,3 +333,14 @@ def test_an_empty_poisson_batch_is_a_zero_gradient_step(seg_cfg) -> None:
     # Assert
     assert loss.item() == 0.0
     assert all(p.grad_sample is not None and not p.grad_sample.any() for p in model.parameters())
+
+
+def test_baselines_train_for_their_own_epochs_not_the_shared_default() -> None:
+    """Centralized and local-only U-Nets take ``model.segmentation.baseline_epochs`` (the
+    federated budget by default); tabular tasks keep the stage's own ``epochs``."""
+    raw = raw_params(base={"task": "segmentation", "profile": "default"})
+    cfg = config_from_dict(raw)
+    assert get_task("segmentation", cfg).baseline_epochs(cfg, 10) == 16
+    f = cfg.train_federated
+    assert cfg.model.segmentation.baseline_epochs == f.rounds * f.local_epochs
+    assert get_task("readmission", cfg).baseline_epochs(cfg, 10) == 10

@@ -39,7 +39,7 @@ def run(
         model,
         train,
         cfg,
-        epochs=cfg.train_centralized.epochs,
+        epochs=task.baseline_epochs(cfg, cfg.train_centralized.epochs),
         seed=cfg.base.seed,
         label="centralized",
     )

@@ -34,7 +34,7 @@ def run(
                 model,
                 train,
                 cfg,
-                epochs=cfg.train_local.epochs,
+                epochs=task.baseline_epochs(cfg, cfg.train_local.epochs),
                 seed=cfg.base.seed,
                 label=f"local {hospital}",
             )

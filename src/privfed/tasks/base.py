@@ -107,6 +107,14 @@ class Task(ABC):
         """
         return cfg.train.batch_size
 
+    def baseline_epochs(self, cfg: PrivFedConfig, epochs: int) -> int:
+        """Epochs of the centralized and local-only baselines; ``epochs`` is the stage's own.
+
+        A task whose baselines need another budget than the tabular tasks' shared default
+        (e.g. the federated run's rounds x local epochs) overrides it with a key of its own.
+        """
+        return epochs
+
     def train_lr(self, cfg: PrivFedConfig) -> float:
         """Adam's step size for every training pass: ``train.lr`` unless the task overrides it.
 

@@ -181,6 +181,11 @@ class SegmentationTask(Task):
         """``model.segmentation.batch_size``: a handful of volumes, not ``train.batch_size``."""
         return self._settings(cfg).batch_size
 
+    def baseline_epochs(self, cfg: PrivFedConfig, epochs: int) -> int:
+        """``model.segmentation.baseline_epochs``: the shared default (10) under-trains a U-Net
+        against FedAvg's 8 x 2 local epochs, which made the comparison about budgets."""
+        return self._settings(cfg).baseline_epochs
+
     # -- model ------------------------------------------------------------------------------
     def build_model(
         self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
