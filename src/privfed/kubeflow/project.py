@@ -80,11 +80,9 @@ def sorted_header(text: str) -> str:
     import ast
 
     lines = []
-    for line in text.splitlines(keepends=True):
+    for line in text.splitlines():
         head, sep, rest = line.partition(" [Default: ")
         if line.startswith("#    ") and sep and rest.startswith("{"):
-            body, end = rest.rstrip("\n"), line[len(line.rstrip("\n")) :]
-            value = ast.literal_eval(body.removesuffix("]"))
-            line = f"{head}{sep}{_sorted_value(value)}]{end}"
+            line = f"{head}{sep}{_sorted_value(ast.literal_eval(rest.removesuffix(']')))}]"
         lines.append(line)
-    return "".join(lines)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")

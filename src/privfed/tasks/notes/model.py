@@ -130,10 +130,7 @@ def build_notes_model(
     lm = build_gpt2(assets.gpt2_config)
     lm.load_state_dict(assets.state_dict, strict=False)
     lm.tie_weights()
-    # the tokenizer too: in full mode a hospital with other token ids would train nonsense
-    digest = hashlib.sha256(
-        (assets.digest + hashlib.sha256(assets.tokenizer.to_str().encode()).hexdigest()).encode()
-    ).hexdigest()
+    digest = assets.build_digest
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
 

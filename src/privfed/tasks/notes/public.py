@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -59,13 +60,23 @@ PUBLIC_SEED = 20_240_601
 
 @dataclass(frozen=True)
 class PublicAssets:
-    """What every hospital shares: the tokenizer, the base's config and weights, their digest."""
+    """What every hospital shares: the tokenizer, the base's config and weights, their digest.
+
+    ``digest`` is the base weights' SHA-256 (checked against the cached file);
+    ``build_digest`` also covers the tokenizer: what a model made from this build carries.
+    """
 
     tokenizer: Tokenizer
     gpt2_config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     digest: str
     source: str
+
+    @functools.cached_property
+    def build_digest(self) -> str:
+        """SHA-256 of base and tokenizer (in full mode, other token ids would train nonsense)."""
+        tokenizer = hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
+        return hashlib.sha256((self.digest + tokenizer).encode()).hexdigest()
 
     @property
     def eos_id(self) -> int:
