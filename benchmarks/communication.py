@@ -9,9 +9,9 @@ Two views of the same thing:
   R1 and R2 rounds in one federation; (bytes(R2) - bytes(R1)) / (R2 - R1) / hospitals removes
   the per-run constant (FAB, final evaluation, run setup).
 
-The LoRA (``notes`` task) column awaits that feature (another issue); nothing is estimated
-for it here. SecAgg+'s bytes are measured side by side with plain FedAvg by
-``python -m benchmarks secure_aggregation``.
+LoRA belongs to another model (the ``notes`` task's GPT-2): ``python -m benchmarks notes``
+measures its bytes beside full fine-tuning. SecAgg+'s bytes are measured side by side with
+plain FedAvg by ``python -m benchmarks secure_aggregation``.
 
     python -m benchmarks communication [--profiles tiny default full] [--rounds 2 4]
 """
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['up']['bytes'] / 1024:.1f} ({s['up']['objects']})",
                 f"{s['per_round_per_hospital_bytes'] / 1024:.1f}",
                 measured_cell,
-                "awaits notes task (LoRA)",
+                "see notes",
                 "see secure_aggregation",
             ]
         )
