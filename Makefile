@@ -8,17 +8,32 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING := false
 
-.PHONY: install run test lint clean-outputs
+.PHONY: install run test lint lock clean-outputs
 
 install: $(VENV)/.installed
 
 # torch first, pinned to the CPU build on local disk, so nothing else can pull a newer one.
-$(VENV)/.installed: pyproject.toml
+# Every package is constrained to the exact version in requirements.lock: a new machine
+# resolves what was tested.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
+
+# Re-resolve pyproject.toml's ranges in a fresh environment and write the exact versions.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ head -n 2 requirements.lock; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
+		| grep -v '^privfed'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)
 
 run: install
 	$(BIN)/dvc repro

@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "notes",
         "notes task: training tokens/s centralized vs federated, bytes/round full vs LoRA",
     ),
+    "privacy_utility": (
+        "privacy_utility",
+        "ε 0.5-8 and ∞ against utility per task, mean ± sd over seeds, public-only row",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

@@ -230,6 +230,15 @@ class SegmentationModelSection(_Section):
         return self
 
 
+class TabularModelSection(_Section):
+    """Task ``tabular``: DP-SGD settings for a consortium's own table (its MLP uses
+    ``model.hidden`` and ``model.dropout``)."""
+
+    dp_batch_size: int = Field(32, ge=1, description="DP-SGD expected batch")
+    dp_lr: float = Field(0.05, gt=0.0, description="DP-SGD step size")
+    dp_max_grad_norm: float = Field(0.3, gt=0.0, description="DP-SGD clipping bound")
+
+
 class NotesModelSection(_Section):
     """GPT-2 of task ``notes``, its byte-level BPE tokenizer, and how hospitals fine-tune it.
 
@@ -282,8 +291,20 @@ class ModelSection(_Section):
     seq_weeks: int = Field(12, ge=2)
     hidden: int = Field(32, ge=4)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    init: str = Field(
+        "public",
+        min_length=1,
+        description="scratch | public (the task's public model, where it has one) | a "
+        "state-dict file",
+    )
+    public_patients: int = Field(2000, ge=50, le=1_000_000, description="public registry size")
+    public_epochs: int = Field(12, ge=1, le=500, description="public pretraining epochs")
+    dp_batch_size: int = Field(192, ge=1, description="readmission: DP-SGD expected batch")
+    dp_lr: float = Field(0.02, gt=0.0, description="readmission: DP-SGD step size")
+    dp_max_grad_norm: float = Field(3.0, gt=0.0, description="readmission: DP clipping bound")
     segmentation: SegmentationModelSection = SegmentationModelSection()
     notes: NotesModelSection = NotesModelSection()
+    tabular: TabularModelSection = TabularModelSection()
 
 
 class TrainSection(_Section):
@@ -435,10 +456,22 @@ class PrivacySection(_Section):
     enabled: bool = True
     target_epsilon: float | None = Field(1.0, gt=0.0)
     noise_multiplier: float | None = Field(None, gt=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_grad_norm: float | None = Field(
+        None, gt=0.0, description="per-example clipping bound; null = the task's DP default"
+    )
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
     epsilon_budget: float = Field(1.0, gt=0.0)
     accountants: tuple[Literal["rdp", "prv"], ...] = ("rdp", "prv")
+    accountant: Literal["rdp", "prv"] = Field(
+        "prv", description="calibrates the noise and decides ε (one of accountants)"
+    )
+    batch_size: int | None = Field(None, ge=1, description="DP expected batch; null = task's")
+    lr: float | None = Field(None, gt=0.0, description="DP step size; null = task's")
+    local_epochs: int | None = Field(None, ge=1, description="DP local epochs; null = federation's")
+    trainable: tuple[str, ...] | None = Field(
+        None, min_length=1, description="DP trains only parameters under these module names"
+    )
+    dropout: bool = Field(False, description="dropout layers stay on while DP-SGD trains")
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacySection:
@@ -447,6 +480,11 @@ class PrivacySection(_Section):
                 "set exactly one of privacy.target_epsilon and privacy.noise_multiplier "
                 f"(got target_epsilon={self.target_epsilon}, "
                 f"noise_multiplier={self.noise_multiplier})"
+            )
+        if self.accountant not in self.accountants:
+            raise ValueError(
+                f"privacy.accountant={self.accountant!r} must be one of privacy.accountants "
+                f"{list(self.accountants)} (it is reported beside the others)"
             )
         return self
 

@@ -6,10 +6,11 @@ carried-over accountant history, and optional FedProx proximal correction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,11 @@ from privfed.tasks.base import Task
 __all__ = [
     "DPSettings",
     "LocalResult",
+    "dp_batch_size",
+    "dp_local_epochs",
+    "dp_lr",
+    "dp_max_grad_norm",
+    "only_trainable",
     "train_local_pass",
     "train_with_config",
     "resolve_device",
@@ -38,6 +44,10 @@ class DPSettings:
     max_grad_norm: float
     #: Accountant entries from earlier rounds: ε composes over all of them.
     history: Sequence[tuple[float, float, int]] = field(default_factory=tuple)
+    #: Module names whose parameters DP-SGD trains (``privacy.trainable``); None: all.
+    trainable: Sequence[str] | None = None
+    #: False (``privacy.dropout``): dropout layers are off while DP-SGD trains.
+    dropout: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,57 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_examples / batch_size))
+
+
+def dp_batch_size(task: Task, cfg: PrivFedConfig) -> int:
+    """DP-SGD's expected batch: ``privacy.batch_size``, else :meth:`Task.dp_batch_size`."""
+    return cfg.privacy.batch_size or task.dp_batch_size(cfg)
+
+
+def dp_lr(task: Task, cfg: PrivFedConfig) -> float:
+    """DP-SGD's step size: ``privacy.lr``, else the task's (:meth:`Task.dp_lr`)."""
+    return cfg.privacy.lr or task.dp_lr(cfg)
+
+
+def dp_max_grad_norm(task: Task, cfg: PrivFedConfig) -> float:
+    """DP-SGD's clipping bound: ``privacy.max_grad_norm``, else :meth:`Task.dp_max_grad_norm`."""
+    return cfg.privacy.max_grad_norm or task.dp_max_grad_norm(cfg)
+
+
+def dp_local_epochs(cfg: PrivFedConfig) -> int:
+    """Local epochs of a DP round: ``privacy.local_epochs``, else the federation's."""
+    return cfg.privacy.local_epochs or cfg.train_federated.local_epochs
+
+
+@contextlib.contextmanager
+def only_trainable(model: nn.Module, modules: Sequence[str] | None) -> Iterator[None]:
+    """Freeze every parameter outside ``modules`` (module names) while the block runs.
+
+    DP-SGD's noise grows with the number of values it trains: fine-tuning only a part of a
+    pretrained model (its head, say) spends the same ε on fewer values. Parameters already
+    frozen (a LoRA model's base) stay frozen; the flags are restored afterwards.
+    """
+    if modules is None:
+        yield
+        return
+    params = dict(model.named_parameters())
+    chosen = {
+        name for name in params if any(name == m or name.startswith(f"{m}.") for m in modules)
+    }
+    unknown = [m for m in modules if not any(n == m or n.startswith(f"{m}.") for n in chosen)]
+    if unknown:
+        raise ValueError(
+            f"privacy.trainable names {unknown}, which hold no parameter of the model "
+            f"(its top-level modules: {sorted({n.split('.')[0] for n in params})})"
+        )
+    saved = {name: p.requires_grad for name, p in params.items()}
+    for name, p in params.items():
+        p.requires_grad_(saved[name] and name in chosen)
+    try:
+        yield
+    finally:
+        for name, p in params.items():
+            p.requires_grad_(saved[name])
 
 
 def _proximal_correction(
@@ -105,6 +166,62 @@ def train_local_pass(
     """
     if grad_correction is not None and dp is not None:
         raise ValueError("grad_correction (SCAFFOLD) cannot be combined with DP-SGD (dp)")
+    with (
+        only_trainable(model, dp.trainable if dp is not None else None),
+        _dropout_off(model, dp is not None and not dp.dropout),
+    ):
+        return _train(
+            task,
+            model,
+            dataset,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            dp=dp,
+            proximal_mu=proximal_mu,
+            grad_correction=grad_correction,
+            device=device,
+            label=label,
+        )
+
+
+@contextlib.contextmanager
+def _dropout_off(model: nn.Module, off: bool) -> Iterator[None]:
+    """Dropout probability 0 in every dropout layer while the block runs (when ``off``).
+
+    DP-SGD's Gaussian noise already regularizes; dropout's extra gradient variance is paid for
+    with a signal that the noise leaves little of (measured in README's DP section).
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    saved = [layer.p for layer in layers]
+    if off:
+        for layer in layers:
+            layer.p = 0.0
+    try:
+        yield
+    finally:
+        for layer, p in zip(layers, saved, strict=True):
+            layer.p = p
+
+
+def _train(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    dp: DPSettings | None,
+    proximal_mu: float,
+    grad_correction: Sequence[torch.Tensor] | None,
+    device: torch.device | None,
+    label: str,
+) -> LocalResult:
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
     # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both from
@@ -194,15 +311,15 @@ def train_with_config(
     """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections.
 
     The batch size and step size are the task's (:meth:`Task.train_batch_size`,
-    :meth:`Task.train_lr`).
+    :meth:`Task.train_lr`), or DP-SGD's own (:func:`dp_batch_size`, :func:`dp_lr`) with ``dp``.
     """
     return train_local_pass(
         task,
         model,
         dataset,
         epochs=epochs,
-        batch_size=task.train_batch_size(cfg),
-        lr=task.train_lr(cfg),
+        batch_size=dp_batch_size(task, cfg) if dp else task.train_batch_size(cfg),
+        lr=dp_lr(task, cfg) if dp else task.train_lr(cfg),
         weight_decay=cfg.train.weight_decay,
         seed=seed,
         dp=dp,

@@ -30,6 +30,8 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     evaluation = _json(project, "metrics/evaluation.json")
     models = set(evaluation["models"])
     assert {"centralized", "federated", "federated_dp"} <= models
+    # ... and the public-only model they all started from (model.init: public), at ε 0
+    assert "public_only" in models and "membership_audit" not in evaluation["models"]["public_only"]
     assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
     report = (project / "reports/evaluation/comparison.md").read_text()
     # each local model: a row in the comparison and one in the membership-inference audit
@@ -71,7 +73,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     card = version.description
     h1 = privacy["hospitals"]["hospital_1"]
     assert f"at δ = {privacy['delta']}" in card and "accountants rdp, prv" in card
-    assert "Clipping norm (max_grad_norm): 1; rounds: 2 × 1 local epoch(s)" in card
+    assert "the prv accountant calibrated the noise" in card
+    assert "Started from: the task's public model" in card
+    assert "Unit of privacy: one patient" in card
+    assert "Clipping norm (max_grad_norm): 3; batch 32, step size 0.02; rounds: 2 × 1 local" in card
     assert f"noise multiplier {h1['noise_multiplier']:.3g}" in card
     assert f"{h1['steps']} steps" in card
     audit = evaluation["models"]["federated_dp"]["membership_audit"]

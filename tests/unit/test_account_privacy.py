@@ -42,3 +42,23 @@ def test_fails_when_a_hospital_exceeds_the_budget(tmp_path) -> None:
     with pytest.raises(PrivacyBudgetExceeded, match="hospital 'hospital_1'"):
         account_privacy.run(cfg, _rounds(tmp_path, histories), {"privacy": tmp_path / "p.json"})
     assert json.loads((tmp_path / "p.json").read_text())["within_budget"] is False
+
+
+def test_reported_epsilon_is_the_calibrating_accountants_not_the_max(tmp_path) -> None:
+    # Prepare: RDP is looser than PRV for these steps; PRV calibrated the noise
+    cfg = config_from_dict(raw_params(privacy={"epsilon_budget": 50.0, "accountant": "prv"}))
+    histories = {"hospital_1": [[1.0, 0.1, 60]]}
+    # Execute
+    result = account_privacy.run(
+        cfg, _rounds(tmp_path, histories), {"privacy": tmp_path / "p.json"}
+    )
+    # Assert: both are reported, and ε is PRV's (a guarantee: its error bound's upper end)
+    by = result["hospitals"]["hospital_1"]["by_accountant"]
+    assert by["prv"] < by["rdp"]
+    assert result["epsilon"] == pytest.approx(by["prv"])
+    assert result["accountant"] == "prv"
+
+
+def test_the_calibrating_accountant_must_be_reported() -> None:
+    with pytest.raises(ValueError, match=r"privacy.accountant='prv' must be one of"):
+        config_from_dict(raw_params(privacy={"accountants": ["rdp"], "accountant": "prv"}))

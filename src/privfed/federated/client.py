@@ -25,7 +25,15 @@ from privfed.federated.data_aware import TRAINED_VAL_FLAG, TRAINED_VAL_LOSS
 from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import get_task
-from privfed.training import DPSettings, resolve_device, steps_per_epoch, train_with_config
+from privfed.training import (
+    DPSettings,
+    dp_batch_size,
+    dp_local_epochs,
+    dp_max_grad_norm,
+    resolve_device,
+    steps_per_epoch,
+    train_with_config,
+)
 
 __all__ = [
     "count_bytes",
@@ -81,13 +89,14 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     p = cfg.privacy
     if p.noise_multiplier is not None:
         return p.noise_multiplier
-    per_epoch = steps_per_epoch(n_train, get_task(cfg.base.task, cfg).train_batch_size(cfg))
-    total = cfg.train_federated.rounds * cfg.train_federated.local_epochs * per_epoch
+    per_epoch = steps_per_epoch(n_train, dp_batch_size(get_task(cfg.base.task, cfg), cfg))
+    total = cfg.train_federated.rounds * dp_local_epochs(cfg) * per_epoch
     return noise_multiplier_for_target(
         target_epsilon=float(p.target_epsilon),
         delta=p.delta,
         sample_rate=1.0 / per_epoch,
         steps=total,
+        accountant=p.accountant,
     )
 
 
@@ -138,8 +147,10 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         history = json.loads(str(saved.get("dp_history", "[]")))
         dp = DPSettings(
             noise_multiplier=sigma,
-            max_grad_norm=cfg.privacy.max_grad_norm,
+            max_grad_norm=dp_max_grad_norm(task, cfg),
             history=[tuple(h) for h in history],
+            trainable=cfg.privacy.trainable,
+            dropout=cfg.privacy.dropout,
         )
     seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000
     scaffold = _scaffold_begin(task, cfg, model, train, content, state)
@@ -148,7 +159,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         model,
         train,
         cfg,
-        epochs=cfg.train_federated.local_epochs,
+        epochs=dp_local_epochs(cfg) if dp else cfg.train_federated.local_epochs,
         seed=seed,
         dp=dp,
         proximal_mu=float(config.get("proximal-mu", 0.0)),

@@ -64,18 +64,26 @@ def run_rounds(
     out_dir: Path,
     *,
     attacks: Mapping[str, str] | None = None,
+    dp: bool = False,
 ) -> tuple[torch.nn.Module, RoundRecorder]:
     """Train ``cfg.train_federated.rounds`` rounds over ``hospitals`` (name -> partition dir).
 
     ``attacks`` maps a hospital to a red-team mode (:mod:`privfed.federated.adversary`).
+    ``dp`` trains with DP-SGD as ``federated_dp`` does: each hospital keeps its run state (its
+    accountant history) across rounds, as a SuperNode does; the recorder's
+    :meth:`RoundRecorder.full_dp_history` holds what each hospital spent.
     Returns the final global model and the recorder (per-round rows, rejections).
     """
     with _serverapp_identity():
-        return _run_rounds(cfg, hospitals, out_dir, attacks or {})
+        return _run_rounds(cfg, hospitals, out_dir, attacks or {}, dp)
 
 
 def _run_rounds(
-    cfg: PrivFedConfig, hospitals: Mapping[str, Path], out_dir: Path, attacks: Mapping[str, str]
+    cfg: PrivFedConfig,
+    hospitals: Mapping[str, Path],
+    out_dir: Path,
+    attacks: Mapping[str, str],
+    dp: bool,
 ) -> tuple[torch.nn.Module, RoundRecorder]:
     fed = cfg.train_federated
     if fed.secure_aggregation.enabled:
@@ -96,7 +104,7 @@ def _run_rounds(
             [query_reply(query, node, RecordDict()) for node in nodes.values()]
         )
     torch.manual_seed(cfg.base.seed)
-    model = task.build_model(cfg, statistics)
+    model = task.initial_model(statistics)
     recorder = RoundRecorder(
         out_dir=out_dir,
         task_name=task.name,
@@ -112,18 +120,19 @@ def _run_rounds(
     recorder.on_round_end(0, arrays)
     by_id = dict(enumerate(nodes, start=1))
     grid = _Nodes(list(by_id))
+    states = {hospital: RecordDict() for hospital in nodes}  # each node's run state
     for server_round in range(1, fed.rounds + 1):
         replies = []
         # the strategy writes its own train config (FedProx's mu, data-aware's trained-val)
         requests = strategy.configure_train(
-            server_round, arrays, ConfigRecord({CONFIG_KEY: config, "dp": False}), grid
+            server_round, arrays, ConfigRecord({CONFIG_KEY: config, "dp": dp}), grid
         )
         for request in sorted(requests, key=lambda m: m.metadata.dst_node_id):
             hospital = by_id[request.metadata.dst_node_id]
             node_config: dict[str, Any] = dict(nodes[hospital])
             if hospital in attacks:
                 node_config["attack"] = attacks[hospital]
-            content = train_reply(request.content, node_config, RecordDict())
+            content = train_reply(request.content, node_config, states[hospital])
             replies.append(Message(content=content, reply_to=request))
         aggregated, _ = aggregate(server_round, replies)
         if aggregated is not None:

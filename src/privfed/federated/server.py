@@ -600,7 +600,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     )
     grid.names = roll.names
     torch.manual_seed(cfg.base.seed)
-    initial = task.build_model(cfg, roll.statistics)
+    initial = task.initial_model(roll.statistics)
     recorder = RoundRecorder(
         out_dir=out_dir,
         task_name=task.name,

@@ -2,8 +2,11 @@
 
 Reads each hospital's accountant history (every round's noise multiplier, sample rate and step
 count, carried across rounds) and composes it with each accountant in ``privacy.accountants``.
-The reported ε of a hospital is the largest over accountants; the run's ε is the largest over
-hospitals (never an average: the weakest guarantee is the one a patient gets).
+The reported ε of a hospital is that of ``privacy.accountant``, the one that calibrated the
+noise (PRV by default: Opacus' PRV accountant returns the upper end of its error bound, so it
+is a guarantee, and a tighter one than RDP's); the others are reported beside it. The run's ε
+is the largest over hospitals (never an average: the weakest guarantee is the one a patient
+gets).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def run(
             for name in p.accountants
         }
         hospitals[hospital] = {
-            "epsilon": max(eps.values()),
+            "epsilon": eps[p.accountant],
             "by_accountant": eps,
             "steps": sum(int(n) for _, _, n in history),
             "noise_multiplier": history[-1][0] if history else None,
@@ -71,6 +74,7 @@ def run(
         "enabled": True,
         "delta": p.delta,
         "epsilon": epsilon,
+        "accountant": p.accountant,
         "budget": p.epsilon_budget,
         "within_budget": epsilon <= p.epsilon_budget,
         "rounds": dp_run.get("rounds_completed"),

@@ -25,6 +25,7 @@ from privfed.registry import (
     tree_version,
 )
 from privfed.tasks import get_task
+from privfed.training import dp_batch_size, dp_local_epochs, dp_lr, dp_max_grad_norm
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,25 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
     if candidate != "federated_dp" or not privacy.get("enabled"):
         return "- Differential privacy: off for this candidate (ε = ∞)"
     per = privacy.get("hospitals", {})
+    task = get_task(cfg.base.task, cfg)
     accountants = ", ".join(cfg.privacy.accountants)
     lines = [
         "- Differential privacy: on — Opacus DP-SGD at every hospital, per-example clipping, "
         "Gaussian noise; one accountant history per hospital carried across rounds",
         f"- ε = {_fmt(_float(privacy.get('epsilon')))} at δ = {privacy.get('delta')} "
-        f"(max over hospitals and over the accountants {accountants}; "
+        f"(max over hospitals; the {cfg.privacy.accountant} accountant calibrated the noise "
+        f"and decides ε; accountants {accountants} per hospital below; "
         f"budget {cfg.privacy.epsilon_budget:g})",
-        f"- Clipping norm (max_grad_norm): {cfg.privacy.max_grad_norm:g}; rounds: "
-        f"{privacy.get('rounds')} × {cfg.train_federated.local_epochs} local epoch(s)",
+        f"- Clipping norm (max_grad_norm): {dp_max_grad_norm(task, cfg):g}; batch "
+        f"{dp_batch_size(task, cfg)}, step size {dp_lr(task, cfg):g}; rounds: "
+        f"{privacy.get('rounds')} × {dp_local_epochs(cfg)} local epoch(s)",
+        f"- Unit of privacy: {task.privacy_unit}",
+        f"- Started from: {_init_line(cfg)}; DP-SGD trained "
+        + (
+            "every parameter"
+            if cfg.privacy.trainable is None
+            else "only " + ", ".join(f"`{m}`" for m in cfg.privacy.trainable)
+        ),
     ]
     for hospital, info in sorted(per.items()):
         by = ", ".join(f"{k} {_fmt(_float(v))}" for k, v in info.get("by_accountant", {}).items())
@@ -98,6 +109,21 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
             f"ε {_fmt(_float(info.get('epsilon')))} ({by})"
         )
     return "\n".join(lines)
+
+
+def _init_line(cfg: PrivFedConfig) -> str:
+    """Where training started: what ``model.init`` names, and whether it used hospital data."""
+    init = cfg.model.init
+    if init == "scratch":
+        return "a fresh seeded model"
+    if init == "public":
+        has_public = get_task(cfg.base.task, cfg).public_state() is not None
+        return (
+            "the task's public model (pretrained on public data only, no hospital's records)"
+            if has_public
+            else "a fresh seeded model (the task has no public model)"
+        )
+    return f"the user's checkpoint `{init}`"
 
 
 def _fmt(value: float) -> str:

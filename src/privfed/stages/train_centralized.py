@@ -27,7 +27,7 @@ def run(
     val = task.load_dataset(cfg, split_dirs(hospitals, "val"))
     device = resolve_device(cfg.base.device)
     # pooled data: its statistics are computed directly (the federation sums the same ones)
-    model = task.build_model(cfg, task.local_statistics(cfg, split_dirs(hospitals, "train")))
+    model = task.initial_model(task.local_statistics(cfg, split_dirs(hospitals, "train")))
     log.info(
         "centralized: %d training examples from %d hospitals on %s",
         len(train),

@@ -28,7 +28,7 @@ def run(
             train = task.load_dataset(cfg, [hospital_dir / "train"])
             val = task.load_dataset(cfg, [hospital_dir / "val"])
             # the hospital's own statistics: a local-only model never sees anyone else's
-            model = task.build_model(cfg, task.local_statistics(cfg, [hospital_dir / "train"]))
+            model = task.initial_model(task.local_statistics(cfg, [hospital_dir / "train"]))
             result = train_with_config(
                 task,
                 model,

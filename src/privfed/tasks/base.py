@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
     from privfed.config import PrivFedConfig
 
-__all__ = ["Task", "TableCheck"]
+__all__ = ["PUBLIC_ONLY", "Task", "TableCheck"]
+
+#: Name of the reference model trained on public data only, in reports and the registry.
+PUBLIC_ONLY = "public_only"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Task(ABC):
     higher_is_better: bool = True
     #: True when :meth:`build_model` needs :meth:`local_statistics` (summed over hospitals).
     uses_statistics: bool = False
+    #: What one example is, hence what DP-SGD's (ε, δ) protects (the model card says it).
+    privacy_unit: str = "one patient (each patient is one training example)"
 
     def __init__(self, cfg: PrivFedConfig | None = None) -> None:
         #: The run's config, for tasks whose metric or layout depends on it (e.g. a schema).
@@ -123,6 +128,23 @@ class Task(ABC):
         """
         return cfg.train.lr
 
+    def dp_batch_size(self, cfg: PrivFedConfig) -> int:
+        """DP-SGD's expected batch when ``privacy.batch_size`` is null: the task's own choice.
+
+        DP wants larger batches than plain training (the noise is added once per step, so its
+        share of the mean gradient falls as the batch grows). The default is
+        :meth:`train_batch_size`; a task overrides it with a key of its own section.
+        """
+        return self.train_batch_size(cfg)
+
+    def dp_lr(self, cfg: PrivFedConfig) -> float:
+        """DP-SGD's step size when ``privacy.lr`` is null (default :meth:`train_lr`)."""
+        return self.train_lr(cfg)
+
+    def dp_max_grad_norm(self, cfg: PrivFedConfig) -> float:
+        """DP-SGD's per-example clipping bound when ``privacy.max_grad_norm`` is null (1.0)."""
+        return 1.0
+
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
     def build_model(
@@ -185,10 +207,60 @@ class Task(ABC):
     def reference_models(self, cfg: PrivFedConfig) -> dict[str, nn.Module]:
         """Models built without any hospital's data that the report compares against.
 
-        A task that starts from a shared public model (``notes``' pretrained base) returns it,
-        so the report shows what training on the hospitals' data added. The default has none.
+        A task that starts from a shared public model returns it, so nobody mistakes
+        pretraining for learning from the hospitals. The default returns the
+        :meth:`initial_model` as ``public_only`` when ``model.init`` gives one, else none.
         """
-        return {}
+        return {PUBLIC_ONLY: self.initial_model()} if self.init_state() is not None else {}
+
+    # -- public knowledge -------------------------------------------------------------------
+    def public_state(self) -> dict[str, torch.Tensor] | None:
+        """Weights of :meth:`build_model`'s model pretrained on public data only (cached).
+
+        None (the default) means the task has no public corpus: ``model.init: public`` then
+        starts from scratch.
+        """
+        return None
+
+    def init_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights every training run starts from, as ``model.init`` names them.
+
+        ``scratch``: none (a seeded fresh model). ``public``: :meth:`public_state`. Anything
+        else is a local file written by ``torch.save(model.state_dict(), path)``: a public
+        checkpoint of the user's own (nothing downloads).
+        """
+        import torch
+
+        init = self.cfg.model.init
+        if init == "scratch":
+            return None
+        if init == "public":
+            return self.public_state()
+        path = Path(init)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.init={init!r}: no such file; expected 'scratch', 'public' or a local "
+                "state-dict file written by torch.save(model.state_dict(), path)"
+            )
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def initial_model(self, statistics: Mapping[str, np.ndarray] | None = None) -> nn.Module:
+        """:meth:`build_model`, loaded with :meth:`init_state` where there is one.
+
+        Every run that trains (centralized, local-only, the federation's first global model)
+        starts here, so all of them start from the same public knowledge.
+        """
+        model = self.build_model(self.cfg, statistics)
+        state = self.init_state()
+        if state is not None:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"model.init={self.cfg.model.init!r} does not fit task {self.name!r}'s "
+                    f"model: {err}"
+                ) from err
+        return model
 
     def report_section(self, models: Mapping[str, nn.Module], dataset: Dataset) -> str:
         """Markdown the task adds to the comparison report about every model (e.g. samples).

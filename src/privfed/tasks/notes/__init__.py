@@ -50,6 +50,10 @@ class NotesTask(Task):
     name = "notes"
     primary_metric = "perplexity"
     higher_is_better = False
+    privacy_unit = (
+        "one note (a patient with several notes is protected with group privacy only: "
+        "k notes give k·ε)"
+    )
 
     def _settings(self, cfg: PrivFedConfig | None = None) -> NotesModelSection:
         from privfed.config import NotesModelSection

@@ -14,22 +14,25 @@ both.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import inspect
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from privfed.public import (
+    DONE_FILE,
+    cache_key,
+    cache_root,
+    cached_build,
+    one_thread_seeded,
+    state_digest,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -53,7 +56,7 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 TOKENIZER_FILE = "tokenizer.json"
 BASE_FILE = "base.pt"
-META_FILE = "meta.json"
+META_FILE = DONE_FILE
 #: Seed of the public corpus and pretraining: public, the same for every consortium.
 PUBLIC_SEED = 20_240_601
 
@@ -86,21 +89,6 @@ class PublicAssets:
     def pad_id(self) -> int:
         pad = self.tokenizer.token_to_id(PAD)
         return int(pad) if pad is not None else self.eos_id
-
-
-def cache_root() -> Path:
-    """``$PRIVFED_CACHE_DIR`` or ``~/.cache/privfed``: built public assets, keyed by content."""
-    return Path(os.environ.get("PRIVFED_CACHE_DIR") or Path.home() / ".cache" / "privfed")
-
-
-def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names, dtypes, shapes and bytes (order-independent)."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def train_tokenizer(texts: list[str], *, vocab_size: int) -> Tokenizer:
@@ -161,24 +149,7 @@ def _public_settings(settings: NotesModelSection) -> dict[str, Any]:
 def _cache_key(settings: NotesModelSection) -> str:
     from privfed.tasks.notes import generate
 
-    h = hashlib.sha256(json.dumps(_public_settings(settings), sort_keys=True).encode())
-    for module in (generate, inspect.getmodule(_cache_key)):
-        h.update(inspect.getsource(module).encode())
-    h.update(torch.__version__.encode())
-    return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _one_thread_seeded(seed: int) -> Iterator[None]:
-    """Same weights on every machine run: fixed seed, one thread, global RNG restored."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+    return cache_key(_public_settings(settings), (generate, inspect.getmodule(_cache_key)))
 
 
 def pretrain(
@@ -224,7 +195,7 @@ def _build(settings: NotesModelSection, folder: Path) -> None:
     eos = tokenizer.token_to_id(EOS)
     config = gpt2_config(settings, vocab_size=tokenizer.get_vocab_size())
     ids = encode_notes(tokenizer, texts, max_length=settings.max_length, eos_id=eos)
-    with _one_thread_seeded(PUBLIC_SEED):
+    with one_thread_seeded(PUBLIC_SEED):
         model = build_gpt2(config)
         loss = pretrain(
             model,
@@ -248,21 +219,7 @@ def _build(settings: NotesModelSection, folder: Path) -> None:
 
 def _built_public(settings: NotesModelSection) -> Path:
     """The cache folder of these settings, built first (once, under a file lock) if absent."""
-    root = cache_root() / "notes-public"
-    root.mkdir(parents=True, exist_ok=True)
-    folder = root / _cache_key(settings)
-    with open(root / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # SuperNodes and the ServerApp may start together
-        if not (folder / META_FILE).is_file():
-            log.info("building the public tokenizer and base model in %s (once)", folder)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-            try:
-                _build(settings, tmp)
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return cached_build("notes-public", _cache_key(settings), functools.partial(_build, settings))
 
 
 def _load_checkpoint(path: Path) -> PublicAssets:

@@ -164,6 +164,21 @@ class ReadmissionTask(Task):
             n_classes=len(schema.LABELS),
         )
 
+    def dp_batch_size(self, cfg: PrivFedConfig) -> int:
+        return cfg.model.dp_batch_size
+
+    def dp_lr(self, cfg: PrivFedConfig) -> float:
+        return cfg.model.dp_lr
+
+    def dp_max_grad_norm(self, cfg: PrivFedConfig) -> float:
+        return cfg.model.dp_max_grad_norm
+
+    def public_state(self) -> dict[str, torch.Tensor]:
+        """The model pretrained on the public registry (:mod:`.public`), built once, cached."""
+        from privfed.tasks.readmission.public import public_model
+
+        return public_model(self).state
+
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         *inputs, labels = batch
         return nn.functional.cross_entropy(model(*inputs), labels)

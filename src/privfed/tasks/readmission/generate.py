@@ -28,7 +28,7 @@ from privfed.tasks.readmission.schema import (
     gene_columns,
 )
 
-__all__ = ["HospitalProfile", "hospital_profile", "generate_cohorts"]
+__all__ = ["HospitalProfile", "hospital_profile", "generate_cohorts", "public_cohort"]
 
 #: Share of the pooled population in Low / Medium / High (thresholds on the hidden risk).
 LABEL_SHARES = (0.40, 0.35, 0.25)
@@ -280,3 +280,61 @@ def generate_cohorts(
 
 def profiles_as_dicts(profiles: list[HospitalProfile]) -> list[dict[str, float | str]]:
     return [asdict(p) for p in profiles]
+
+
+#: Seed of the public cohort: public, the same for every consortium, never ``base.seed``.
+PUBLIC_SEED = 20_250_301
+#: The public registry's own label definition: its shares of Low / Medium / High.
+PUBLIC_LABEL_SHARES = (0.55, 0.30, 0.15)
+#: Noise of the public registry's hidden risk (outcomes coded from claims, not chart review).
+PUBLIC_LABEL_NOISE = 1.05
+#: Follow-up months of the public registry's patients.
+PUBLIC_MONTHS = (6, 12)
+
+
+def public_profile() -> HospitalProfile:
+    """The public registry's population and devices, drawn from :data:`PUBLIC_SEED` alone.
+
+    A general-population registry, not a hospital of the consortium: younger and healthier
+    (age and severity outside the hospitals' ranges), with devices and assays calibrated
+    otherwise (offsets and scales drawn wider than any hospital's).
+    """
+    rng = np.random.default_rng([PUBLIC_SEED, 7])
+    return HospitalProfile(
+        name="public",
+        age_mean=float(rng.uniform(44, 50)),
+        female_share=float(rng.uniform(0.5, 0.6)),
+        severity=float(rng.uniform(-1.6, -1.2)),
+        hr_offset=float(rng.choice([-1, 1]) * rng.uniform(8, 14)),
+        sbp_offset=float(rng.choice([-1, 1]) * rng.uniform(10, 16)),
+        temp_offset=float(rng.choice([-1, 1]) * rng.uniform(0.3, 0.5)),
+        spo2_offset=float(rng.choice([-1, 1]) * rng.uniform(1.5, 2.5)),
+        creatinine_scale=float(rng.uniform(1.35, 1.5)),
+        glucose_scale=float(rng.uniform(1.15, 1.25)),
+        gene_batch_sd=0.0,
+    )
+
+
+def public_cohort(n: int, *, n_genes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A public registry's patients and timeseries, in the hospitals' raw layout.
+
+    It differs from the consortium the way real public data does: another population and
+    other devices (:func:`public_profile`), no genomics (registries rarely sequence: every
+    gene value is the reference 0), noisier outcome coding (:data:`PUBLIC_LABEL_NOISE`) and
+    its own label definition (:data:`PUBLIC_LABEL_SHARES`, cut on its own risk distribution).
+    Only the layout (``n_genes`` columns) is the consortium's; no hospital setting is read.
+    """
+    patients, ts, risk = _cohort(
+        public_profile(),
+        10_000,
+        n,
+        seed=PUBLIC_SEED,
+        min_months=PUBLIC_MONTHS[0],
+        max_months=PUBLIC_MONTHS[1],
+        n_genes=n_genes,
+        label_noise=PUBLIC_LABEL_NOISE,
+    )
+    patients[gene_columns(n_genes)] = 0.0
+    cuts = np.quantile(risk, np.cumsum(PUBLIC_LABEL_SHARES)[:-1])
+    patients["readmission_risk"] = np.array(LABELS)[np.searchsorted(cuts, risk)]
+    return patients, ts

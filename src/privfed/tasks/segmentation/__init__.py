@@ -61,6 +61,7 @@ class SegmentationTask(Task):
     name = "segmentation"
     primary_metric = "dice_mean"
     higher_is_better = True
+    privacy_unit = "one patient (each case is one patient's scan)"
 
     def _settings(self, cfg: PrivFedConfig | None = None) -> SegmentationModelSection:
         from privfed.config import SegmentationModelSection

@@ -168,12 +168,22 @@ def _coerce(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFram
 class TabularTask(Task):
     name = "tabular"
     uses_statistics = True
+    privacy_unit = "one row of your table (one patient if each patient has one row)"
 
     @property
     def primary_metric(self) -> str:  # type: ignore[override]
         if self.cfg is not None and not task_schema(self.cfg).is_classification:
             return "r2"
         return "macro_auroc"
+
+    def dp_batch_size(self, cfg: PrivFedConfig) -> int:
+        return cfg.model.tabular.dp_batch_size
+
+    def dp_lr(self, cfg: PrivFedConfig) -> float:
+        return cfg.model.tabular.dp_lr
+
+    def dp_max_grad_norm(self, cfg: PrivFedConfig) -> float:
+        return cfg.model.tabular.dp_max_grad_norm
 
     # -- data -------------------------------------------------------------------------------
     def generate(self, cfg: PrivFedConfig, out_dir: Path) -> dict[str, Any]:

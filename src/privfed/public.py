@@ -1,0 +1,96 @@
+"""Models built from public data only, cached on disk and shared by every process of a run.
+
+DP-SGD spends privacy on every value it trains. Starting from a model pretrained on public
+data (no hospital's records) leaves the hospitals to pay only for what their data adds. Such a
+build is deterministic given its settings, so every process that needs it (a stage, the
+ServerApp, each SuperNode, a Kubeflow pod) rebuilds or reuses it without data moving: the
+folder is keyed by a hash of the settings and the code that builds it, and built once per cache
+folder under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+__all__ = ["cache_key", "cache_root", "cached_build", "one_thread_seeded", "state_digest"]
+
+log = logging.getLogger(__name__)
+
+#: Written last by a build: a folder holding it is complete.
+DONE_FILE = "meta.json"
+
+
+def cache_root() -> Path:
+    """``$PRIVFED_CACHE_DIR`` or ``~/.cache/privfed``: built public assets, keyed by content."""
+    return Path(os.environ.get("PRIVFED_CACHE_DIR") or Path.home() / ".cache" / "privfed")
+
+
+def cache_key(settings: Mapping[str, Any], modules: tuple[ModuleType, ...]) -> str:
+    """16 hex digits over the settings, the builders' source code and torch's version."""
+    h = hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode())
+    for module in modules:
+        h.update(inspect.getsource(module).encode())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def one_thread_seeded(seed: int) -> Iterator[None]:
+    """Same weights on every machine run: fixed seed, one thread, global RNG restored."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
+def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
+    """``<cache>/<kind>/<key>``, built first by ``build(folder)`` (once, under a file lock).
+
+    ``build`` writes into a temporary folder and must write :data:`DONE_FILE` last; the folder
+    is renamed into place only when it returns, so a killed build leaves nothing half-written.
+    """
+    root = cache_root() / kind
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / key
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # SuperNodes and the ServerApp may start together
+        if not (folder / DONE_FILE).is_file():
+            log.info("building %s in %s (once)", kind, folder)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+            try:
+                build(tmp)
+                if not (tmp / DONE_FILE).is_file():
+                    raise RuntimeError(f"{kind} build wrote no {DONE_FILE} in {tmp}")
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
