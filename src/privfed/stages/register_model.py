@@ -164,13 +164,15 @@ def model_card(
 ) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
+    dp_run = candidate == "federated_dp" and cfg.privacy.enabled
+    local_epochs = dp_local_epochs(cfg) if dp_run else cfg.train_federated.local_epochs
     return f"""# Model card: {cfg.register_model.model_name} v{version}
 
 - Task: `{cfg.base.task}` (primary metric `{summary["primary_metric"]}`)
 - Candidate: `{candidate}` — trained with Flower across {len(summary["hospitals"])} hospitals
   ({", ".join(summary["hospitals"])}),
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
-  {cfg.train_federated.local_epochs} local epoch(s)
+  {local_epochs} local epoch(s)
 - Update screening: {_screening_line(cfg, rejections or {})}
 - Dropouts (hospitals that missed a round's deadline, per run): {_per_hospital(dropouts or {})}
 - Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
