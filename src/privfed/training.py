@@ -170,20 +170,79 @@ def train_local_pass(
         only_trainable(model, dp.trainable if dp is not None else None),
         _dropout_off(model, dp is not None and not dp.dropout),
     ):
-        return _train(
-            task,
-            model,
-            dataset,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            seed=seed,
-            dp=dp,
-            proximal_mu=proximal_mu,
-            grad_correction=grad_correction,
-            device=device,
-            label=label,
+        device = device or torch.device("cpu")
+        generator = torch.Generator().manual_seed(seed)
+        # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both
+        # from torch's global RNG (without secure_mode), and ``seed`` derives from a config the
+        # server knows, so DP passes reseed it from OS entropy: DP runs are not bitwise
+        # reproducible.
+        torch.manual_seed(seed if dp is None else _secret_seed())
+        model.to(device).train()
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+        optimizer = torch.optim.Adam(trainable(model), lr=lr, weight_decay=weight_decay)
+        anchor = [p.detach().clone() for p in trainable(model)] if proximal_mu > 0 else None
+        correction = (
+            [t.detach().to(device) for t in grad_correction]
+            if grad_correction is not None
+            else None
+        )
+
+        engine = None
+        train_module: nn.Module = model
+        if dp is not None:
+            from opacus import PrivacyEngine
+
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+            engine.accountant.history = [tuple(h) for h in dp.history]
+            train_module, optimizer, loader = engine.make_private(
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=dp.noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                poisson_sampling=True,
+            )
+
+        total, seen = 0.0, 0
+        try:
+            for epoch in range(epochs):
+                epoch_loss, epoch_n = 0.0, 0
+                for batch in loader:
+                    batch = [t.to(device) for t in batch]
+                    n = len(batch[-1])
+                    optimizer.zero_grad(set_to_none=True)
+                    # Poisson sampling can draw an empty batch: it goes through the same path
+                    # (Opacus then adds noise to a zero sum and counts the step); its NaN mean
+                    # loss is not added to the epoch loss.
+                    loss = task.loss(train_module, batch)
+                    loss.backward()
+                    if correction is not None:
+                        for param, corr in zip(trainable(model), correction, strict=True):
+                            if param.grad is not None:
+                                param.grad.add_(corr)
+                    optimizer.step()
+                    if anchor is not None:
+                        _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
+                    if n:
+                        epoch_loss += loss.item() * n
+                        epoch_n += n
+                total += epoch_loss
+                seen += epoch_n
+                log.info(
+                    "%s epoch %d/%d loss=%.4f",
+                    label or "train",
+                    epoch + 1,
+                    epochs,
+                    epoch_loss / max(epoch_n, 1),
+                )
+        finally:
+            if engine is not None:
+                train_module._close()  # remove Opacus hooks so ``model`` is a plain module again
+        history = [tuple(h) for h in engine.accountant.history] if engine is not None else []
+        return LocalResult(
+            train_loss=total / max(seen, 1),
+            num_examples=len(dataset),
+            history=[(float(s), float(q), int(k)) for s, q, k in history],
         )
 
 
@@ -204,95 +263,6 @@ def _dropout_off(model: nn.Module, off: bool) -> Iterator[None]:
     finally:
         for layer, p in zip(layers, saved, strict=True):
             layer.p = p
-
-
-def _train(
-    task: Task,
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    dp: DPSettings | None,
-    proximal_mu: float,
-    grad_correction: Sequence[torch.Tensor] | None,
-    device: torch.device | None,
-    label: str,
-) -> LocalResult:
-    device = device or torch.device("cpu")
-    generator = torch.Generator().manual_seed(seed)
-    # DP-SGD's guarantee needs its Poisson sampling and noise to be secret. Opacus draws both from
-    # torch's global RNG (without secure_mode), and ``seed`` derives from a config the server
-    # knows, so DP passes reseed it from OS entropy: DP runs are not bitwise reproducible.
-    torch.manual_seed(seed if dp is None else _secret_seed())
-    model.to(device).train()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-    optimizer = torch.optim.Adam(trainable(model), lr=lr, weight_decay=weight_decay)
-    anchor = [p.detach().clone() for p in trainable(model)] if proximal_mu > 0 else None
-    correction = (
-        [t.detach().to(device) for t in grad_correction] if grad_correction is not None else None
-    )
-
-    engine = None
-    train_module: nn.Module = model
-    if dp is not None:
-        from opacus import PrivacyEngine
-
-        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-        engine.accountant.history = [tuple(h) for h in dp.history]
-        train_module, optimizer, loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=dp.noise_multiplier,
-            max_grad_norm=dp.max_grad_norm,
-            poisson_sampling=True,
-        )
-
-    total, seen = 0.0, 0
-    try:
-        for epoch in range(epochs):
-            epoch_loss, epoch_n = 0.0, 0
-            for batch in loader:
-                batch = [t.to(device) for t in batch]
-                n = len(batch[-1])
-                optimizer.zero_grad(set_to_none=True)
-                # Poisson sampling can draw an empty batch: it goes through the same path (Opacus
-                # then adds noise to a zero sum and counts the step); its NaN mean loss is not
-                # added to the epoch loss.
-                loss = task.loss(train_module, batch)
-                loss.backward()
-                if correction is not None:
-                    for param, corr in zip(trainable(model), correction, strict=True):
-                        if param.grad is not None:
-                            param.grad.add_(corr)
-                optimizer.step()
-                if anchor is not None:
-                    _proximal_correction(model, anchor, lr=lr, mu=proximal_mu)
-                if n:
-                    epoch_loss += loss.item() * n
-                    epoch_n += n
-            total += epoch_loss
-            seen += epoch_n
-            log.info(
-                "%s epoch %d/%d loss=%.4f",
-                label or "train",
-                epoch + 1,
-                epochs,
-                epoch_loss / max(epoch_n, 1),
-            )
-    finally:
-        if engine is not None:
-            train_module._close()  # remove Opacus hooks so ``model`` is a plain module again
-    history = [tuple(h) for h in engine.accountant.history] if engine is not None else []
-    return LocalResult(
-        train_loss=total / max(seen, 1),
-        num_examples=len(dataset),
-        history=[(float(s), float(q), int(k)) for s, q, k in history],
-    )
 
 
 def train_with_config(
