@@ -184,6 +184,17 @@ class NotesTask(Task):
         settings = self._settings(cfg)
         return settings.lora_lr if settings.mode == "lora" else settings.lr
 
+    def dp_batch_size(self, cfg: PrivFedConfig) -> int:
+        return self._settings(cfg).dp_batch_size
+
+    def dp_lr(self, cfg: PrivFedConfig) -> float:
+        return self._settings(cfg).dp_lr
+
+    def dp_max_grad_norm(self, cfg: PrivFedConfig) -> float:
+        """A next-token loss's per-note gradient on rank-4 adapters is small: a bound of 1
+        clipped nothing and let the noise drown it (docs/privacy.md)."""
+        return self._settings(cfg).dp_max_grad_norm
+
     # -- model ------------------------------------------------------------------------------
     def build_model(
         self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
