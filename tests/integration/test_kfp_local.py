@@ -38,7 +38,8 @@ def test_run_local_registers_a_model_with_the_dvc_layout(project: Path, mlflow_s
     assert registration["promoted"] is True
     assert registration["data_version"] not in ("", "unversioned")
     confusion = json.loads((project / "reports/evaluation/confusion.json").read_text())
-    assert set(confusion) == {"centralized", "federated", "federated_dp"}
+    # every global model, and the public-only model they all started from (model.init: public)
+    assert set(confusion) == {"public_only", "centralized", "federated", "federated_dp"}
 
     # The real MLflow server holds the version, with the champion alias the gate granted
     client = MlflowClient(tracking_uri=mlflow_server)
