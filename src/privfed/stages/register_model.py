@@ -117,10 +117,9 @@ def _init_line(cfg: PrivFedConfig) -> str:
     if init == "scratch":
         return "a fresh seeded model"
     if init == "public":
-        has_public = get_task(cfg.base.task, cfg).public_state() is not None
         return (
             "the task's public model (pretrained on public data only, no hospital's records)"
-            if has_public
+            if get_task(cfg.base.task, cfg).has_public_model
             else "a fresh seeded model (the task has no public model)"
         )
     return f"the user's checkpoint `{init}`"

@@ -222,6 +222,11 @@ class Task(ABC):
         """
         return None
 
+    @property
+    def has_public_model(self) -> bool:
+        """Whether the task overrides :meth:`public_state` (asks nothing to be built)."""
+        return type(self).public_state is not Task.public_state
+
     def init_state(self) -> dict[str, torch.Tensor] | None:
         """The weights every training run starts from, as ``model.init`` names them.
 
