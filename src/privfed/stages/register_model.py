@@ -94,7 +94,7 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
         f"{dp_batch_size(task, cfg)}, step size {dp_lr(task, cfg):g}; rounds: "
         f"{privacy.get('rounds')} × {dp_local_epochs(cfg)} local epoch(s)",
         f"- Unit of privacy: {task.privacy_unit}",
-        f"- Started from: {_init_line(cfg)}; DP-SGD trained "
+        f"- Started from: {task.init_description()}; DP-SGD trained "
         + (
             "every parameter"
             if cfg.privacy.trainable is None
@@ -109,20 +109,6 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
             f"ε {_fmt(_float(info.get('epsilon')))} ({by})"
         )
     return "\n".join(lines)
-
-
-def _init_line(cfg: PrivFedConfig) -> str:
-    """Where training started: what ``model.init`` names, and whether it used hospital data."""
-    init = cfg.model.init
-    if init == "scratch":
-        return "a fresh seeded model"
-    if init == "public":
-        return (
-            "the task's public model (pretrained on public data only, no hospital's records)"
-            if get_task(cfg.base.task, cfg).has_public_model
-            else "a fresh seeded model (the task has no public model)"
-        )
-    return f"the user's checkpoint `{init}`"
 
 
 def _fmt(value: float) -> str:

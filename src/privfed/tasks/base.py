@@ -211,7 +211,10 @@ class Task(ABC):
         pretraining for learning from the hospitals. The default returns the
         :meth:`initial_model` as ``public_only`` when ``model.init`` gives one, else none.
         """
-        return {PUBLIC_ONLY: self.initial_model()} if self.init_state() is not None else {}
+        state = self.init_state()
+        if state is None:
+            return {}
+        return {PUBLIC_ONLY: self._with_init(self.build_model(self.cfg), state)}
 
     # -- public knowledge -------------------------------------------------------------------
     def public_state(self) -> dict[str, torch.Tensor] | None:
@@ -255,17 +258,32 @@ class Task(ABC):
         Every run that trains (centralized, local-only, the federation's first global model)
         starts here, so all of them start from the same public knowledge.
         """
-        model = self.build_model(self.cfg, statistics)
         state = self.init_state()
-        if state is not None:
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"model.init={self.cfg.model.init!r} does not fit task {self.name!r}'s "
-                    f"model: {err}"
-                ) from err
+        model = self.build_model(self.cfg, statistics)
+        return model if state is None else self._with_init(model, state)
+
+    def _with_init(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """``model`` loaded with ``state``; a state that does not fit names ``model.init``."""
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"model.init={self.cfg.model.init!r} does not fit task {self.name!r}'s model: {err}"
+            ) from err
         return model
+
+    def init_description(self) -> str:
+        """Where training starts, in words (the model card), without building anything."""
+        init = self.cfg.model.init
+        if init == "scratch":
+            return "a fresh seeded model"
+        if init == "public":
+            return (
+                "the task's public model (pretrained on public data only, no hospital's records)"
+                if self.has_public_model
+                else "a fresh seeded model (the task has no public model)"
+            )
+        return f"the user's checkpoint `{init}`"
 
     def report_section(self, models: Mapping[str, nn.Module], dataset: Dataset) -> str:
         """Markdown the task adds to the comparison report about every model (e.g. samples).
