@@ -114,7 +114,7 @@ def _study(profile: str, hospitals: int, epsilons: list[float | None], tmp: Path
     work = tmp / f"h{hospitals}"
     parts = prepare_data(cfg, work)
     task = get_task(cfg.base.task, cfg)
-    pooled = task.load_dataset(cfg, split_dirs(hospital_dirs(parts), "test"))
+    pooled = task.load_dataset(split_dirs(hospital_dirs(parts), "test"))
     t0 = time.monotonic()
     result = {
         "hospitals": hospitals,

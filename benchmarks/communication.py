@@ -48,7 +48,7 @@ def deflated(record: RecordDict) -> dict[str, int]:
 def message_sizes(cfg: PrivFedConfig) -> dict[str, Any]:
     """Serialized train message and reply of one hospital in one round (non-DP)."""
     task = get_task(cfg.base.task, cfg)
-    model = task.build_model(cfg)
+    model = task.build_model()
     arrays = ArrayRecord(model.state_dict())
     config = ConfigRecord(
         {CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": False, "server-round": 1}

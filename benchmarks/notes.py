@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("WARNING")
     base = _config(args.profile, args.rounds, "lora")
     task = get_task("notes", base)
-    task.assets(base)  # the public tokenizer and base, built before anything is timed
+    task.assets()  # the public tokenizer and base, built before anything is timed
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="privfed-bench-notes-") as tmp:
         work = Path(tmp)
         hospitals = hospital_dirs(prepare_data(base, work / "data"))
-        pooled = task.load_dataset(base, split_dirs(hospitals, "train"))
-        test = task.load_dataset(base, split_dirs(hospitals, "test"))
+        pooled = task.load_dataset(split_dirs(hospitals, "train"))
+        test = task.load_dataset(split_dirs(hospitals, "test"))
         fed_epochs = args.rounds * base.train_federated.local_epochs
         epochs = args.central_epochs
         with LocalFederation(base, hospitals, work / "fed") as federation:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 mode_task = get_task("notes", cfg)
                 wait_for_quiet()
                 torch.manual_seed(cfg.base.seed)
-                model = mode_task.build_model(cfg)
+                model = mode_task.build_model()
                 t0 = time.perf_counter()
                 train_with_config(
                     mode_task, model, pooled, cfg, epochs=epochs, seed=0, label="centralized"

@@ -56,9 +56,9 @@ def centralized_seconds(cfg: PrivFedConfig, parts: Path, epochs: int) -> dict[st
     """Plain centralized script: load the pooled training data, train ``epochs`` epochs."""
     task = get_task(cfg.base.task, cfg)
     t0 = time.perf_counter()
-    data = task.load_dataset(cfg, split_dirs(hospital_dirs(parts), "train"))
+    data = task.load_dataset(split_dirs(hospital_dirs(parts), "train"))
     t1 = time.perf_counter()
-    model = task.build_model(cfg)
+    model = task.build_model()
     train_with_config(task, model, data, cfg, epochs=epochs, seed=cfg.base.seed, label="bench")
     t2 = time.perf_counter()
     return {"load_s": t1 - t0, "train_s": t2 - t1, "total_s": t2 - t0, "samples": len(data)}

@@ -95,7 +95,7 @@ def worker(mode: str, profile: str, steps: int, warmup: int, threads: int) -> di
     batch = cfg.train.batch_size
     data = synthetic_batch(cfg, batch * (steps + warmup))
     torch.manual_seed(0)
-    model = task.build_model(cfg).to(device)
+    model = task.build_model().to(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     loader = DataLoader(data, batch_size=batch, shuffle=False)
@@ -144,7 +144,7 @@ def ghost_matches_hooks(profile: str, max_grad_norm: float = 0.05) -> dict[str, 
     norms = {}
     for mode in ("hooks", "ghost"):
         torch.manual_seed(0)
-        model = task.build_model(cfg)
+        model = task.build_model()
         before = [p.detach().clone() for p in model.parameters()]
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         loader = DataLoader(data, batch_size=len(data))
@@ -186,7 +186,7 @@ def torch_profile(mode: str, profile: str, steps: int = 20, threads: int = 1) ->
     task = get_task(cfg.base.task, cfg)
     data = synthetic_batch(cfg, cfg.train.batch_size * (steps + 3))
     torch.manual_seed(0)
-    model = task.build_model(cfg)
+    model = task.build_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     loader = DataLoader(data, batch_size=cfg.train.batch_size)
     module, optimizer, criterion, loader = make_private(

@@ -138,9 +138,9 @@ def _study(name: str, profile: str, epsilons: list[float], seeds: int, tmp: Path
     task_name = cfg.base.task
     parts = prepare_data(cfg, work)
     task = get_task(task_name, cfg)
-    pooled = task.load_dataset(cfg, split_dirs(hospital_dirs(parts), "test"))
+    pooled = task.load_dataset(split_dirs(hospital_dirs(parts), "test"))
     rows: dict[str, dict[str, Any]] = {}
-    references = task.reference_models(cfg)
+    references = task.reference_models()
     for reference, model in references.items():
         rows[reference] = {"epsilon": 0.0, "scores": [_score(cfg, model, pooled)]}
     run_seeds = [cfg.base.seed + i for i in range(seeds)]

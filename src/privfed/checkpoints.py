@@ -52,7 +52,7 @@ def load_model(path: str | Path, cfg: PrivFedConfig) -> nn.Module:
         raise DataError(
             f"{path} holds a model for task {payload.get('task')!r}, not {cfg.base.task!r}"
         )
-    model = get_task(cfg.base.task, cfg).build_model(cfg)
+    model = get_task(cfg.base.task, cfg).build_model()
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model

@@ -76,17 +76,17 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def dp_batch_size(task: Task, cfg: PrivFedConfig) -> int:
     """DP-SGD's expected batch: ``privacy.batch_size``, else :meth:`Task.dp_batch_size`."""
-    return cfg.privacy.batch_size or task.dp_batch_size(cfg)
+    return cfg.privacy.batch_size or task.dp_batch_size()
 
 
 def dp_lr(task: Task, cfg: PrivFedConfig) -> float:
     """DP-SGD's step size: ``privacy.lr``, else the task's (:meth:`Task.dp_lr`)."""
-    return cfg.privacy.lr or task.dp_lr(cfg)
+    return cfg.privacy.lr or task.dp_lr()
 
 
 def dp_max_grad_norm(task: Task, cfg: PrivFedConfig) -> float:
     """DP-SGD's clipping bound: ``privacy.max_grad_norm``, else :meth:`Task.dp_max_grad_norm`."""
-    return cfg.privacy.max_grad_norm or task.dp_max_grad_norm(cfg)
+    return cfg.privacy.max_grad_norm or task.dp_max_grad_norm()
 
 
 def dp_local_epochs(cfg: PrivFedConfig) -> int:
@@ -288,8 +288,8 @@ def train_with_config(
         model,
         dataset,
         epochs=epochs,
-        batch_size=dp_batch_size(task, cfg) if dp else task.train_batch_size(cfg),
-        lr=dp_lr(task, cfg) if dp else task.train_lr(cfg),
+        batch_size=dp_batch_size(task, cfg) if dp else task.train_batch_size(),
+        lr=dp_lr(task, cfg) if dp else task.train_lr(),
         weight_decay=cfg.train.weight_decay,
         seed=seed,
         dp=dp,

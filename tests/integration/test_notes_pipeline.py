@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord
 from flwr.common.serde import array_record_to_proto
 from mlflow import MlflowClient
 
-from privfed.tasks.notes import PUBLIC_BASE
+from privfed.tasks.notes.task import PUBLIC_BASE
 from tests.integration.conftest import project_env, run, set_params
 
 pytestmark = pytest.mark.integration

@@ -225,7 +225,7 @@ def readmission_thirds(tiny_raw: Path) -> tuple[PrivFedConfig, Subset, Subset, S
     training patients, the size of one tiny hospital, are few enough to overfit.
     """
     cfg = config_from_dict(raw_params())
-    data = get_task("readmission", cfg).load_dataset(cfg, [tiny_raw])
+    data = get_task("readmission", cfg).load_dataset([tiny_raw])
     perm = np.random.default_rng(0).permutation(len(data)).tolist()
     third = len(data) // 3
     members, nonmembers, reference = (
@@ -237,7 +237,7 @@ def readmission_thirds(tiny_raw: Path) -> tuple[PrivFedConfig, Subset, Subset, S
 def _trained(cfg: PrivFedConfig, members: Dataset, dp: DPSettings | None):
     task = get_task("readmission", cfg)
     torch.manual_seed(0)
-    model = task.build_model(cfg)
+    model = task.build_model()
     result = train_local_pass(
         task, model, members, epochs=EPOCHS, batch_size=BATCH, lr=LR, seed=0, dp=dp
     )
@@ -248,7 +248,7 @@ def test_example_losses_are_per_example_cross_entropy(readmission_thirds) -> Non
     cfg, members, _, _ = readmission_thirds
     task = get_task("readmission", cfg)
     torch.manual_seed(0)
-    model = task.build_model(cfg).train()
+    model = task.build_model().train()
     # Execute
     losses = task.example_losses(model, members)
     # Assert: the mode is restored, and the losses are eval-mode (no dropout) cross-entropies

@@ -214,4 +214,4 @@ def test_training_refuses_data_ingested_with_another_schema(table, schema, tmp_p
     }
     cfg = _cfg(source, edited)
     with pytest.raises(DataError, match="differs from the one .* was ingested with"):
-        get_task("tabular", cfg).load_dataset(cfg, [raw])
+        get_task("tabular", cfg).load_dataset([raw])

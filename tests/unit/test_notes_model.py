@@ -50,7 +50,7 @@ def task(cfg):
 @pytest.fixture(scope="module")
 def dataset(cfg, task) -> NotesDataset:
     texts = public_corpus(seed=7, n_notes=24)  # not the pretraining seed: unseen notes
-    assets = task.assets(cfg)
+    assets = task.assets()
     ids = encode_notes(
         assets.tokenizer, texts, max_length=cfg.model.notes.max_length, eos_id=assets.eos_id
     )
@@ -65,7 +65,7 @@ def dataset(cfg, task) -> NotesDataset:
 
 def test_tokenizer_round_trips_notes_byte_for_byte(task, cfg):
     # Prepare
-    tokenizer = task.assets(cfg).tokenizer
+    tokenizer = task.assets().tokenizer
     texts = public_corpus(seed=3, n_notes=5) + ["BP 132/84, Na+ 138 mmol/L; naïve µg — ok"]
     # Execute
     decoded = [tokenizer.decode(tokenizer.encode(t).ids) for t in texts]
@@ -98,8 +98,8 @@ def test_a_process_on_another_build_is_refused_in_both_modes(cfg, tmp_path, monk
 
 def test_lora_state_holds_only_adapters_and_the_base_digest(cfg, task):
     # Prepare
-    lora = build_notes_model(cfg.model.notes, task.assets(cfg), mode="lora")
-    full = build_notes_model(cfg.model.notes, task.assets(cfg), mode="full")
+    lora = build_notes_model(cfg.model.notes, task.assets(), mode="lora")
+    full = build_notes_model(cfg.model.notes, task.assets(), mode="full")
     # Execute
     lora_state, full_state = lora.state_dict(), full.state_dict()
     # Assert: per layer, A and B of c_attn and attn.c_proj; nothing of the frozen base
@@ -123,14 +123,14 @@ def test_lora_state_holds_only_adapters_and_the_base_digest(cfg, task):
 def test_adapters_from_another_base_or_mode_are_refused(cfg, task):
     # Prepare
     settings = cfg.model.notes
-    model = build_notes_model(settings, task.assets(cfg), mode="lora")
+    model = build_notes_model(settings, task.assets(), mode="lora")
     state = model.state_dict()
     other_base = dict(state)
     other_base[BASE_DIGEST] = state[BASE_DIGEST] + 1
     # Execute / Assert
     with pytest.raises(ValueError, match="different base model or tokenizer"):
         model.load_state_dict(other_base)
-    full_state = build_notes_model(settings, task.assets(cfg), mode="full").state_dict()
+    full_state = build_notes_model(settings, task.assets(), mode="full").state_dict()
     with pytest.raises(RuntimeError, match="model.notes.mode"):
         model.load_state_dict(full_state)
     model.load_state_dict(state)  # its own state loads
@@ -141,7 +141,7 @@ def test_adapters_from_another_base_or_mode_are_refused(cfg, task):
 
 def test_each_notes_loss_ignores_padding_and_the_rest_of_the_batch(cfg, task, dataset):
     # Prepare
-    model = task.build_model(cfg).eval()
+    model = task.build_model().eval()
     ids = dataset.token_ids[:3]
     # Execute
     with torch.no_grad():
@@ -163,7 +163,7 @@ def test_opacus_per_sample_gradients_match_one_note_at_a_time(cfg, task, dataset
     from opacus import GradSampleModule
 
     # Prepare
-    model = build_notes_model(cfg.model.notes, task.assets(cfg), mode=mode)
+    model = build_notes_model(cfg.model.notes, task.assets(), mode=mode)
     batch = [t[:3] for t in dataset.tensors]
     wrapped = GradSampleModule(model)
     # Execute
@@ -187,7 +187,7 @@ def test_opacus_per_sample_gradients_match_one_note_at_a_time(cfg, task, dataset
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_dp_sgd_trains_both_modes_and_keeps_the_base_frozen(cfg, task, dataset, mode):
     # Prepare
-    model = build_notes_model(cfg.model.notes, task.assets(cfg), mode=mode)
+    model = build_notes_model(cfg.model.notes, task.assets(), mode=mode)
     base_before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sent_before = {k: v.clone() for k, v in model.state_dict().items()}
     # Execute
@@ -243,7 +243,7 @@ def test_greedy_continuation_stops_at_end_of_text():
 
 
 def test_evaluate_reports_perplexity_as_exp_of_the_token_loss(cfg, task, dataset):
-    model = task.build_model(cfg)
+    model = task.build_model()
     scores = task.evaluate(model, dataset)
     assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
     assert scores["generated_notes"] == min(cfg.model.notes.generation_notes, len(dataset))
@@ -255,7 +255,7 @@ def test_evaluate_reports_perplexity_as_exp_of_the_token_loss(cfg, task, dataset
 def test_byte_counts_are_the_serialized_message_sizes(cfg, task):
     # Prepare: a LoRA and a full reply as train_reply builds them
     def reply(mode: str) -> RecordDict:
-        model = build_notes_model(cfg.model.notes, task.assets(cfg), mode=mode)
+        model = build_notes_model(cfg.model.notes, task.assets(), mode=mode)
         return RecordDict(
             {
                 "arrays": ArrayRecord(model.state_dict()),
@@ -287,9 +287,9 @@ def test_ffa_lora_sends_only_b_and_every_hospital_builds_the_same_adapters() -> 
     task = get_task("notes", cfg)
     # Execute: two "hospitals" build the model independently, with different global RNG states
     torch.manual_seed(1)
-    one = task.build_model(cfg)
+    one = task.build_model()
     torch.manual_seed(2)
-    two = task.build_model(cfg)
+    two = task.build_model()
     # Assert: only B travels; A is identical everywhere and covered by the digest
     state = one.state_dict()
     adapters = [k for k in state if k != BASE_DIGEST]
@@ -299,7 +299,7 @@ def test_ffa_lora_sends_only_b_and_every_hospital_builds_the_same_adapters() -> 
     assert a_one and all(torch.equal(p, a_two[n]) for n, p in a_one.items())
     assert torch.equal(one.base_digest, two.base_digest)
     plain = _cfg()
-    assert not torch.equal(one.base_digest, get_task("notes", plain).build_model(plain).base_digest)
+    assert not torch.equal(one.base_digest, get_task("notes", plain).build_model().base_digest)
     two.load_state_dict(state)
 
 
@@ -307,4 +307,4 @@ def test_each_mode_trains_with_its_own_step_size() -> None:
     """LoRA's fresh adapters take ``lora_lr``; full fine-tuning of the base takes ``lr``."""
     for mode, expected in (("lora", 0.02), ("full", 0.0007)):
         cfg = _cfg(mode=mode, lr=0.0007, lora_lr=0.02)
-        assert get_task("notes", cfg).train_lr(cfg) == expected
+        assert get_task("notes", cfg).train_lr() == expected

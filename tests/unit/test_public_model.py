@@ -65,7 +65,7 @@ def test_public_model_is_built_once_and_is_what_every_run_starts_from(tiny_task)
     for name, value in model.state_dict().items():
         assert torch.equal(value, built.state[name]), name
     # ... and the report shows it as the public-only model
-    refs = tiny_task.reference_models(tiny_task.cfg)
+    refs = tiny_task.reference_models()
     assert list(refs) == [PUBLIC_ONLY]
 
 
@@ -74,7 +74,7 @@ def test_scratch_starts_fresh_and_has_no_public_row() -> None:
     assert task.has_public_model
     assert not get_task("segmentation", task.cfg).has_public_model
     assert task.init_state() is None
-    assert task.reference_models(task.cfg) == {}
+    assert task.reference_models() == {}
 
 
 def test_a_users_checkpoint_is_loaded_and_a_wrong_one_is_named(tmp_path) -> None:
@@ -82,7 +82,7 @@ def test_a_users_checkpoint_is_loaded_and_a_wrong_one_is_named(tmp_path) -> None
     scratch = get_task("readmission", config_from_dict(raw_params(model={"init": "scratch"})))
     state = {
         k: torch.full_like(v, 0.25)
-        for k, v in scratch.build_model(scratch.cfg).state_dict().items()
+        for k, v in scratch.build_model().state_dict().items()
     }
     good = tmp_path / "mine.pt"
     torch.save(state, good)

@@ -43,7 +43,7 @@ class _Federation:
         cfg = _cfg(n)
         self.parts = {p.name: p for p in hospital_dirs(run_data_stages(cfg, work))}
         self.task = get_task(cfg.base.task, cfg)
-        self.test = self.task.load_dataset(cfg, split_dirs(list(self.parts.values()), "test"))
+        self.test = self.task.load_dataset(split_dirs(list(self.parts.values()), "test"))
         self.malicious = f"hospital_{n}"
         self.n, self.work = n, work
 

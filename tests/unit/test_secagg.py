@@ -217,7 +217,7 @@ def test_a_hospital_trains_as_on_the_message_api_path_and_sends_its_weighted_upd
     hospital = hospital_dirs(run_data_stages(cfg, tmp_path))[0]
     node = {"hospital": hospital.name, "data-path": str(hospital)}
     torch.manual_seed(0)
-    model = get_task(cfg.base.task, cfg).build_model(cfg)
+    model = get_task(cfg.base.task, cfg).build_model()
     config = {CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")), "dp": False, "server-round": 1}
     received = [t.numpy() for t in model.state_dict().values()]
     # Execute

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from privfed.config import PrivFedConfig, SegmentationModelSection, config_from_dict
+from privfed.config import PrivFedConfig, config_from_dict
 from privfed.stages import validate_data
 from privfed.stages.validate_data import ValidationFailed
 from privfed.tasks import get_task
-from privfed.tasks.segmentation import SegmentationTask
 from privfed.tasks.segmentation.figures import tumour_slice
 from privfed.tasks.segmentation.generate import generate_hospitals, hospital_profiles
 from privfed.tasks.segmentation.layout import MODALITIES, case_file
 from privfed.tasks.segmentation.metrics import region_scores
+from privfed.tasks.segmentation.settings import SegmentationModelSection
+from privfed.tasks.segmentation.task import SegmentationTask
 from privfed.training import DPSettings, train_local_pass
 from tests.conftest import raw_params
 
@@ -36,8 +37,8 @@ def seg_raw(seg_cfg: PrivFedConfig, tmp_path_factory: pytest.TempPathFactory) ->
     """The tiny profile's synthetic cases, generated and ingested (shared, read-only)."""
     task = get_task("segmentation", seg_cfg)
     base = tmp_path_factory.mktemp("seg")
-    manifest = task.generate(seg_cfg, base / "generated")
-    task.ingest(seg_cfg, base / "generated", base / "raw", site_column=manifest["site_column"])
+    manifest = task.generate(base / "generated")
+    task.ingest(base / "generated", base / "raw", site_column=manifest["site_column"])
     (base / "raw" / "manifest.json").write_text(json.dumps({"hospitals": HOSPITALS}))
     return base / "raw"
 
@@ -213,7 +214,7 @@ class _HandDataset(torch.utils.data.Dataset):
 
 def test_evaluate_reports_region_dice_through_sliding_window() -> None:
     pred, target = _hand_case()
-    metrics = SegmentationTask().evaluate(_Fixed(pred), _HandDataset(target))
+    metrics = SegmentationTask(config_from_dict({"base": {"task": "segmentation"}})).evaluate(_Fixed(pred), _HandDataset(target))
     assert metrics["dice_mean"] == pytest.approx((32 / 36 + 8 / 12 + 1.0) / 3)
     assert metrics["n"] == 1 and np.isfinite(metrics["loss"]) and metrics["hd95_et"] == 0.0
 
@@ -226,7 +227,7 @@ def test_model_is_opacus_compatible_with_per_sample_gradients(seg_cfg) -> None:
     # Prepare
     task = get_task("segmentation", seg_cfg)
     torch.manual_seed(0)
-    model = task.build_model(seg_cfg)
+    model = task.build_model()
     assert ModuleValidator.validate(model, strict=False) == []
     x = torch.randn(2, 4, 16, 16, 16)
     y = torch.randint(0, 4, (2, 1, 16, 16, 16))
@@ -249,14 +250,14 @@ def test_a_few_epochs_lower_the_loss_and_dp_sgd_runs(seg_cfg, seg_raw, tmp_path)
     train_dir = tmp_path / "hospital_1" / "train"
     cases = sorted(p.name for p in (seg_raw / "hospital_1").iterdir())
     task.write_subset(seg_raw, cases, train_dir)
-    train = task.load_dataset(seg_cfg, [train_dir])
+    train = task.load_dataset([train_dir])
     shutil.copytree(train_dir, tmp_path / "hospital_1" / "val")
-    plain = task.load_dataset(seg_cfg, [tmp_path / "hospital_1" / "val"])
+    plain = task.load_dataset([tmp_path / "hospital_1" / "val"])
     image, label = train[0]
     assert image.shape == (4, 24, 24, 24) and label.shape == (1, 24, 24, 24)
     assert label.dtype == torch.int64 and set(label.unique().tolist()) <= {0, 1, 2, 3}
     torch.manual_seed(0)
-    model = task.build_model(seg_cfg)
+    model = task.build_model()
     before = task.evaluate(model, plain)["loss"]
     # Execute
     result = train_local_pass(task, model, train, epochs=4, batch_size=2, lr=3e-3, seed=0)
@@ -286,9 +287,9 @@ def test_report_figures_write_one_png_per_case_through_the_tumour(
     test_dir = tmp_path / "hospital_1" / "test"
     cases = sorted(p.name for p in (seg_raw / "hospital_1").iterdir())[:3]
     task.write_subset(seg_raw, cases, test_dir)
-    dataset = task.load_dataset(seg_cfg, [test_dir])
+    dataset = task.load_dataset([test_dir])
     torch.manual_seed(0)
-    model = task.build_model(seg_cfg)
+    model = task.build_model()
     # Execute
     written = task.report_figures(model, dataset, tmp_path / "figures", label="federated")
     # Assert: two cases, PNG files named after them; the slice has the most tumour voxels
@@ -308,14 +309,14 @@ def test_example_losses_score_whole_cases_without_augmentation(seg_cfg, seg_raw,
     task.write_subset(seg_raw, cases, tmp_path / "train")
     task.write_subset(seg_raw, cases, tmp_path / "test")
     torch.manual_seed(0)
-    model = task.build_model(seg_cfg)
+    model = task.build_model()
     # Execute
-    as_members = task.example_losses(model, task.load_dataset(seg_cfg, [tmp_path / "train"]))
-    as_test = task.example_losses(model, task.load_dataset(seg_cfg, [tmp_path / "test"]))
+    as_members = task.example_losses(model, task.load_dataset([tmp_path / "train"]))
+    as_test = task.example_losses(model, task.load_dataset([tmp_path / "test"]))
     # Assert: one finite loss per case, identical however the split was loaded
     assert as_members.shape == (2,) and np.isfinite(as_members).all()
     np.testing.assert_allclose(as_members, as_test, rtol=1e-6)
-    assert task.train_batch_size(seg_cfg) == seg_cfg.model.segmentation.batch_size
+    assert task.train_batch_size() == seg_cfg.model.segmentation.batch_size
 
 
 def test_an_empty_poisson_batch_is_a_zero_gradient_step(seg_cfg) -> None:
@@ -324,7 +325,7 @@ def test_an_empty_poisson_batch_is_a_zero_gradient_step(seg_cfg) -> None:
 
     task = get_task("segmentation", seg_cfg)
     torch.manual_seed(0)
-    model = GradSampleModule(task.build_model(seg_cfg))
+    model = GradSampleModule(task.build_model())
     grid = seg_cfg.model.segmentation.roi_size
     batch = [torch.zeros(0, 4, grid, grid, grid), torch.zeros(0, 1, grid, grid, grid).long()]
     # Execute
@@ -340,7 +341,7 @@ def test_baselines_train_for_their_own_epochs_not_the_shared_default() -> None:
     federated budget by default); tabular tasks keep the stage's own ``epochs``."""
     raw = raw_params(base={"task": "segmentation", "profile": "default"})
     cfg = config_from_dict(raw)
-    assert get_task("segmentation", cfg).baseline_epochs(cfg, 10) == 16
+    assert get_task("segmentation", cfg).baseline_epochs(10) == 16
     f = cfg.train_federated
     assert cfg.model.segmentation.baseline_epochs == f.rounds * f.local_epochs
-    assert get_task("readmission", cfg).baseline_epochs(cfg, 10) == 10
+    assert get_task("readmission", cfg).baseline_epochs(10) == 10

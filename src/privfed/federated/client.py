@@ -76,7 +76,7 @@ def _node(node_config: dict[str, Any]) -> tuple[str, Path]:
 
 
 def _model(cfg: PrivFedConfig, arrays: ArrayRecord) -> torch.nn.Module:
-    model = get_task(cfg.base.task, cfg).build_model(cfg)
+    model = get_task(cfg.base.task, cfg).build_model()
     model.load_state_dict(arrays.to_torch_state_dict())
     return model
 
@@ -132,8 +132,8 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         seconds, clock[0] = now - clock[0], now
         return seconds
 
-    train = task.load_dataset(cfg, [data_path / "train"])
-    val = task.load_dataset(cfg, [data_path / "val"])
+    train = task.load_dataset([data_path / "train"])
+    val = task.load_dataset([data_path / "val"])
     timings = {"load_s": lap()}
     model = _model(cfg, content["arrays"])
     timings["deserialize_s"] = lap()
@@ -270,7 +270,7 @@ def _scaffold_begin(
         task,
         model,
         train,
-        batch_size=task.train_batch_size(cfg),
+        batch_size=task.train_batch_size(),
         device=resolve_device(cfg.base.device),
     )
     new_c_i = {n: g.detach().cpu() for n, g in zip(names, fresh, strict=True)}
@@ -291,7 +291,7 @@ def evaluate_reply(
     hospital, data_path = _node(node_config)
     task = get_task(cfg.base.task, cfg)
     torch.set_num_threads(1)
-    val = task.load_dataset(cfg, [data_path / "val"])
+    val = task.load_dataset([data_path / "val"])
     metrics = task.evaluate(_model(cfg, content["arrays"]), val)
     ident: dict[str, Any] = {"hospital": hospital}
     if STATE_KEY in state:
@@ -314,7 +314,7 @@ def query_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     hospital, data_path = _node(node_config)
     records: dict[str, Any] = {"ident": ConfigRecord({"hospital": hospital})}
     if bool(config.get("statistics", False)):
-        stats = get_task(cfg.base.task, cfg).local_statistics(cfg, [data_path / "train"])
+        stats = get_task(cfg.base.task, cfg).local_statistics([data_path / "train"])
         if stats is None:
             raise ValueError(f"task {cfg.base.task!r} defines no statistics to send")
         log.info("%s: sent statistics %s", hospital, sorted(stats))

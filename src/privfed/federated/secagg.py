@@ -159,7 +159,7 @@ def secure_train_reply(
     config = dict(fitins.config)
     cfg = resolved_config(json.loads(str(config[CONFIG_KEY])))
     secagg = cfg.train_federated.secure_aggregation
-    template = get_task(cfg.base.task, cfg).build_model(cfg).state_dict()
+    template = get_task(cfg.base.task, cfg).build_model().state_dict()
     received = parameters_to_ndarrays(fitins.parameters)
     if len(received) != len(template):
         raise ValueError(f"received {len(received)} tensors; the model has {len(template)}")

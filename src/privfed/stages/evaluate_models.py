@@ -77,13 +77,13 @@ def audit_models(
     loaded once, however many models use it.
     """
     train_sets: dict[str, Any] = {}
-    reference = task.load_dataset(cfg, split_dirs(hospitals, "val"))
+    reference = task.load_dataset(split_dirs(hospitals, "val"))
     audits: dict[str, Any] = {}
     for name, model in models.items():
         owner = name.removeprefix("local:") if name.startswith("local:") else POOLED
         if owner not in train_sets:
             own = [h for h in hospitals if h.name == owner] or hospitals
-            train_sets[owner] = task.load_dataset(cfg, split_dirs(own, "train"))
+            train_sets[owner] = task.load_dataset(split_dirs(own, "train"))
         members, nonmembers = train_sets[owner], test_sets[owner]
         audits[name] = membership_audit(
             task,
@@ -209,13 +209,13 @@ def run(
     metric = task.primary_metric
     hospitals_paths = hospital_dirs(Path(inputs["partitions"]))
     hospitals = [h.name for h in hospitals_paths]
-    test_sets = {h.name: task.load_dataset(cfg, [h / "test"]) for h in hospitals_paths}
-    test_sets[POOLED] = task.load_dataset(cfg, split_dirs(hospitals_paths, "test"))
+    test_sets = {h.name: task.load_dataset([h / "test"]) for h in hospitals_paths}
+    test_sets[POOLED] = task.load_dataset(split_dirs(hospitals_paths, "test"))
     privacy = read_json(inputs["privacy"])
     dp_eps = privacy.get("epsilon")
     results: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
-    references = task.reference_models(cfg)  # no hospital data: no audit, epsilon 0
+    references = task.reference_models()  # no hospital data: no audit, epsilon 0
     loaded = {name: load_model(path, cfg) for name, path in _models(inputs).items()}
     for name, model in {**references, **loaded}.items():
         if not name.startswith("local:"):

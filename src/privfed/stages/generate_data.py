@@ -33,7 +33,7 @@ def run(
                 cfg.base.num_hospitals,
                 cfg.base.seed,
             )
-            manifest = task.generate(cfg, tmp)
+            manifest = task.generate(tmp)
             log.info("wrote %s: %s", outputs["generated"], manifest["counts"])
         write_json(manifest, tmp / "manifest.json")
     return manifest

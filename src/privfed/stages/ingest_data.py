@@ -43,7 +43,7 @@ def run(
     source, site_column = source_of(cfg, Path(inputs["generated"]))
     log.info("ingesting %s data from %s (site column %r)", task.name, source, site_column)
     with atomic_dir(outputs["raw"]) as tmp:
-        manifest = task.ingest(cfg, source, tmp, site_column=site_column)
+        manifest = task.ingest(source, tmp, site_column=site_column)
         manifest |= {"data_source": cfg.base.data_source, "source": str(source)}
         write_json(manifest, tmp / "manifest.json")
     log.info("ingested %d hospitals: %s", len(manifest["hospitals"]), manifest["counts"])

@@ -23,11 +23,11 @@ def run(
     task = get_task(cfg.base.task, cfg)
     partitions = Path(inputs["partitions"])
     hospitals = hospital_dirs(partitions)
-    train = task.load_dataset(cfg, split_dirs(hospitals, "train"))
-    val = task.load_dataset(cfg, split_dirs(hospitals, "val"))
+    train = task.load_dataset(split_dirs(hospitals, "train"))
+    val = task.load_dataset(split_dirs(hospitals, "val"))
     device = resolve_device(cfg.base.device)
     # pooled data: its statistics are computed directly (the federation sums the same ones)
-    model = task.initial_model(task.local_statistics(cfg, split_dirs(hospitals, "train")))
+    model = task.initial_model(task.local_statistics(split_dirs(hospitals, "train")))
     log.info(
         "centralized: %d training examples from %d hospitals on %s",
         len(train),
@@ -39,7 +39,7 @@ def run(
         model,
         train,
         cfg,
-        epochs=task.baseline_epochs(cfg, cfg.train_centralized.epochs),
+        epochs=task.baseline_epochs(cfg.train_centralized.epochs),
         seed=cfg.base.seed,
         label="centralized",
     )

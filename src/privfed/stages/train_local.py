@@ -25,16 +25,16 @@ def run(
     with atomic_dir(outputs["models"]) as tmp:
         for hospital_dir in hospital_dirs(Path(inputs["partitions"])):
             hospital = hospital_dir.name
-            train = task.load_dataset(cfg, [hospital_dir / "train"])
-            val = task.load_dataset(cfg, [hospital_dir / "val"])
+            train = task.load_dataset([hospital_dir / "train"])
+            val = task.load_dataset([hospital_dir / "val"])
             # the hospital's own statistics: a local-only model never sees anyone else's
-            model = task.initial_model(task.local_statistics(cfg, [hospital_dir / "train"]))
+            model = task.initial_model(task.local_statistics([hospital_dir / "train"]))
             result = train_with_config(
                 task,
                 model,
                 train,
                 cfg,
-                epochs=task.baseline_epochs(cfg, cfg.train_local.epochs),
+                epochs=task.baseline_epochs(cfg.train_local.epochs),
                 seed=cfg.base.seed,
                 label=f"local {hospital}",
             )

@@ -28,7 +28,7 @@ def run(
     task = get_task(cfg.base.task, cfg)
     out = Path(outputs["report"])
     shutil.rmtree(out, ignore_errors=True)  # never leave an older, passing report behind
-    checks = task.table_checks(cfg, Path(inputs["raw"]))
+    checks = task.table_checks(Path(inputs["raw"]))
     outcome = run_checks(checks, out / "data_docs")
     report = {
         "success": outcome.success,

@@ -55,22 +55,20 @@ class Task(ABC):
     #: What one example is, hence what DP-SGD's (ε, δ) protects (the model card says it).
     privacy_unit: str = "one patient (each patient is one training example)"
 
-    def __init__(self, cfg: PrivFedConfig | None = None) -> None:
-        #: The run's config, for tasks whose metric or layout depends on it (e.g. a schema).
+    def __init__(self, cfg: PrivFedConfig) -> None:
+        #: The run's config, bound once: every method reads its settings from here.
         self.cfg = cfg
 
     # -- data -------------------------------------------------------------------------------
     @abstractmethod
-    def generate(self, cfg: PrivFedConfig, out_dir: Path) -> dict[str, Any]:
+    def generate(self, out_dir: Path) -> dict[str, Any]:
         """Write synthetic data for ``cfg.base.hospitals`` in a layout :meth:`ingest` reads.
 
         The manifest names the ``site_column`` that says which hospital a row belongs to.
         """
 
     @abstractmethod
-    def ingest(
-        self, cfg: PrivFedConfig, source: Path, out_dir: Path, *, site_column: str
-    ) -> dict[str, Any]:
+    def ingest(self, source: Path, out_dir: Path, *, site_column: str) -> dict[str, Any]:
         """Read per-hospital folders or site-column files at ``source``; write the raw layout.
 
         Returns the manifest, whose ``hospitals`` lists the hospitals found. Errors name the
@@ -78,7 +76,7 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def table_checks(self, cfg: PrivFedConfig, raw_dir: Path) -> list[TableCheck]:
+    def table_checks(self, raw_dir: Path) -> list[TableCheck]:
         """Load the raw tables (raising a clear error if unreadable) with their expectations."""
 
     @abstractmethod
@@ -90,12 +88,10 @@ class Task(ABC):
         """Write the raw rows of ``unit_ids`` to ``out_dir`` in the raw layout."""
 
     @abstractmethod
-    def load_dataset(self, cfg: PrivFedConfig, split_dirs: Sequence[Path]) -> Dataset:
+    def load_dataset(self, split_dirs: Sequence[Path]) -> Dataset:
         """Tensors for the units stored in ``split_dirs`` (partition split folders)."""
 
-    def local_statistics(
-        self, cfg: PrivFedConfig, split_dirs: Sequence[Path]
-    ) -> dict[str, np.ndarray] | None:
+    def local_statistics(self, split_dirs: Sequence[Path]) -> dict[str, np.ndarray] | None:
         """Additive statistics (counts, sums) of these rows that :meth:`build_model` needs.
 
         None (the default) means the model needs none. The federation sums each hospital's
@@ -104,15 +100,15 @@ class Task(ABC):
         """
         return None
 
-    def train_batch_size(self, cfg: PrivFedConfig) -> int:
+    def train_batch_size(self) -> int:
         """Examples per training step (and per DP-SGD expected batch): ``train.batch_size``.
 
         Tasks whose examples are large (3-D volumes) override it with a key of their own
         section, so the shared ``train.batch_size`` stays what tabular tasks need.
         """
-        return cfg.train.batch_size
+        return self.cfg.train.batch_size
 
-    def baseline_epochs(self, cfg: PrivFedConfig, epochs: int) -> int:
+    def baseline_epochs(self, epochs: int) -> int:
         """Epochs of the centralized and local-only baselines; ``epochs`` is the stage's own.
 
         A task whose baselines need another budget than the tabular tasks' shared default
@@ -120,36 +116,34 @@ class Task(ABC):
         """
         return epochs
 
-    def train_lr(self, cfg: PrivFedConfig) -> float:
+    def train_lr(self) -> float:
         """Adam's step size for every training pass: ``train.lr`` unless the task overrides it.
 
         A task that fine-tunes a pretrained model (notes) wants a smaller step than tabular
         models trained from scratch, from a key of its own section.
         """
-        return cfg.train.lr
+        return self.cfg.train.lr
 
-    def dp_batch_size(self, cfg: PrivFedConfig) -> int:
+    def dp_batch_size(self) -> int:
         """DP-SGD's expected batch when ``privacy.batch_size`` is null: the task's own choice.
 
         DP wants larger batches than plain training (the noise is added once per step, so its
         share of the mean gradient falls as the batch grows). The default is
         :meth:`train_batch_size`; a task overrides it with a key of its own section.
         """
-        return self.train_batch_size(cfg)
+        return self.train_batch_size()
 
-    def dp_lr(self, cfg: PrivFedConfig) -> float:
+    def dp_lr(self) -> float:
         """DP-SGD's step size when ``privacy.lr`` is null (default :meth:`train_lr`)."""
-        return self.train_lr(cfg)
+        return self.train_lr()
 
-    def dp_max_grad_norm(self, cfg: PrivFedConfig) -> float:
+    def dp_max_grad_norm(self) -> float:
         """DP-SGD's per-example clipping bound when ``privacy.max_grad_norm`` is null (1.0)."""
         return 1.0
 
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
-    def build_model(
-        self, cfg: PrivFedConfig, statistics: Mapping[str, np.ndarray] | None = None
-    ) -> nn.Module:
+    def build_model(self, statistics: Mapping[str, np.ndarray] | None = None) -> nn.Module:
         """A fresh, Opacus-compatible model (given :meth:`local_statistics`, summed, if any)."""
 
     @abstractmethod
@@ -204,7 +198,7 @@ class Task(ABC):
         """
         return []
 
-    def reference_models(self, cfg: PrivFedConfig) -> dict[str, nn.Module]:
+    def reference_models(self) -> dict[str, nn.Module]:
         """Models built without any hospital's data that the report compares against.
 
         A task that starts from a shared public model returns it, so nobody mistakes
@@ -214,7 +208,7 @@ class Task(ABC):
         state = self.init_state()
         if state is None:
             return {}
-        return {PUBLIC_ONLY: self._with_init(self.build_model(self.cfg), state)}
+        return {PUBLIC_ONLY: self._with_init(self.build_model(), state)}
 
     # -- public knowledge -------------------------------------------------------------------
     def public_state(self) -> dict[str, torch.Tensor] | None:
@@ -259,7 +253,7 @@ class Task(ABC):
         starts here, so all of them start from the same public knowledge.
         """
         state = self.init_state()
-        model = self.build_model(self.cfg, statistics)
+        model = self.build_model(statistics)
         return model if state is None else self._with_init(model, state)
 
     def _with_init(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -26,7 +26,7 @@ from torch import nn
 from privfed.tasks.notes.public import PublicAssets, build_gpt2, state_digest
 
 if TYPE_CHECKING:
-    from privfed.config import NotesModelSection
+    from privfed.tasks.notes.settings import NotesModelSection
 
 __all__ = ["BASE_DIGEST", "LORA_TARGETS", "NotesLM", "build_notes_model"]
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
     from transformers import GPT2LMHeadModel
 
-    from privfed.config import NotesModelSection
+    from privfed.tasks.notes.settings import NotesModelSection
 
 __all__ = [
     "EOS",

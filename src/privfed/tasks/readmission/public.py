@@ -62,7 +62,7 @@ def _build(settings: dict[str, Any], task: Task, folder: Path) -> None:
     with one_thread_seeded(PUBLIC_SEED):
         order = torch.randperm(len(dataset)).tolist()
         train, val = Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
-        model = task.build_model(task.cfg)
+        model = task.build_model()
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         best, best_auroc, best_epoch = None, -1.0, 0
         for epoch in range(settings["public_epochs"]):

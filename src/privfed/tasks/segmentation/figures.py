@@ -17,7 +17,7 @@ from privfed.tasks.segmentation.layout import MODALITIES
 if TYPE_CHECKING:
     from torch import nn
 
-    from privfed.tasks.segmentation import SegmentationTask
+    from privfed.tasks.segmentation.task import SegmentationTask
     from privfed.tasks.segmentation.transforms import CaseDataset
 
 __all__ = ["CLASS_NAMES", "overlay_figure", "tumour_slice", "write_case_figures"]

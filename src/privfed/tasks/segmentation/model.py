@@ -15,7 +15,7 @@ from torch import nn
 from privfed.tasks.segmentation.layout import MODALITIES
 
 if TYPE_CHECKING:
-    from privfed.config import SegmentationModelSection
+    from privfed.tasks.segmentation.settings import SegmentationModelSection
 
 __all__ = ["N_CLASSES", "build_unet"]
 

@@ -24,7 +24,7 @@ from privfed.tasks.segmentation.layout import LABEL, MODALITIES, find_case_file
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-    from privfed.config import SegmentationModelSection
+    from privfed.tasks.segmentation.settings import SegmentationModelSection
 
 __all__ = ["CaseDataset", "case_record", "eval_transforms", "train_transforms"]
 
