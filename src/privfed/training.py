@@ -1,7 +1,11 @@
 """One local training pass, shared by centralized, local-only and each federated hospital.
 
-Plain PyTorch (the task supplies model and loss). Optional DP-SGD through Opacus with a
-carried-over accountant history, and optional FedProx proximal correction.
+Stages describe a pass as a :class:`FitPlan` and hand it to :meth:`Task.fit
+<privfed.tasks.base.Task.fit>`. The default fit is :func:`train_local_pass`: plain PyTorch, one
+Adam over the task's :meth:`~privfed.tasks.base.Task.loss`, optional DP-SGD through Opacus with a
+carried-over accountant history, optional FedProx and SCAFFOLD corrections. A task whose
+training does not fit one optimizer and one loss (a GAN's alternating steps) overrides ``fit``
+and reuses :func:`private_training` for the part that touches private data.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,12 +27,15 @@ from privfed.tasks.base import Task
 
 __all__ = [
     "DPSettings",
+    "FitPlan",
     "LocalResult",
+    "PrivateTraining",
     "dp_batch_size",
     "dp_local_epochs",
     "dp_lr",
     "dp_max_grad_norm",
     "only_trainable",
+    "private_training",
     "train_local_pass",
     "train_with_config",
     "resolve_device",
@@ -52,9 +60,46 @@ class DPSettings:
 
 @dataclass(frozen=True)
 class LocalResult:
+    """What a training pass reports.
+
+    ``history`` is the DP accountant's history, the carried-over entries of
+    :attr:`DPSettings.history` extended by exactly the DP-SGD steps this pass took on private
+    data, as ``(noise_multiplier, sample_rate, steps)``: ε is computed from it, so a task that
+    takes more or fewer private steps than planned is accounted for what it did.
+    """
+
     train_loss: float
     num_examples: int
     history: list[tuple[float, float, int]]
+
+    def dp_steps(self, carried: Sequence[tuple[float, float, int]] = ()) -> int:
+        """DP-SGD steps this pass added to ``carried`` (the history it started from)."""
+        return sum(int(k) for _, _, k in self.history) - sum(int(k) for _, _, k in carried)
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """One training pass as the stage decided it; :meth:`Task.fit` carries it out.
+
+    ``dp`` set means every step that reads private data must be a DP-SGD step with these
+    settings (:func:`private_training` makes them); ``proximal_mu`` and ``grad_correction``
+    are FedProx's and SCAFFOLD's hospital halves.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    seed: int = 0
+    dp: DPSettings | None = None
+    proximal_mu: float = 0.0
+    grad_correction: Sequence[torch.Tensor] | None = None
+    device: torch.device | None = None
+    label: str = ""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The plan as :func:`train_local_pass`'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,6 +170,53 @@ def only_trainable(model: nn.Module, modules: Sequence[str] | None) -> Iterator[
             p.requires_grad_(saved[name])
 
 
+@dataclass
+class PrivateTraining:
+    """What :func:`private_training` yields: the parts to train with, and the accountant."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    _accountant: Any = None
+
+    def history(self) -> list[tuple[float, float, int]]:
+        """The carried-over history plus one entry per DP-SGD step taken; [] without DP."""
+        if self._accountant is None:
+            return []
+        return [(float(s), float(q), int(k)) for s, q, k in self._accountant.history]
+
+
+@contextlib.contextmanager
+def private_training(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: DPSettings | None
+) -> Iterator[PrivateTraining]:
+    """DP-SGD parts for ``model`` (Opacus), or the parts unchanged when ``dp`` is None.
+
+    Every ``optimizer.step()`` on the yielded optimizer is one noisy, clipped, Poisson-sampled
+    step that the accountant records on top of ``dp.history``. The hooks Opacus adds are
+    removed on exit, so ``model`` is a plain module again (and can be sent or saved).
+    """
+    if dp is None:
+        yield PrivateTraining(model, optimizer, loader)
+        return
+    from opacus import PrivacyEngine
+
+    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    engine.accountant.history = [tuple(h) for h in dp.history]
+    module, private_optimizer, private_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        poisson_sampling=True,
+    )
+    try:
+        yield PrivateTraining(module, private_optimizer, private_loader, engine.accountant)
+    finally:
+        module._close()
+
+
 def _proximal_correction(
     model: nn.Module, anchor: Sequence[torch.Tensor], *, lr: float, mu: float
 ) -> None:
@@ -187,24 +279,9 @@ def train_local_pass(
             else None
         )
 
-        engine = None
-        train_module: nn.Module = model
-        if dp is not None:
-            from opacus import PrivacyEngine
-
-            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-            engine.accountant.history = [tuple(h) for h in dp.history]
-            train_module, optimizer, loader = engine.make_private(
-                module=model,
-                optimizer=optimizer,
-                data_loader=loader,
-                noise_multiplier=dp.noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True,
-            )
-
-        total, seen = 0.0, 0
-        try:
+        with private_training(model, optimizer, loader, dp) as private:
+            train_module, optimizer, loader = private.module, private.optimizer, private.loader
+            total, seen = 0.0, 0
             for epoch in range(epochs):
                 epoch_loss, epoch_n = 0.0, 0
                 for batch in loader:
@@ -235,14 +312,10 @@ def train_local_pass(
                     epochs,
                     epoch_loss / max(epoch_n, 1),
                 )
-        finally:
-            if engine is not None:
-                train_module._close()  # remove Opacus hooks so ``model`` is a plain module again
-        history = [tuple(h) for h in engine.accountant.history] if engine is not None else []
         return LocalResult(
             train_loss=total / max(seen, 1),
             num_examples=len(dataset),
-            history=[(float(s), float(q), int(k)) for s, q, k in history],
+            history=private.history(),
         )
 
 
@@ -278,15 +351,12 @@ def train_with_config(
     proximal_mu: float = 0.0,
     grad_correction: Sequence[torch.Tensor] | None = None,
 ) -> LocalResult:
-    """:func:`train_local_pass` with optimizer settings and device from ``cfg``'s sections.
+    """:meth:`Task.fit` with optimizer settings and device from ``cfg``'s sections.
 
     The batch size and step size are the task's (:meth:`Task.train_batch_size`,
     :meth:`Task.train_lr`), or DP-SGD's own (:func:`dp_batch_size`, :func:`dp_lr`) with ``dp``.
     """
-    return train_local_pass(
-        task,
-        model,
-        dataset,
+    plan = FitPlan(
         epochs=epochs,
         batch_size=dp_batch_size(task, cfg) if dp else task.train_batch_size(),
         lr=dp_lr(task, cfg) if dp else task.train_lr(),
@@ -298,3 +368,4 @@ def train_with_config(
         device=resolve_device(cfg.base.device),
         label=label,
     )
+    return task.fit(model, dataset, plan)

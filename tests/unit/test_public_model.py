@@ -80,10 +80,7 @@ def test_scratch_starts_fresh_and_has_no_public_row() -> None:
 def test_a_users_checkpoint_is_loaded_and_a_wrong_one_is_named(tmp_path) -> None:
     # Prepare: a checkpoint of the right architecture, with recognizable weights
     scratch = get_task("readmission", config_from_dict(raw_params(model={"init": "scratch"})))
-    state = {
-        k: torch.full_like(v, 0.25)
-        for k, v in scratch.build_model().state_dict().items()
-    }
+    state = {k: torch.full_like(v, 0.25) for k, v in scratch.build_model().state_dict().items()}
     good = tmp_path / "mine.pt"
     torch.save(state, good)
     wrong = tmp_path / "wrong.pt"

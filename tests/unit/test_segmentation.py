@@ -214,7 +214,9 @@ class _HandDataset(torch.utils.data.Dataset):
 
 def test_evaluate_reports_region_dice_through_sliding_window() -> None:
     pred, target = _hand_case()
-    metrics = SegmentationTask(config_from_dict({"base": {"task": "segmentation"}})).evaluate(_Fixed(pred), _HandDataset(target))
+    metrics = SegmentationTask(config_from_dict({"base": {"task": "segmentation"}})).evaluate(
+        _Fixed(pred), _HandDataset(target)
+    )
     assert metrics["dice_mean"] == pytest.approx((32 / 36 + 8 / 12 + 1.0) / 3)
     assert metrics["n"] == 1 and np.isfinite(metrics["loss"]) and metrics["hd95_et"] == 0.0
 

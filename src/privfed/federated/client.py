@@ -24,7 +24,7 @@ from privfed.federated.adversary import corrupt
 from privfed.federated.data_aware import TRAINED_VAL_FLAG, TRAINED_VAL_LOSS
 from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
-from privfed.tasks import get_task
+from privfed.tasks import Task, get_task
 from privfed.training import (
     DPSettings,
     dp_batch_size,
@@ -89,15 +89,39 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     p = cfg.privacy
     if p.noise_multiplier is not None:
         return p.noise_multiplier
-    per_epoch = steps_per_epoch(n_train, dp_batch_size(get_task(cfg.base.task, cfg), cfg))
-    total = cfg.train_federated.rounds * dp_local_epochs(cfg) * per_epoch
+    task = get_task(cfg.base.task, cfg)
+    batch = dp_batch_size(task, cfg)
+    total = (
+        cfg.train_federated.rounds * dp_local_epochs(cfg) * task.dp_steps_per_epoch(n_train, batch)
+    )
     return noise_multiplier_for_target(
         target_epsilon=float(p.target_epsilon),
         delta=p.delta,
-        sample_rate=1.0 / per_epoch,
+        sample_rate=1.0 / steps_per_epoch(n_train, batch),  # Poisson rate: batch / examples
         steps=total,
         accountant=p.accountant,
     )
+
+
+def _check_dp_steps(
+    task: Task, cfg: PrivFedConfig, hospital: str, server_round: int, taken: int, n_train: int
+) -> None:
+    """Warn when a task's fit took other DP steps than the noise was calibrated for.
+
+    ε is computed from the steps taken (the reported history), so the guarantee stays
+    honest; the warning says why ε may then miss ``privacy.target_epsilon``.
+    """
+    planned = dp_local_epochs(cfg) * task.dp_steps_per_epoch(n_train, dp_batch_size(task, cfg))
+    if taken != planned:
+        log.warning(
+            "%s round %d: task %s took %d DP-SGD steps, the noise was calibrated for %d; "
+            "ε is accounted from the steps taken",
+            hospital,
+            server_round,
+            task.name,
+            taken,
+            planned,
+        )
 
 
 def _outgoing(
@@ -167,6 +191,8 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         label=f"{hospital} round {server_round}",
     )
     timings["train_s"] = lap()
+    if dp is not None:
+        _check_dp_steps(task, cfg, hospital, server_round, result.dp_steps(dp.history), len(train))
     trained_val = {}
     if bool(config.get(TRAINED_VAL_FLAG, False)):  # data-aware aggregation weighs by it
         trained_val[TRAINED_VAL_LOSS] = float(np.mean(task.example_losses(model, val)))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from privfed.config import PrivFedConfig
+    from privfed.training import FitPlan, LocalResult
 
 __all__ = ["PUBLIC_ONLY", "Task", "TableCheck"]
 
@@ -140,6 +141,31 @@ class Task(ABC):
     def dp_max_grad_norm(self) -> float:
         """DP-SGD's per-example clipping bound when ``privacy.max_grad_norm`` is null (1.0)."""
         return 1.0
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, model: nn.Module, dataset: Dataset, plan: FitPlan) -> LocalResult:
+        """Train ``model`` in place as ``plan`` says; report the loss and the DP steps taken.
+
+        The default is :func:`privfed.training.train_local_pass`: one Adam over :meth:`loss`.
+        A task that needs more (a GAN's alternating generator and discriminator steps, two
+        learning rates) overrides it. With ``plan.dp`` set, every step that reads ``dataset``
+        must go through :func:`privfed.training.private_training`, and the result's
+        ``history`` must extend ``plan.dp.history`` by exactly those steps: ε is accounted
+        from it.
+        """
+        from privfed.training import train_local_pass
+
+        return train_local_pass(self, model, dataset, **plan.as_kwargs())
+
+    def dp_steps_per_epoch(self, num_examples: int, batch_size: int) -> int:
+        """DP-SGD steps :meth:`fit` takes on private data per epoch (noise is calibrated for it).
+
+        The default, one step per expected batch, is what the default :meth:`fit` takes; a
+        task whose fit takes several private steps per batch overrides both together.
+        """
+        from privfed.training import steps_per_epoch
+
+        return steps_per_epoch(num_examples, batch_size)
 
     # -- model ------------------------------------------------------------------------------
     @abstractmethod
