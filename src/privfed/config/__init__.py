@@ -16,7 +16,7 @@ import copy
 import importlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError, create_model, model_validator
@@ -173,7 +173,7 @@ def config_model() -> type[PrivFedConfig]:
 
 def _compose_section(section: str, settings: dict[str, TaskSettings]) -> type[Section]:
     """The shared ``section`` plus each task's flat keys and ``<section>.<task>`` sub-sections."""
-    shared: type[Section] = PrivFedConfig.model_fields[section].annotation  # type: ignore[assignment]
+    shared = cast("type[Section]", PrivFedConfig.model_fields[section].annotation)
     owner = {name: "every task" for name in shared.model_fields}
     flat: list[type[Section]] = []
     nested: dict[str, Any] = {}

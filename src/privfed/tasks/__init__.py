@@ -125,7 +125,14 @@ def registry_key() -> tuple[TaskEntry, ...]:
 def task_settings(name: str) -> TaskSettings | None:
     """The :class:`~privfed.config.TaskSettings` of task ``name`` (imports only its settings)."""
     entry = _entry(name)
-    return None if entry.settings is None else _resolve(entry.settings)  # type: ignore[return-value]
+    if entry.settings is None:
+        return None
+    settings = _resolve(entry.settings)
+    from privfed.config.sections import TaskSettings
+
+    if not isinstance(settings, TaskSettings):
+        raise TypeError(f"task {name!r}: {entry.settings} is not a TaskSettings")
+    return settings
 
 
 def _entry(name: str) -> TaskEntry:
