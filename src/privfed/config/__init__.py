@@ -47,6 +47,7 @@ from privfed.config.sections import (
     TrainSection,
     ValidateDataSection,
 )
+from privfed.config.yamlfile import read_yaml
 
 __all__ = [
     "SECAGG_MODULUS",
@@ -269,15 +270,21 @@ def load_config(path: str | Path = "params.yaml") -> PrivFedConfig:
     """Load and validate a params file.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or holds a bad value.
+        ConfigError: the file is missing, empty, not YAML (a key written twice included), or
+            holds a bad value.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not raw:
+        raise ConfigError(
+            f"{path} is empty: it must hold at least a 'base' section (copy the project's "
+            "params.yaml and edit it); an empty file would silently run every default"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping, got {type(raw).__name__}")
     return config_from_dict(raw)

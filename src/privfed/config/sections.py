@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from privfed.config.yamlfile import read_yaml
 
 __all__ = [
     "TASK_SECTIONS",
@@ -44,9 +47,31 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """A params.yaml section: unknown keys are errors, values never change after loading."""
+    """A params.yaml section: unknown keys are errors, values never change after loading.
+
+    A boolean where a number belongs is an error too: pydantic would read ``rounds: true`` as
+    1 round.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, info in cls.model_fields.items():
+            key = info.alias or name
+            value = data.get(key, data.get(name))
+            if isinstance(value, bool) and _is_number(info.annotation):
+                raise ValueError(f"{key}={value!r}: expected a number, not a boolean")
+        return data
+
+
+def _is_number(annotation: Any) -> bool:
+    """``int``, ``float`` or either of them or None."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return annotation in (int, float) or any(a in (int, float) for a in options)
 
 
 @dataclass(frozen=True)
@@ -131,7 +156,7 @@ def read_schema_file(path: Path) -> dict[str, Any]:
             f"schema file not found: {str(path)!r} (write one with `privfed schema infer`)"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except yaml.YAMLError as err:
         raise ValueError(f"schema file {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -143,6 +168,15 @@ class ValidateDataSection(Section):
     min_patients_per_hospital: int = Field(20, ge=1)
     max_patients_per_hospital: int = Field(100_000, ge=1)
     min_cases_per_hospital: int = Field(6, ge=3, description="imaging tasks: cases per hospital")
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ValidateDataSection:
+        if self.min_patients_per_hospital > self.max_patients_per_hospital:
+            raise ValueError(
+                f"min_patients_per_hospital={self.min_patients_per_hospital} is larger than "
+                f"max_patients_per_hospital={self.max_patients_per_hospital}"
+            )
+        return self
 
 
 class PartitionDataSection(Section):
@@ -189,7 +223,7 @@ class PrivacySection(Section):
     )
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
     epsilon_budget: float = Field(1.0, gt=0.0)
-    accountants: tuple[Literal["rdp", "prv"], ...] = ("rdp", "prv")
+    accountants: tuple[Literal["rdp", "prv"], ...] = Field(("rdp", "prv"), min_length=1)
     accountant: Literal["rdp", "prv"] = Field(
         "prv", description="calibrates the noise and decides ε (one of accountants)"
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from privfed.privacy.accounting import (
+    check_delta,
     epsilon_from_history,
     noise_multiplier_for_target,
 )
 
-__all__ = ["epsilon_from_history", "noise_multiplier_for_target"]
+__all__ = ["check_delta", "epsilon_from_history", "noise_multiplier_for_target"]

@@ -9,12 +9,12 @@ all rounds' steps, computed by the accountant named in params.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-__all__ = ["epsilon_from_history", "noise_multiplier_for_target"]
+__all__ = ["check_delta", "epsilon_from_history", "noise_multiplier_for_target"]
 
 
 def epsilon_from_history(
@@ -47,3 +47,34 @@ def noise_multiplier_for_target(
             accountant=accountant,
         )
     )
+
+
+def check_delta(delta: float, examples: Mapping[str, int]) -> str | None:
+    """Refuse a δ that permits releasing a record outright; warn where it is merely loose.
+
+    (ε, δ)-DP lets a mechanism fail with probability δ, e.g. by publishing one record in the
+    clear: with δ ≥ 1/n that can be "one of the n patients", and ε means nothing. The usual rule
+    is δ well below 1/n; we refuse δ ≥ 1/n and warn above 1/(10·n), n the smallest hospital's
+    training examples (each hospital's guarantee is about its own patients).
+
+    Returns:
+        A warning to log, or None.
+
+    Raises:
+        ValueError: naming ``privacy.delta``, the hospital and its n.
+    """
+    if not examples:
+        raise ValueError("no hospital's training examples to check privacy.delta against")
+    hospital, n = min(examples.items(), key=lambda item: item[1])
+    if delta >= 1.0 / n:
+        raise ValueError(
+            f"privacy.delta={delta:g} is not below 1/n = {1.0 / n:.3g} for {hospital} "
+            f"(n = {n} training examples): with δ ≥ 1/n the guarantee allows releasing a "
+            f"patient's record outright; use δ ≤ {0.1 / n:.1g}"
+        )
+    if delta > 0.1 / n:
+        return (
+            f"privacy.delta={delta:g} is above 1/(10 n) = {0.1 / n:.3g} for {hospital} "
+            f"(n = {n}): a loose guarantee; δ ≤ {0.1 / n:.1g} is the usual choice"
+        )
+    return None

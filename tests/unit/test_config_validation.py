@@ -1,0 +1,72 @@
+"""A careless params.yaml fails before any stage runs, naming the key and value at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from privfed.config import ConfigError, config_from_dict, load_config
+from privfed.privacy import check_delta
+from tests.conftest import ROOT, raw_params
+
+
+def _default(**overrides: dict) -> dict:
+    """params.yaml with overrides, on the default profile (the tiny overlay would mask them)."""
+    raw = raw_params(**overrides)
+    raw["base"]["profile"] = "default"
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("train_federated", {"rounds": True}, "rounds=True: expected a number, not a boolean"),
+        ("privacy", {"target_epsilon": False}, "target_epsilon=False: expected a number"),
+        ("train_federated", {"min_train_nodes": True}, "min_train_nodes=True"),
+        ("privacy", {"accountants": []}, "privacy.accountants: Tuple should have at least 1"),
+        (
+            "validate_data",
+            {"min_patients_per_hospital": 500, "max_patients_per_hospital": 100},
+            "min_patients_per_hospital=500 is larger than max_patients_per_hospital=100",
+        ),
+    ],
+)
+def test_bad_values_are_refused_by_name(section: str, values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(_default(**{section: values}))
+    assert section in str(err.value) and message in str(err.value)
+
+
+def test_booleans_stay_valid_where_a_boolean_belongs() -> None:
+    cfg = config_from_dict(_default(privacy={"enabled": True, "dropout": True}))
+    assert cfg.privacy.dropout is True
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    # Prepare: the project's params.yaml with train_federated.rounds written a second time
+    text = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("train_federated:\n", "train_federated:\n  rounds: 99\n", 1))
+
+    # Execute / Assert
+    with pytest.raises(ConfigError, match=r"key 'rounds' appears twice .*lines \d+ and \d+"):
+        load_config(path)
+
+
+def test_an_empty_params_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(path)
+
+
+def test_delta_must_be_below_one_over_the_smallest_hospitals_n() -> None:
+    # 1/200 = 0.005: the smallest hospital decides
+    with pytest.raises(ValueError, match=r"privacy.delta=0.9 .* hospital_2 \(n = 200"):
+        check_delta(0.9, {"hospital_1": 400, "hospital_2": 200})
+    with pytest.raises(ValueError, match="privacy.delta=0.005"):
+        check_delta(0.005, {"hospital_1": 400, "hospital_2": 200})
+    warning = check_delta(1e-3, {"hospital_1": 400, "hospital_2": 200})  # > 1/(10·200)
+    assert warning is not None and "loose" in warning
+    assert check_delta(1e-5, {"hospital_1": 400, "hospital_2": 200}) is None
