@@ -133,6 +133,13 @@ def audit_lines(audits: Mapping[str, Mapping[str, float]], epsilons: Mapping[str
     )
 
 
+def _alias_note(alias: str) -> str:
+    """What the alias means for a reader about to load the model."""
+    if alias == "champion":
+        return "; `models:/<name>@champion` loads the same model until another version is promoted"
+    return ": not promoted, `@champion` loads another version or none"
+
+
 def model_card(
     cfg: PrivFedConfig,
     summary: dict[str, Any],
@@ -175,8 +182,9 @@ def model_card(
 ## Evaluation
 {table}
 ## Loading
-`mlflow.pytorch.load_model("models:/{cfg.register_model.model_name}@champion")` in an environment
-with `privfed` installed (the model class is `privfed.tasks.{cfg.base.task}`'s network).
+This version: `mlflow.pytorch.load_model("models:/{cfg.register_model.model_name}/{version}")`
+(it holds alias `{decision.alias}`{_alias_note(decision.alias)}), in an environment with
+`privfed` installed and task `{cfg.base.task}` registered (its `task.py` defines the network).
 
 ## Intended use and limits
 Research use. Trained on the data version above (the synthetic generator unless the consortium
