@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,23 @@ import yaml
 from privfed.config import PrivFedConfig, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _committed_params() -> str:
+    """params.yaml as committed at HEAD; the working copy only outside a git checkout.
+
+    README's ``dvc exp run -S key=value`` rewrites the working params.yaml and leaves it so:
+    tests read the committed file, so a user's experiment cannot change what they expect.
+    """
+    shown = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True
+    )
+    return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
+
+
+#: The pinned params every test reads (a copy of the committed file, never the working one).
+PARAMS = Path(tempfile.mkdtemp(prefix="privfed-test-params-")) / "params.yaml"
+PARAMS.write_text(_committed_params())
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -62,7 +80,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def raw_params(**overrides: dict) -> dict:
     """params.yaml as a dict with base.profile=tiny and section overrides merged in."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(PARAMS.read_text())
     raw["base"]["profile"] = "tiny"
     for section, values in overrides.items():
         raw.setdefault(section, {})

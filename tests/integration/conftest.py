@@ -17,7 +17,7 @@ import yaml
 from privfed.config import config_from_dict
 from privfed.federated.launcher import free_port
 from privfed.stages import partition_data, validate_data
-from tests.conftest import ROOT, raw_params
+from tests.conftest import PARAMS, ROOT, raw_params
 
 BIN = Path(sys.executable).parent
 
@@ -61,7 +61,7 @@ def project(tmp_path: Path) -> Path:
         if rel.startswith(("tests/", "benchmarks/")) or rel == "dvc.lock":
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dst / rel)
+        shutil.copy2(PARAMS if rel == "params.yaml" else ROOT / rel, dst / rel)
     set_params(dst, {"base.profile": "tiny"})
     env = project_env()
     for cmd in (

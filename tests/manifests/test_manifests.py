@@ -22,7 +22,7 @@ from flwr.common.config import parse_config_args
 
 from privfed.config import PrivFedConfig, load_config
 from privfed.federated.launcher import node_config_arg
-from tests.conftest import ROOT
+from tests.conftest import PARAMS, ROOT
 
 BIN = Path(sys.executable).parent
 OVERLAYS = ("base", "overlays/dev", "overlays/gpu")
@@ -39,7 +39,7 @@ DATA_MOUNT = "/data/hospital"
 
 @pytest.fixture(scope="module")
 def cfg() -> PrivFedConfig:
-    return load_config(ROOT / "params.yaml")
+    return load_config(PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +306,7 @@ def test_params_configmap_is_the_repository_params(rendered) -> None:
         o for o in _objs(rendered, "base", "ConfigMap")
         if o["metadata"]["name"].startswith("privfed-params-")
     ]  # fmt: skip
-    assert cm["data"]["params.yaml"] == (ROOT / "params.yaml").read_text()
+    assert cm["data"]["params.yaml"] == (ROOT / "params.yaml").read_text()  # what kustomize renders
     cron = _one(rendered, "base", "CronJob", "privfed-retrain")
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert {"name": "params", "configMap": {"name": cm["metadata"]["name"]}} in pod["volumes"]

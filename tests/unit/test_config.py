@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from privfed.config import STAGES, ConfigError, config_from_dict, load_config
-from tests.conftest import ROOT, raw_params
+from tests.conftest import PARAMS, ROOT, raw_params
 
 
 def test_params_yaml_loads_with_every_profile() -> None:
@@ -15,12 +15,12 @@ def test_params_yaml_loads_with_every_profile() -> None:
         raw["base"]["profile"] = profile
         cfg = config_from_dict(raw)
         assert cfg.base.profile == profile
-    assert load_config(ROOT / "params.yaml").base.profile == "default"
+    assert load_config(PARAMS).base.profile == "default"
 
 
 def test_profile_overlay_replaces_single_keys() -> None:
     cfg = config_from_dict(raw_params())
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(PARAMS.read_text())
     tiny = raw["profiles"]["tiny"]
     assert cfg.generate_data.patients_per_hospital == tiny["generate_data"]["patients_per_hospital"]
     # keys the overlay does not name keep the section's value
@@ -56,7 +56,7 @@ def test_dvc_yaml_params_and_stages_match_the_schema() -> None:
     """dvc.yaml, params.yaml and the config schema stay in step."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert list(dvc) == list(STAGES)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(PARAMS.read_text())
     for stage, spec in dvc.items():
         assert spec["cmd"] == f"privfed {stage}"
         for key in spec.get("params", []):

@@ -8,7 +8,7 @@ import pytest
 
 from privfed.config import ConfigError, config_from_dict, load_config
 from privfed.privacy import check_delta
-from tests.conftest import ROOT, raw_params
+from tests.conftest import PARAMS, raw_params
 
 
 def _default(**overrides: dict) -> dict:
@@ -45,7 +45,7 @@ def test_booleans_stay_valid_where_a_boolean_belongs() -> None:
 
 def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
     # Prepare: the project's params.yaml with train_federated.rounds written a second time
-    text = (ROOT / "params.yaml").read_text()
+    text = PARAMS.read_text()
     path = tmp_path / "params.yaml"
     path.write_text(text.replace("train_federated:\n", "train_federated:\n  rounds: 99\n", 1))
 
