@@ -12,13 +12,21 @@ import logging
 import math
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["GateDecision", "promotion_gate", "data_version", "git_commit", "tracking_uri"]
+__all__ = [
+    "Champion",
+    "GateDecision",
+    "current_champion",
+    "data_version",
+    "git_commit",
+    "promotion_gate",
+    "tracking_uri",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +36,21 @@ class GateDecision:
     promote: bool
     reasons: list[str]
     checks: dict[str, Any]
+    #: What the gate noticed without refusing (e.g. a champion it could not compare with).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def alias(self) -> str:
         return "champion" if self.promote else "challenger"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version holding alias ``champion``, with what its gate recorded (None: not recorded)."""
+
+    version: str
+    metric: float | None
+    data_version: str | None
 
 
 def utility_ratio(candidate: float, central: float, *, higher_is_better: bool = True) -> float:
@@ -55,9 +74,22 @@ def promotion_gate(
     epsilon_budget: float,
     validation_passed: bool,
     higher_is_better: bool = True,
+    floor: float | None = None,
+    trained_with_dp: bool = True,
+    require_dp: bool = False,
+    champion: Champion | None = None,
+    data_version: str | None = None,
 ) -> GateDecision:
-    """Decide promotion; every failed check contributes a reason naming the numbers."""
+    """Decide promotion; every failed check contributes a reason naming the numbers.
+
+    Beside the ratio to the centralized baseline (which a poor baseline makes easy to pass),
+    ``floor`` is an absolute bound on the primary metric, ``require_dp`` refuses a model trained
+    without DP, and a current ``champion`` scored on the same ``data_version`` is never demoted
+    by a worse candidate. A champion scored on other data cannot be compared: the gate says so
+    in ``notes`` and decides on the other checks.
+    """
     reasons = []
+    better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
     if candidate_metric is None or math.isnan(candidate_metric):
         reasons.append("candidate model has no primary metric")
         ratio = math.nan
@@ -68,14 +100,77 @@ def promotion_gate(
                 f"utility ratio {ratio:.3f} to centralized ({candidate_metric:.4f} vs "
                 f"{central_metric:.4f}) is below registry min_ratio_to_central={min_ratio}"
             )
+        if floor is not None and better(floor, candidate_metric):
+            reasons.append(
+                f"primary metric {candidate_metric:.4f} is "
+                f"{'below' if higher_is_better else 'above'} register_model.metric_floor={floor}"
+            )
     if not epsilon <= epsilon_budget:
         reasons.append(f"epsilon {epsilon:.3f} exceeds privacy budget {epsilon_budget}")
     if not validation_passed:
         reasons.append("data validation did not pass")
+    if require_dp and not trained_with_dp:
+        reasons.append(
+            "the candidate was trained without differential privacy and "
+            "register_model.require_dp is true (set it to false to promote a non-DP model)"
+        )
+    notes = _champion_notes(champion, data_version, candidate_metric, better, reasons)
     return GateDecision(
         promote=not reasons,
         reasons=reasons,
-        checks={"utility_ratio": ratio, "epsilon": epsilon, "validation_passed": validation_passed},
+        checks={
+            "utility_ratio": ratio,
+            "epsilon": epsilon,
+            "validation_passed": validation_passed,
+            "candidate_metric": math.nan if candidate_metric is None else candidate_metric,
+            "trained_with_dp": trained_with_dp,
+        },
+        notes=notes,
+    )
+
+
+def _champion_notes(
+    champion: Champion | None,
+    data_version: str | None,
+    metric: float | None,
+    better: Any,
+    reasons: list[str],
+) -> list[str]:
+    """Refuse (in ``reasons``) to demote a better champion; note what could not be compared."""
+    if champion is None or metric is None or math.isnan(metric):
+        return []
+    if champion.metric is None or champion.data_version is None:
+        return [f"current champion v{champion.version} has no recorded metric: not compared"]
+    if champion.data_version != data_version:
+        return [
+            f"current champion v{champion.version} was scored on data version "
+            f"{champion.data_version}, this candidate on {data_version}: not compared (different "
+            "test data)"
+        ]
+    if better(champion.metric, metric):
+        reasons.append(
+            f"current champion v{champion.version} scored {champion.metric:.4f} on the same data "
+            f"version; this candidate's {metric:.4f} would demote it"
+        )
+    return []
+
+
+def current_champion(client: Any, model_name: str) -> Champion | None:
+    """The version holding alias ``champion`` and the metric and data version its gate tagged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException as err:
+        # no such name yet, or no version holds the alias: anything else is a real failure
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    metric = version.tags.get("gate.candidate_metric")
+    return Champion(
+        version=str(version.version),
+        metric=float(metric) if metric not in (None, "nan") else None,
+        data_version=version.tags.get("data_version"),
     )
 
 

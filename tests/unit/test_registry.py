@@ -6,7 +6,9 @@ import pytest
 
 from privfed.registry import (
     TASK_TAG,
+    Champion,
     check_model_task,
+    current_champion,
     data_version,
     promotion_gate,
     registered_task,
@@ -79,3 +81,50 @@ def test_a_name_holding_another_tasks_models_is_refused(tmp_path) -> None:
     assert registered_task(client, "privfed-old") == "segmentation"
     with pytest.raises(ValueError, match="privfed-notes"):
         check_model_task(client, "privfed-old", "notes")
+
+
+def test_a_floor_refuses_a_model_that_only_beats_a_poor_baseline() -> None:
+    # the attack: 50 % label noise, centralized AUROC 0.357, a 0.589 DP model at ratio 1.65
+    poor = _gate(candidate_metric=0.589, central_metric=0.357, floor=0.6)
+    assert not poor.promote
+    assert poor.reasons == ["primary metric 0.5890 is below register_model.metric_floor=0.6"]
+    assert _gate(candidate_metric=0.589, central_metric=0.357).promote  # what it did before
+    # lower is better (perplexity): the floor is an upper bound
+    assert not _gate(
+        candidate_metric=2.0, central_metric=2.0, floor=1.9, higher_is_better=False
+    ).promote
+
+
+def test_a_model_without_dp_is_champion_only_when_the_operator_allows_it() -> None:
+    no_dp = _gate(epsilon=0.5, trained_with_dp=False, require_dp=True)
+    assert not no_dp.promote and "register_model.require_dp is true" in no_dp.reasons[0]
+    assert _gate(epsilon=0.5, trained_with_dp=False, require_dp=False).promote
+
+
+def test_a_better_champion_on_the_same_data_is_not_demoted() -> None:
+    better = Champion(version="3", metric=0.89, data_version="d1")
+    kept = _gate(candidate_metric=0.88, champion=better, data_version="d1")
+    assert not kept.promote
+    assert kept.reasons == [
+        "current champion v3 scored 0.8900 on the same data version; this candidate's 0.8800 "
+        "would demote it"
+    ]
+    assert _gate(candidate_metric=0.895, champion=better, data_version="d1").promote
+    # other data: scored on another test set, so not compared, and the card says so
+    other = _gate(candidate_metric=0.88, champion=better, data_version="d2")
+    assert other.promote and "not compared (different test data)" in other.notes[0]
+
+
+def test_current_champion_reads_what_the_gate_tagged(tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert current_champion(client, "m") is None  # no such model yet
+    client.create_registered_model("m")
+    client.create_model_version("m", source="runs:/x/model")
+    assert current_champion(client, "m") is None  # no version holds the alias
+    client.set_registered_model_alias("m", "champion", "1")
+    assert current_champion(client, "m") == Champion("1", None, None)  # tagged by no gate
+    client.set_model_version_tag("m", "1", "gate.candidate_metric", "0.87")
+    client.set_model_version_tag("m", "1", "data_version", "abc")
+    assert current_champion(client, "m") == Champion("1", 0.87, "abc")

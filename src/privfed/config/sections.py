@@ -269,3 +269,23 @@ class RegisterModelSection(Section):
     artifact_location: str = "mlartifacts"
     candidate: Literal["federated", "federated_dp"] = "federated_dp"
     min_ratio_to_central: float = Field(0.9, gt=0.0)
+    metric_floor: dict[str, float] = Field(
+        default_factory=dict,
+        description="task -> the least primary metric a champion may have (at most, for a "
+        "lower-is-better metric); a task not listed has no floor",
+    )
+    require_dp: bool = Field(
+        True, description="refuse to promote a model trained without DP (candidate federated)"
+    )
+
+    @field_validator("metric_floor")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+        from privfed.tasks import available_tasks
+
+        unknown = sorted(set(value) - set(available_tasks()))
+        if unknown:
+            raise ValueError(
+                f"names no registered task: {unknown}; tasks: {list(available_tasks())}"
+            )
+        return value

@@ -17,6 +17,7 @@ from privfed.io import atomic_dir, read_json, write_json, write_text
 from privfed.registry import (
     TASK_TAG,
     check_model_task,
+    current_champion,
     data_version,
     experiment_id,
     git_commit,
@@ -156,6 +157,9 @@ def model_card(
 ) -> str:
     candidate = cfg.register_model.candidate
     reasons = "\n".join(f"- {r}" for r in decision.reasons) or "- all checks passed"
+    notes = "\n".join(f"- Note: {n}" for n in decision.notes)
+    require_dp = str(cfg.register_model.require_dp).lower()
+    floor = cfg.register_model.metric_floor.get(cfg.base.task, "none")
     dp_run = candidate == "federated_dp" and cfg.privacy.enabled
     local_epochs = dp_local_epochs(cfg) if dp_run else cfg.train_federated.local_epochs
     return f"""# Model card: {cfg.register_model.model_name} v{version}
@@ -178,6 +182,9 @@ def model_card(
 
 ## Promotion decision: `{decision.alias}`
 {reasons}
+{notes}
+- DP required for promotion (register_model.require_dp): {require_dp};
+  floor on `{summary["primary_metric"]}` (register_model.metric_floor): {floor}
 
 ## Evaluation
 {table}
@@ -208,15 +215,6 @@ def run(
     summary = evaluation["summary"]
     candidate = r.candidate
     epsilon = _float(privacy.get("epsilon")) if candidate == "federated_dp" else math.inf
-    decision = promotion_gate(
-        candidate_metric=summary.get(candidate),
-        central_metric=float(summary["centralized"]),
-        min_ratio=r.min_ratio_to_central,
-        epsilon=epsilon,
-        epsilon_budget=cfg.epsilon_budget,
-        validation_passed=bool(validation.get("success")),
-        higher_is_better=task.higher_is_better,
-    )
     candidate_path = Path(inputs["federated"]) / candidate / MODEL_FILE
     model = load_model(candidate_path, cfg)
     # DVC runs hash dvc.lock's data entries; Kubeflow runs pass the validated dataset instead.
@@ -230,6 +228,20 @@ def run(
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     check_model_task(client, r.model_name, task.name)  # before anything is logged
+    decision = promotion_gate(
+        candidate_metric=summary.get(candidate),
+        central_metric=float(summary["centralized"]),
+        min_ratio=r.min_ratio_to_central,
+        epsilon=epsilon,
+        epsilon_budget=cfg.epsilon_budget,
+        validation_passed=bool(validation.get("success")),
+        higher_is_better=task.higher_is_better,
+        floor=r.metric_floor.get(task.name),
+        trained_with_dp=candidate == "federated_dp",
+        require_dp=r.require_dp,
+        champion=current_champion(client, r.model_name),
+        data_version=data_hash,
+    )
     exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
@@ -330,6 +342,7 @@ def run(
     )
     for key, value in decision.checks.items():
         client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
+    client.set_model_version_tag(r.model_name, version, "data_version", data_hash)
     result = {
         "tracking_uri": uri,
         "run_id": run_id,
@@ -338,6 +351,7 @@ def run(
         "alias": decision.alias,
         "promoted": decision.promote,
         "reasons": decision.reasons,
+        "notes": decision.notes,
         "checks": decision.checks,
         "data_version": data_hash,
         "git_commit": commit,
