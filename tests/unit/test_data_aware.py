@@ -15,7 +15,7 @@ from privfed.federated.data_aware import (
     DataAwareFedAvg,
     data_aware_weights,
 )
-from privfed.federated.server import make_strategy
+from privfed.federated.strategies import make_strategy
 from tests.conftest import raw_params
 
 

@@ -7,7 +7,9 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from privfed.config import config_from_dict
-from privfed.federated.server import RoundRecorder, make_strategy
+from privfed.federated.recorded import RecordedStrategy
+from privfed.federated.recorder import RoundRecorder
+from privfed.federated.strategies import make_strategy
 from tests.conftest import raw_params
 
 
@@ -48,8 +50,7 @@ def test_fedavg_equals_hand_computed_weighted_average(tmp_path) -> None:
     # Prepare
     cfg = config_from_dict(raw_params())
     recorder = _recorder(tmp_path, num_rounds=1, min_replies=3)
-    strategy = make_strategy(cfg, num_nodes=3)
-    strategy.aggregate_train = recorder.guard(strategy.aggregate_train)
+    strategy = RecordedStrategy(make_strategy(cfg, num_nodes=3), recorder)
     replies = [
         _reply(1, "hospital_1", [np.array([1.0, 2.0]), np.array([[0.0]])], n=10, loss=1.0),
         _reply(2, "hospital_2", [np.array([3.0, 6.0]), np.array([[3.0]])], n=30, loss=0.5),
@@ -96,8 +97,7 @@ def test_aggregate_does_not_depend_on_reply_arrival_order(tmp_path) -> None:
 
     def aggregate(order: list[str]) -> list[np.ndarray]:
         recorder = _recorder(tmp_path, num_rounds=1, min_replies=3)
-        strategy = make_strategy(cfg, num_nodes=3)
-        strategy.aggregate_train = recorder.guard(strategy.aggregate_train)
+        strategy = RecordedStrategy(make_strategy(cfg, num_nodes=3), recorder)
         replies = [_reply(int(h[-1]), h, updates[h], n=sizes[h], loss=1.0) for h in order]
         arrays, _ = strategy.aggregate_train(1, replies)
         return arrays.to_numpy_ndarrays()

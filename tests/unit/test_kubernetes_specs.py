@@ -24,8 +24,15 @@ from kubernetes.client import (
 )
 
 from privfed.config import ClusterSection, ConfigError, config_from_dict
-from privfed.federated.kubernetes import (
-    KubernetesFederation,
+from privfed.federated.federation import FederationError, RunSpec
+from privfed.federated.flower_app import build_run_config
+from privfed.federated.flower_commands import (
+    node_config_arg,
+    superlink_command,
+    supernode_command,
+)
+from privfed.federated.flower_control import flwr_connection_toml
+from privfed.federated.kube_pods import (
     pod_is_ready,
     pod_log_name,
     pod_state,
@@ -33,15 +40,8 @@ from privfed.federated.kubernetes import (
     run_tag,
     supernode_readiness,
 )
-from privfed.federated.launcher import (
-    FederationError,
-    TlsFiles,
-    build_run_config,
-    flwr_connection_toml,
-    node_config_arg,
-    superlink_command,
-    supernode_command,
-)
+from privfed.federated.kubernetes import KubernetesFederation
+from privfed.federated.security import TlsFiles
 from tests.conftest import raw_params
 
 LABEL = "privfed.ai/hospital"
@@ -280,7 +280,6 @@ def test_wait_returns_when_all_configured_hospitals_are_ready(tmp_path: Path) ->
 def test_a_run_given_up_on_is_stopped_on_the_superlink(tmp_path: Path, monkeypatch) -> None:
     """The SuperLink outlives the step: a timed-out run must not keep the hospitals busy."""
     import privfed.federated.kubernetes as k8s
-    from privfed.federated.launcher import RunSpec
     from tests.conftest import raw_params
 
     # Prepare: submission times out after Flower gave the run an id
@@ -291,7 +290,7 @@ def test_a_run_given_up_on_is_stopped_on_the_superlink(tmp_path: Path, monkeypat
 
     def timed_out(**kwargs: Any) -> str:
         err = FederationError("run 'federated' exceeded train_federated.run_timeout_s=1")
-        err.run_id = "77"  # type: ignore[attr-defined]
+        err.run_id = "77"
         raise err
 
     monkeypatch.setattr(k8s, "submit_run", timed_out)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from privfed.config import config_from_dict
-from privfed.federated.launcher import build_run_config
+from privfed.federated.flower_app import build_run_config
+from privfed.federated.recorded import RecordedStrategy
+from privfed.federated.recorder import RoundRecorder
 from privfed.federated.resume import (
     ResumeState,
     ResumeStore,
@@ -20,7 +26,7 @@ from privfed.federated.resume import (
     run_key,
     strategy_state,
 )
-from privfed.federated.server import RoundRecorder, make_strategy
+from privfed.federated.strategies import make_strategy
 from tests.conftest import raw_params
 
 
@@ -98,21 +104,89 @@ def test_adaptive_strategy_moments_survive(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fresh.m_t["w"], np.ones(3))
 
 
+#: recorder.grid is None here, so the wrapper never asks the grid for nodes
+_NO_GRID: Grid = None  # type: ignore[assignment]
+
+
+class _Rounds(Strategy):
+    """An inner strategy that only notes the round numbers it is handed."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.seen.append(server_round)
+        return []
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self.seen.append(server_round)
+        return None, None
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        pass
+
+
 def test_resumed_recorder_counts_rounds_and_dp_steps_once(tmp_path: Path) -> None:
+    # Prepare: a run resumed after round 2
     recorder = _recorder(tmp_path)
-    recorder.resume(_state(round_=2))
-    seen: list[int] = []
-    # Flower restarts at round 1; the strategy and the rows see the run's round 3
-    recorder.guard(lambda r, replies: seen.append(r))(1, [])
-    recorder.guard_configure(lambda r, arrays, config, grid: seen.append(r) or [])(
-        1, None, None, None
-    )
-    assert seen == [3, 3]
+    inner = _Rounds()
+    strategy = RecordedStrategy(inner, recorder)
+    strategy.resume(_state(round_=2))
+    # Execute: Flower restarts at round 1
+    strategy.configure_train(1, ArrayRecord(), ConfigRecord(), _NO_GRID)
+    strategy.aggregate_train(1, [])
+    # Assert: the inner strategy and the rows see the run's round 3
+    assert inner.seen == [3, 3]
     assert recorder.rounds[2]["val"]["auroc"] == 0.7 and recorder.rounds[3]["val"] == {}
     recorder.dp_history = {"hospital_1": [[1.1, 0.05, 20]], "hospital_2": [[1.3, 0.04, 9]]}
     full = recorder.full_dp_history()
     assert [n for *_, n in full["hospital_1"]] == [20, 20, 20]
     assert full["hospital_2"] == [[1.3, 0.04, 9]]
+
+
+def test_round_end_saves_the_inner_strategys_state_and_resume_restores_it(
+    tmp_path: Path,
+) -> None:
+    # Prepare: FedAdam with moments, wrapped; the recorder has a store; one reply kept
+    cfg = config_from_dict(raw_params(train_federated={"strategy": "fedadam"}))
+    store = ResumeStore(tmp_path / "resume", "k")
+    recorder = RoundRecorder(
+        out_dir=tmp_path,
+        task_name="readmission",
+        primary_metric="auroc",
+        num_rounds=3,
+        min_replies=1,
+        store=store,
+    )
+    strategy = RecordedStrategy(make_strategy(cfg, 3), recorder)
+    strategy.strategy.m_t = {"w": np.full(2, 0.5)}  # type: ignore[attr-defined]
+    arrays = ArrayRecord({"w": torch.tensor([1.0, 2.0])})
+    strategy.end_round(0, arrays)
+    recorder.keep("hospital_1", {"train_loss": 0.25, "num-examples": 4}, None)
+    # Execute
+    strategy.end_round(1, arrays)
+    fresh = RecordedStrategy(make_strategy(cfg, 3), _recorder(tmp_path / "again", rounds=3))
+    saved = store.load()
+    assert saved is not None
+    fresh.resume(saved)
+    # Assert: round 1 was saved with the moments; the rerun's strategy and rows go on from it
+    assert saved.round == 1 and saved.rows[1]["train_loss"] == 0.25
+    np.testing.assert_array_equal(fresh.strategy.m_t["w"], [0.5, 0.5])  # type: ignore[attr-defined]
+    assert fresh.recorder.offset == 1
 
 
 def test_resume_dir_must_be_absolute() -> None:

@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from privfed.config import ConfigError, config_from_dict
+from privfed.federated.recorded import RecordedStrategy
+from privfed.federated.recorder import RoundRecorder
 from privfed.federated.scaffold import (
     CONTROL_KEY,
     DELTA_KEY,
@@ -22,7 +24,7 @@ from privfed.federated.scaffold import (
     control_variate,
     scaffold_update,
 )
-from privfed.federated.server import RoundRecorder, make_strategy
+from privfed.federated.strategies import make_strategy
 from privfed.training import train_local_pass
 from tests.conftest import raw_params
 
@@ -181,13 +183,13 @@ def test_one_round_of_two_hospitals_through_the_strategy(tmp_path) -> None:
         min_replies=2,
         screen_norm_factor=10.0,
     )
-    strategy.aggregate_train = recorder.guard(strategy.aggregate_train)
+    recorded = RecordedStrategy(strategy, recorder)
     initial = ArrayRecord(_linear().state_dict())
-    recorder.on_round_end(0, initial)  # the screening template
+    recorded.end_round(0, initial)  # the screening template
     # Execute
-    requests = list(strategy.configure_train(1, initial, ConfigRecord({}), _Grid([1, 2])))
+    requests = list(recorded.configure_train(1, initial, ConfigRecord({}), _Grid([1, 2])))
     replies = [_hospital_round(m.metadata.dst_node_id, m, np.zeros((1, 2))) for m in requests]
-    arrays, _ = strategy.aggregate_train(1, replies)
+    arrays, _ = recorded.aggregate_train(1, replies)
     # Assert: c = 0 went out; hospital 1 steps (-0.1, -0.1) (g_1 = (2, 4)); hospital 2's g_2 =
     # (0, -2) moves only w_2, by +0.1. x + mean Δy = (1 - 0.05, 0 + 0) = (0.95, 0);
     # c + (2/2)·mean(g_1, g_2) = (1, 1)

@@ -11,8 +11,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from privfed.config import config_from_dict
 from privfed.federated.adversary import corrupt
+from privfed.federated.recorded import RecordedStrategy
+from privfed.federated.recorder import RoundRecorder
 from privfed.federated.screening import screen_updates, update_norm
-from privfed.federated.server import RoundRecorder, make_strategy
+from privfed.federated.strategies import make_strategy
 from tests.conftest import raw_params
 
 GLOBAL = {"w": np.array([1.0, 2.0], dtype=np.float32), "mean": np.array([5.0], dtype=np.float32)}
@@ -130,16 +132,15 @@ def test_rejected_update_is_logged_with_hospital_and_left_out(tmp_path, caplog) 
         fixed=frozenset({"mean"}),
     )
     recorder.on_round_end(0, ArrayRecord({k: torch.from_numpy(v) for k, v in GLOBAL.items()}))
-    strategy = make_strategy(cfg, num_nodes=3)
-    aggregate = recorder.guard(strategy.aggregate_train)
+    strategy = RecordedStrategy(make_strategy(cfg, num_nodes=3), recorder)
     replies = [
         _reply(1, "hospital_1", _honest(0.1)),
         _reply(2, "hospital_2", _honest(0.3)),
         _reply(3, "hospital_3", corrupt(_honest(0.2), GLOBAL, "nan", seed=0)),
     ]
     # Execute
-    with caplog.at_level(logging.WARNING, logger="privfed.federated.server"):
-        arrays, _ = aggregate(1, replies)
+    with caplog.at_level(logging.WARNING, logger="privfed.federated.recorder"):
+        arrays, _ = strategy.aggregate_train(1, replies)
         recorder.on_round_end(1, arrays)
     # Assert: the average of the two honest updates only; the reason is logged and recorded
     np.testing.assert_allclose(arrays["w"].numpy(), GLOBAL["w"] + 0.2, rtol=1e-6)

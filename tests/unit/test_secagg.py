@@ -15,12 +15,12 @@ from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
 from privfed.config import SECAGG_MODULUS, ConfigError, SecureAggregationSection, config_from_dict
 from privfed.federated.inprocess import _serverapp_identity
-from privfed.federated.secagg import (
-    apply_mean_update,
+from privfed.federated.secagg.hospital import (
     is_secure_fit,
     secure_aggregation_mod,
     weighted_update,
 )
+from privfed.federated.secagg.server import apply_mean_update
 from tests.conftest import raw_params
 
 
@@ -207,7 +207,7 @@ def test_a_hospital_trains_as_on_the_message_api_path_and_sends_its_weighted_upd
     from flwr.compat.common import recorddict_compat as compat
 
     from privfed.federated.client import CONFIG_KEY, train_reply
-    from privfed.federated.secagg import secure_train_reply
+    from privfed.federated.secagg.hospital import secure_train_reply
     from privfed.partitions import hospital_dirs
     from privfed.stages import run_data_stages
     from privfed.tasks import get_task

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from privfed.federated.launcher import supernode_command
+from privfed.federated.flower_commands import supernode_command
 from privfed.federated.supernode import CappedSleep
 
 

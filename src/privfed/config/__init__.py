@@ -47,6 +47,7 @@ from privfed.config.sections import (
     TrainSection,
     ValidateDataSection,
 )
+from privfed.config.strategy_registry import get_strategy, strategy_names
 from privfed.config.yamlfile import read_yaml
 
 __all__ = [
@@ -117,13 +118,13 @@ class PrivFedConfig(Section):
                 "of the hospitals' quantized updates would wrap around; use a "
                 f"quantization_range below {SECAGG_MODULUS // self.base.num_hospitals}"
             )
-        if fed.strategy == "scaffold" and self.privacy.enabled:
+        refuses_dp = get_strategy(fed.strategy).hospital.refuses_dp
+        if refuses_dp is not None and self.privacy.enabled:
+            allowed = strategy_names(where=lambda spec: spec.hospital.refuses_dp is None)
             raise ValueError(
-                "train_federated.strategy=scaffold cannot run with privacy.enabled=true: each "
-                "hospital's control variate is an un-clipped, un-noised gradient of its data, "
-                "sent to the server every round, so DP-SGD's guarantee would not hold; set "
-                "privacy.enabled: false (and register_model.candidate: federated) or use fedavg "
-                "| fedprox with DP"
+                f"train_federated.strategy={fed.strategy} cannot run with privacy.enabled=true: "
+                f"{refuses_dp}; set privacy.enabled: false (and register_model.candidate: "
+                f"federated) or use one of {' | '.join(allowed)} with DP"
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
             raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")

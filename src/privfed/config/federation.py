@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from privfed.config.sections import Section
+from privfed.config.strategy_registry import STRATEGIES, strategy_names
 
 __all__ = [
     "SECAGG_MODULUS",
@@ -20,7 +21,10 @@ __all__ = [
 #: Flower's SecAgg+ mask modulus (``SecAggPlusWorkflow(modulus_range=...)``, its default).
 SECAGG_MODULUS = 2**32
 #: Strategies that need only the sum of the hospitals' updates, so SecAgg+ can serve them.
-SECAGG_STRATEGIES = ("fedavg", "fedprox")
+SECAGG_STRATEGIES = strategy_names(where=lambda spec: spec.secure_aggregation)
+#: ``train_federated.strategy``'s allowed values: the registry's names
+#: (:mod:`privfed.config.strategy_registry`), so a validation error lists every one of them.
+StrategyName = Literal[strategy_names()]  # type: ignore[valid-type]
 
 
 class SecureAggregationSection(Section):
@@ -67,20 +71,7 @@ class SecureAggregationSection(Section):
 
 
 class TrainFederatedSection(Section):
-    strategy: Literal[
-        "fedavg",
-        "fedprox",
-        "fedadam",
-        "fedyogi",
-        "fedadagrad",
-        "krum",
-        "multikrum",
-        "bulyan",
-        "trimmed_mean",
-        "median",
-        "scaffold",
-        "data_aware",
-    ] = "fedavg"
+    strategy: StrategyName = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
     scaffold_server_lr: float = Field(
         1.0, gt=0.0, description="scaffold: global step on the hospitals' mean update (eta_g)"
@@ -126,7 +117,8 @@ class TrainFederatedSection(Section):
     def _secure_aggregation_fits(self) -> TrainFederatedSection:
         if not self.secure_aggregation.enabled:
             return self
-        if self.strategy not in SECAGG_STRATEGIES:
+        spec = STRATEGIES[self.strategy]
+        if not spec.secure_aggregation:
             raise ValueError(
                 f"train_federated.strategy={self.strategy} cannot run with "
                 "secure_aggregation.enabled=true: under SecAgg+ the server sees only the sum "
@@ -134,7 +126,7 @@ class TrainFederatedSection(Section):
                 + (
                     f"{self.strategy} needs each hospital's update to rank, trim or take "
                     "medians of them"
-                    if self.strategy in ("krum", "multikrum", "bulyan", "trimmed_mean", "median")
+                    if spec.robust
                     else f"{self.strategy} is not implemented on the secure path"
                 )
                 + f"; use one of {', '.join(SECAGG_STRATEGIES)}"

@@ -1,13 +1,23 @@
-"""Federated training with Flower's Deployment Engine.
+"""Federated training with Flower's Deployment Engine, split by role.
 
-``client``/``server`` hold the logic (plain functions over records); ``app`` is the thin Flower
-glue that the SuperLink and SuperNodes load; ``launcher`` starts a local federation of real
-processes on 127.0.0.1 and submits runs to it.
+* **Hospital**: :mod:`.client` (what a hospital does per message), :mod:`.secagg.hospital`.
+* **Server** (the ServerApp): :mod:`.server` (one run), :mod:`.strategies` (each strategy's
+  factory; the registry is :mod:`privfed.config.strategy_registry`), :mod:`.recorded` and
+  :mod:`.recorder` (per-round records, screening, checkpoints around any strategy),
+  :mod:`.queries` (roll call, final evaluation), :mod:`.secagg.server`; :mod:`.app` is the
+  thin Flower glue both sides load.
+* **Launchers** (the stage's side): :mod:`.federation` (the interface the stage calls),
+  :mod:`.launcher` (local processes) and :mod:`.kubernetes` (a cluster's pods), over the Flower
+  plumbing in :mod:`.flower_app`, :mod:`.flower_commands` and :mod:`.flower_control`.
+
+Importing this package imports neither Flower nor torch.
 """
 
 from __future__ import annotations
 
-__all__ = ["LocalFederation", "RunSpec", "ROUNDS_FILE", "RUN_RESULT_FILE"]
+from typing import Any
+
+__all__ = ["Federation", "LocalFederation", "RunSpec", "ROUNDS_FILE", "RUN_RESULT_FILE"]
 
 #: Written by the ServerApp into each run's output folder.
 RUN_RESULT_FILE = "run.json"
@@ -15,9 +25,13 @@ RUN_RESULT_FILE = "run.json"
 ROUNDS_FILE = "rounds.json"
 
 
-def __getattr__(name: str):  # lazy: importing privfed.federated must not start Flower
-    if name in ("LocalFederation", "RunSpec"):
+def __getattr__(name: str) -> Any:  # lazy: importing privfed.federated must not start Flower
+    if name in ("Federation", "RunSpec"):
+        from privfed.federated import federation
+
+        return getattr(federation, name)
+    if name == "LocalFederation":
         from privfed.federated import launcher
 
-        return getattr(launcher, name)
+        return launcher.LocalFederation
     raise AttributeError(name)

@@ -1,7 +1,9 @@
 """Flower glue: the ServerApp and ClientApp objects the SuperLink and SuperNodes load.
 
-Kept thin on purpose: all logic is in :mod:`privfed.federated.server` and
-:mod:`privfed.federated.client`. (Flower's import check wants plain top-level assignments.)
+Kept thin on purpose: all logic is in :mod:`privfed.federated.server`,
+:mod:`privfed.federated.client` and SecAgg+'s hospital half
+(:mod:`privfed.federated.secagg.hospital`). (Flower's import check wants plain top-level
+assignments.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.federated.client import evaluate_reply, query_reply, train_reply
-from privfed.federated.secagg import is_secure_fit, secure_aggregation_mod, secure_train_reply
+from privfed.federated.secagg.hospital import (
+    is_secure_fit,
+    secure_aggregation_mod,
+    secure_train_reply,
+)
 from privfed.federated.server import exit_when_orphaned, run_server
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by

@@ -5,10 +5,10 @@ needs dozens of runs; through SuperLink and SuperNodes each would pay Flower's p
 start-up. This driver calls the same pieces a deployed run calls, in the same order:
 :func:`privfed.federated.client.train_reply` per hospital (with its node config, so a red-team
 ``attack`` works as on a SuperNode), the Flower strategy from
-:func:`privfed.federated.server.make_strategy` behind :meth:`RoundRecorder.guard` (screening),
-and :meth:`RoundRecorder.on_round_end`. What it leaves out is transport: serialization,
-sampling by the grid, timeouts. `tests/integration/test_robust_federation.py` runs the same
-attack through the real processes.
+:func:`privfed.federated.strategies.make_strategy` wrapped by
+:class:`~privfed.federated.recorded.RecordedStrategy` (recording, screening, checkpoints).
+What it leaves out is transport: serialization, sampling by the grid, timeouts.
+`tests/integration/test_robust_federation.py` runs the same attack through the real processes.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from privfed.config import PrivFedConfig
 from privfed.federated.client import CONFIG_KEY, query_reply, train_reply
-from privfed.federated.server import (
-    RoundRecorder,
-    fixed_tensors,
-    make_strategy,
-    min_train_nodes,
-    sum_statistics,
-)
+from privfed.federated.queries import sum_statistics
+from privfed.federated.recorded import RecordedStrategy
+from privfed.federated.recorder import RoundRecorder
+from privfed.federated.server import fixed_tensors
+from privfed.federated.strategies import make_strategy, min_train_nodes
 from privfed.tasks import get_task
 
 __all__ = ["run_rounds"]
@@ -114,10 +112,9 @@ def _run_rounds(
         screen_norm_factor=fed.screen_norm_factor if fed.screen_updates else None,
         fixed=fixed_tensors(model),
     )
-    strategy = make_strategy(cfg, len(hospitals))
-    aggregate = recorder.guard(strategy.aggregate_train)
+    strategy = RecordedStrategy(make_strategy(cfg, len(hospitals)), recorder)
     arrays = ArrayRecord(model.state_dict())
-    recorder.on_round_end(0, arrays)
+    strategy.end_round(0, arrays)
     by_id = dict(enumerate(nodes, start=1))
     grid = _Nodes(list(by_id))
     states = {hospital: RecordDict() for hospital in nodes}  # each node's run state
@@ -134,9 +131,9 @@ def _run_rounds(
                 node_config["attack"] = attacks[hospital]
             content = train_reply(request.content, node_config, states[hospital])
             replies.append(Message(content=content, reply_to=request))
-        aggregated, _ = aggregate(server_round, replies)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
-        recorder.on_round_end(server_round, arrays)
+        strategy.end_round(server_round, arrays)
     model.load_state_dict(arrays.to_torch_state_dict())
     return model, recorder

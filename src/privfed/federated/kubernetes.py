@@ -9,7 +9,8 @@ run's final status with ``flwr ls``, and copies what the ServerApp wrote on the 
 logs are kept beside the outputs, on failure too.
 
 Only the Kubernetes API goes through the ``kubernetes`` client (list pods, read pod logs); the
-pure functions below decide readiness, paths and names so that tests can check them.
+pure functions of :mod:`privfed.federated.kube_pods` decide readiness, paths and names so
+that tests can check them (re-exported here, where they were before).
 """
 
 from __future__ import annotations
@@ -22,25 +23,28 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
-from types import TracebackType
+from pathlib import Path
 from typing import Any, Protocol
 
 from privfed.config import ClusterSection, PrivFedConfig
 from privfed.federated import RUN_RESULT_FILE
-from privfed.federated.launcher import (
-    FederationError,
-    RunSpec,
-    build_run_config,
+from privfed.federated.federation import Federation, FederationError, RunSpec, read_run_result
+from privfed.federated.flower_app import build_run_config, write_app_dir
+from privfed.federated.flower_control import (
     flwr_connection_toml,
-    read_run_result,
     run_status,
     stop_run,
     submit_run,
-    write_app_dir,
+)
+from privfed.federated.kube_pods import (
+    SupernodeReadiness,
+    pod_is_ready,
+    pod_log_name,
+    pod_state,
+    remote_run_dir,
+    run_tag,
+    supernode_readiness,
 )
 
 __all__ = [
@@ -90,103 +94,8 @@ def load_core_api() -> PodApi:
     return client.CoreV1Api()
 
 
-# -- pure functions ---------------------------------------------------------------------------
-def pod_is_ready(pod: Any) -> bool:
-    """Running, not being deleted, and its Ready condition is True (what a Service would route)."""
-    if pod.metadata.deletion_timestamp is not None or pod.status is None:
-        return False
-    if pod.status.phase != "Running":
-        return False
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
-def pod_state(pod: Any) -> str:
-    """One line a user can act on: phase, readiness and why a container is not running."""
-    status = pod.status
-    if pod.metadata.deletion_timestamp is not None:
-        return "Terminating"
-    if status is None:
-        return "Unknown"
-    parts = [status.phase or "Unknown", "Ready" if pod_is_ready(pod) else "not Ready"]
-    for cs in status.container_statuses or []:
-        waiting = cs.state.waiting if cs.state is not None else None
-        if waiting is not None and waiting.reason:
-            parts.append(f"{cs.name}: {waiting.reason}")
-        if cs.restart_count:
-            parts.append(f"{cs.name}: {cs.restart_count} restarts")
-    for cond in status.conditions or []:
-        if cond.type == "PodScheduled" and cond.status != "True" and cond.reason:
-            parts.append(f"{cond.reason}: {cond.message or ''}".strip())
-    return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class SupernodeReadiness:
-    """Which configured hospitals have a Ready SuperNode pod, and which pods do not fit."""
-
-    ready: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-    pods: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.unexpected
-
-
-def supernode_readiness(
-    pods: Iterable[Any], hospitals: Sequence[str], hospital_label: str
-) -> SupernodeReadiness:
-    """Match SuperNode pods to ``hospitals`` by ``hospital_label``.
-
-    A Ready pod of a hospital that is not configured is ``unexpected``: it would join the
-    federation (the SuperLink samples every connected node) although params do not list it.
-    A pod without the label is reported as ``<no label>``.
-    """
-    ready: set[str] = set()
-    seen: set[str] = set()
-    states: dict[str, str] = {}
-    for pod in pods:
-        labels = pod.metadata.labels or {}
-        hospital = labels.get(hospital_label, "<no label>")
-        seen.add(hospital)
-        states[pod.metadata.name] = f"{hospital}: {pod_state(pod)}"
-        if pod_is_ready(pod):
-            ready.add(hospital)
-    expected = set(hospitals)
-    return SupernodeReadiness(
-        ready=tuple(sorted(ready & expected)),
-        missing=tuple(sorted(expected - ready)),
-        unexpected=tuple(sorted(ready - expected)),
-        pods=dict(sorted(states.items())),
-    )
-
-
-def run_tag(now: datetime, token: str) -> str:
-    """Unique, sortable name of one stage execution's folder on the shared volume."""
-    if not token.isalnum():
-        raise ValueError(f"run tag token must be alphanumeric, got {token!r}")
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{token}"
-
-
-def remote_run_dir(shared_dir: str, tag: str, name: str) -> PurePosixPath:
-    """``<cluster.shared_dir>/<tag>/<run name>``: where the ServerApp pod writes one run."""
-    base = PurePosixPath(shared_dir)
-    if not base.is_absolute():
-        raise ValueError(f"cluster.shared_dir must be absolute, got {shared_dir!r}")
-    for part in (tag, name):
-        if not part or "/" in part or part in (".", ".."):
-            raise ValueError(f"run folder names must be single path parts, got {part!r}")
-    return base / tag / name
-
-
-def pod_log_name(pod_name: str, container: str) -> str:
-    """File name of one container's log in the kept logs folder."""
-    return f"{pod_name}.{container}.log"
-
-
 # -- the launcher ------------------------------------------------------------------------------
-class KubernetesFederation:
+class KubernetesFederation(Federation):
     """``with KubernetesFederation(cfg, workdir) as fed: fed.run(spec)`` against the cluster.
 
     Args:
@@ -220,29 +129,27 @@ class KubernetesFederation:
             self._api = load_core_api()
         return self._api
 
-    def __enter__(self) -> KubernetesFederation:
-        try:
-            self.start()
-        except BaseException as err:  # `with` skips __exit__ when __enter__ raises
-            self.__exit__(type(err), err, err.__traceback__)
-            raise
-        return self
+    def stop(self, error: BaseException | None = None) -> None:
+        """Keep the SuperNode pods' logs; a failure to read them never hides the run's error.
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Keep the SuperNode pods' logs; a failure to read them never hides the run's error."""
+        The pods are the cluster's, long-lived: nothing else is released here.
+        """
         try:
             self.collect_logs()
         except Exception as log_err:
             # Trained models are not thrown away (and retrained by a retry) over missing logs.
-            if exc is None:
+            if error is None:
                 log.warning("runs completed, but SuperNode pod logs could not be read: %s", log_err)
             else:
-                exc.add_note(f"(SuperNode pod logs could not be read either: {log_err})")
+                error.add_note(f"(SuperNode pod logs could not be read either: {log_err})")
+
+    def resume_root(self, models: Path) -> Path:
+        """On the shared volume: the ServerApp runs in the SuperLink pod, not here."""
+        return Path(self.cluster.shared_dir) / "resume"
+
+    def data_digest(self) -> str:
+        """ "": the data is on the hospitals' volumes, out of this pod's reach."""
+        return ""
 
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
@@ -342,7 +249,7 @@ class KubernetesFederation:
         except FederationError as err:
             # The SuperLink outlives this pod: a run we give up on (timeout) would keep the
             # hospitals busy, and a retry of this step would queue behind it.
-            self._stop(run_id or getattr(err, "run_id", None), err)
+            self._stop(run_id or err.run_id, err)
             raise
         if status.get("status") != "finished:completed":
             raise FederationError(

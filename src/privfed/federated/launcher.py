@@ -1,40 +1,51 @@
-"""Start a real local federation (SuperLink + one SuperNode per hospital) and submit runs to it.
+"""The local launcher: a real federation of Flower processes on 127.0.0.1.
 
-Every process is a real Flower binary on 127.0.0.1. Each SuperNode is told only its own
-hospital's partition path (``--node-config``). The Flower App directory and run config are
-generated from the validated PrivFed config, so nothing is written twice by hand. All processes
-are ended on exit, on failure too.
+A SuperLink and one SuperNode per hospital (each told only its own partition path with
+``--node-config``), with TLS from a fresh CA and only enrolled SuperNodes unless
+``train_federated.insecure``. Runs are submitted as the generated Flower App
+(:mod:`privfed.federated.flower_app`) through the ``flwr`` CLI
+(:mod:`privfed.federated.flower_control`). All processes are ended on exit, on failure too
+(:mod:`privfed.federated.processes`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import json
 import logging
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
-from privfed.federated import RUN_RESULT_FILE
-from privfed.federated.client import CONFIG_KEY
+from privfed.federated.federation import Federation, FederationError, RunSpec, read_run_result
+from privfed.federated.flower_app import build_run_config, write_app_dir
+from privfed.federated.flower_commands import (
+    SUPEREXEC_POLL_S,
+    executor_command,
+    node_config_arg,
+    superlink_command,
+    supernode_command,
+)
+from privfed.federated.flower_control import (
+    flwr_connection_toml,
+    register_supernode,
+    run_status,
+    submit_run,
+)
+from privfed.federated.processes import ProcessGroup, free_port
+from privfed.federated.resume import data_digest
 from privfed.federated.security import NodeKey, TlsFiles, write_node_key, write_tls
 
 __all__ = [
+    "RESUME_DIR",
     "LocalFederation",
-    "RunSpec",
+    # where they were before the split; import them from their own modules
     "FederationError",
+    "RunSpec",
     "TlsFiles",
     "build_run_config",
     "executor_command",
@@ -51,384 +62,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "privfed-federation"
-#: How often flower-superexec looks for new ServerApp/ClientApp work (Flower's default is 1 s).
-SUPEREXEC_POLL_S = "0.05"
+#: Beside the stage's models folder: where local runs keep their resume state.
+RESUME_DIR = "federated-resume"
 
 
-#: prctl(2) option: the signal a child gets when the thread that started it dies
-PR_SET_PDEATHSIG = 1
+class LocalFederation(Federation):
+    """Real local federation; ``with LocalFederation(cfg, dirs, workdir) as fed: fed.run(spec)``.
 
-
-def _die_with_parent() -> None:
-    """Run in each Flower child before exec: SIGKILL it when the stage process dies.
-
-    The children run in their own sessions (so a Ctrl-C reaches the stage first and it stops
-    them in order); without this, a stage killed outright (OOM, ``kill -9``) would leave its
-    SuperLink and SuperNodes running with nobody to stop them.
+    Args:
+        cfg: the validated config (``train_federated`` says how to start the processes).
+        hospital_dirs: one partition folder per hospital, named as the hospital.
+        workdir: a private folder for logs, TLS material, keys, ``FLWR_HOME`` and the App.
+        attacks: hospital -> red-team mode, for robustness tests (never from params).
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class FederationError(RuntimeError):
-    """A Flower process failed, timed out, or the run did not finish as completed."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    name: str
-    out_dir: Path
-    dp: bool
-    #: where the ServerApp keeps its after-round state for a rerun (None: no resume), and the
-    #: key (:func:`privfed.federated.resume.run_key`) that state must carry to be used
-    resume_dir: Path | None = None
-    resume_key: str = ""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-def _toml_str(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid TOML basic string
-
-
-def write_app_dir(app_dir: Path, run_config: dict[str, Any]) -> None:
-    """The Flower App: only a pyproject.toml pointing at the installed privfed package."""
-    app_dir.mkdir(parents=True, exist_ok=True)
-    config_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in run_config.items())
-    (app_dir / "pyproject.toml").write_text(
-        f"""[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "{APP_NAME}"
-version = "1.0.0"
-description = "Generated by privfed from params.yaml; do not edit."
-license = "Apache-2.0"
-
-[tool.flwr.app]
-publisher = "privfed"
-
-[tool.flwr.app.components]
-serverapp = "privfed.federated.app:server_app"
-clientapp = "privfed.federated.app:client_app"
-
-[tool.flwr.app.config]
-{config_lines}
-"""
-    )
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return _toml_str(str(value))
-
-
-def superlink_command(
-    port: int,
-    *,
-    host: str = "127.0.0.1",
-    tls: TlsFiles | None = None,
-    supernode_auth: bool = False,
-) -> list[str]:
-    """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port.
-
-    With ``supernode_auth`` only SuperNodes whose public keys were registered
-    (:func:`register_supernode`) may connect; Flower requires TLS for it.
-    """
-    if supernode_auth and tls is None:
-        raise ValueError("SuperNode authentication needs TLS (Flower refuses it in plaintext)")
-    security = (
-        ["--insecure"]
-        if tls is None
-        else [
-            "--ssl-ca-certfile",
-            str(tls.ca_cert),
-            "--ssl-certfile",
-            str(tls.cert),
-            "--ssl-keyfile",
-            str(tls.key),
-        ]
-    )
-    return [
-        _bin("flower-superlink"),
-        *security,
-        *(["--enable-supernode-auth"] if supernode_auth else []),
-        "--disable-runtime-dependency-installation",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-
-
-def supernode_command(
-    superlink: str,
-    *,
-    runtime_port: int,
-    node_config: str,
-    warm: bool,
-    root_certificates: str | None = None,
-    idle_poll_s: float | None = None,
-    auth_private_key: str | None = None,
-) -> list[str]:
-    """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps.
-
-    With ``idle_poll_s``, Flower's SuperNode runs through :mod:`privfed.federated.supernode`,
-    which caps its hard-coded 3 s idle sleep and 0.5 s reply poll at that many seconds.
-    """
-    security = (
-        ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
-    ) + (["--auth-supernode-private-key", auth_private_key] if auth_private_key else [])
-    binary = (
-        [_bin("flower-supernode")]
-        if idle_poll_s is None
-        else [sys.executable, "-m", "privfed.federated.supernode", "--idle-poll", str(idle_poll_s)]
-    )
-    return [
-        *binary,
-        *security,
-        "--superlink",
-        superlink,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(runtime_port),
-        "--node-config",
-        node_config,
-        *(["--isolation", "process"] if warm else []),
-    ]
-
-
-def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -> str:
-    """Enroll one SuperNode key with the SuperLink (``flwr supernode register``); its node id."""
-    done = subprocess.run(
-        [_bin("flwr"), "supernode", "register", str(public_key), connection, "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise FederationError(
-            f"flwr supernode register {public_key} failed ({done.returncode}): "
-            f"{(done.stdout + done.stderr).strip()[-800:]}"
-        )
-    try:
-        return str(json.loads(done.stdout).get("node-id", ""))
-    except json.JSONDecodeError:
-        return done.stdout.strip()
-
-
-def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
-    """The warm ClientApp executor serving the SuperNode whose Runtime API is on this port."""
-    return [
-        sys.executable,
-        "-m",
-        "privfed.federated.executor",
-        "--runtime-api-address",
-        f"127.0.0.1:{runtime_port}",
-        "--poll-interval",
-        SUPEREXEC_POLL_S,
-        *(["--parent-pid", str(parent_pid)] if parent_pid is not None else []),
-    ]
-
-
-def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None = None) -> str:
-    """``--node-config`` value: the hospital's name and its partition folder (TOML strings).
-
-    ``attack`` makes the SuperNode a red-team hospital (:mod:`privfed.federated.adversary`).
-    """
-    value = f"hospital={_toml_str(hospital)} data-path={_toml_str(str(data_path))}"
-    return value + (f" attack={_toml_str(attack)}" if attack else "")
-
-
-def build_run_config(
-    cfg: PrivFedConfig,
-    *,
-    out_dir: str,
-    dp: bool,
-    num_nodes: int,
-    resume_dir: str | None = None,
-    resume_key: str = "",
-) -> dict[str, Any]:
-    """The Flower run config of one run, derived from the validated config (never by hand).
-
-    ``out_dir`` is where the ServerApp writes checkpoints, the final model and ``run.json``;
-    ``resume_dir`` where it keeps the state a rerun resumes from. Both are absolute paths on
-    the machine (or volume) the ServerApp runs on.
-    """
-    for key, path in (("out-dir", out_dir), ("resume-dir", resume_dir)):
-        if path is not None and not Path(path).is_absolute():
-            raise ValueError(f"the ServerApp's {key} must be absolute, got {path!r}")
-    if num_nodes < 1:
-        raise ValueError(f"num_nodes must be at least 1, got {num_nodes}")
-    config: dict[str, Any] = {
-        CONFIG_KEY: json.dumps(cfg.model_dump(mode="json")),
-        "out-dir": out_dir,
-        "dp": dp,
-        "num-nodes": num_nodes,
-    }
-    if resume_dir is not None:
-        config |= {"resume-dir": resume_dir, "resume-key": resume_key}
-    return config
-
-
-def flwr_connection_toml(
-    name: str, address: str, *, insecure: bool, root_certificates: str | None = None
-) -> str:
-    """``$FLWR_HOME/config.toml`` naming one SuperLink connection, the default for ``flwr``."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise ValueError(f"connection name must be a bare TOML key, got {name!r}")
-    if insecure == (root_certificates is not None):
-        raise ValueError(
-            f"connection {name!r}: give root_certificates (TLS) or insecure=True, not both or "
-            f"neither (got insecure={insecure}, root_certificates={root_certificates!r})"
-        )
-    security = (
-        "insecure = true\n"
-        if insecure
-        else f"root-certificates = {_toml_str(str(root_certificates))}\n"
-    )
-    return (
-        f"[superlink]\ndefault = {_toml_str(name)}\n\n[superlink.{name}]\n"
-        f"address = {_toml_str(address)}\n{security}"
-    )
-
-
-def submit_run(
-    *,
-    app_dir: Path,
-    connection: str,
-    name: str,
-    env: dict[str, str],
-    timeout_s: float,
-    log_file: Path | None = None,
-) -> str:
-    """``flwr run APP CONNECTION --stream``: stream the run's logs and return its run id.
-
-    Raises:
-        FederationError: the run outlived ``timeout_s`` (``train_federated.run_timeout_s``) or
-            ``flwr run`` failed. ``flwr run`` exits 0 when the ServerApp raises, so callers
-            must still read the final status with :func:`run_status`.
-    """
-    cmd = [_bin("flwr"), "run", str(app_dir), connection, "--stream"]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
-    timed_out = threading.Event()
-
-    def _kill() -> None:
-        timed_out.set()
-        os.killpg(proc.pid, signal.SIGKILL)
-
-    timer = threading.Timer(timeout_s, _kill)
-    timer.start()
-    run_id = None
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = re.sub(r"\x1b\[[0-9;]*m", "", raw.rstrip())
-            lines.append(line)
-            match = re.search(r"Successfully started run (\d+)", line)
-            if match:
-                run_id = match.group(1)
-            if line.strip():
-                log.info("[%s] %s", name, line.strip())
-        proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:  # interrupted while streaming: do not leave `flwr run` behind
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if log_file is not None:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            log_file.write_text("\n".join(lines) + "\n")
-    if timed_out.is_set():
-        err = FederationError(f"run {name!r} exceeded train_federated.run_timeout_s={timeout_s}")
-        err.run_id = run_id  # type: ignore[attr-defined]  # a remote run may still be going
-        raise err
-    if proc.returncode != 0 or run_id is None:
-        raise FederationError(
-            f"`flwr run` for {name!r} failed (exit {proc.returncode}):\n" + "\n".join(lines[-20:])
-        )
-    return run_id
-
-
-def stop_run(run_id: str, connection: str, env: dict[str, str]) -> None:
-    """``flwr stop``: a run abandoned by its submitter must not keep the SuperNodes busy.
-
-    Raises:
-        FederationError: Flower refused or could not be reached (the caller decides whether
-            that hides nothing more important).
-    """
-    out = subprocess.run(
-        [_bin("flwr"), "stop", run_id, connection],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    if out.returncode != 0:
-        raise FederationError(f"`flwr stop {run_id}` failed: {out.stdout}{out.stderr}")
-
-
-def run_status(run_id: str, connection: str, env: dict[str, str]) -> dict[str, Any]:
-    """The run's row from ``flwr ls --run-id N --format json`` (``{}`` if Flower lists none)."""
-    out = subprocess.run(
-        [_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    try:
-        runs = json.loads(out.stdout)["runs"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise FederationError(
-            f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
-        ) from err
-    return runs[0] if runs else {}
-
-
-def read_run_result(spec: RunSpec, status: dict[str, Any], t0: float) -> dict[str, Any]:
-    """The ServerApp's ``run.json`` from ``spec.out_dir``, with wall time and Flower's figures."""
-    result_path = spec.out_dir / RUN_RESULT_FILE
-    if not result_path.is_file():
-        raise FederationError(f"run {spec.name!r} completed but wrote no {result_path}")
-    result = json.loads(result_path.read_text())
-    result["wall_seconds"] = time.monotonic() - t0
-    result["flower"] = {
-        k: status.get(k) for k in ("run-id", "elapsed", "network-traffic", "compute-time")
-    }
-    return result
-
-
-class LocalFederation:
-    """Real local federation; ``with LocalFederation(cfg, dirs, workdir) as fed: fed.run(spec)``."""
 
     def __init__(
         self,
@@ -438,7 +84,6 @@ class LocalFederation:
         *,
         attacks: Mapping[str, str] | None = None,
     ) -> None:
-        """``attacks``: hospital -> red-team mode, for robustness tests (never from params)."""
         self.cfg = cfg
         self.attacks = dict(attacks or {})
         self.hospital_dirs = [Path(d).resolve() for d in hospital_dirs]
@@ -446,7 +91,6 @@ class LocalFederation:
         self.log_dir = self.workdir / "logs"
         self.flwr_home = self.workdir / "flwr_home"
         self.port = cfg.train_federated.port or free_port()
-        self._procs: list[tuple[str, subprocess.Popen]] = []
         self._env = {
             **os.environ,
             "FLWR_HOME": str(self.flwr_home),
@@ -455,82 +99,42 @@ class LocalFederation:
             # SuperLink/SuperNode spawn flower-superexec and flwr-* by name: use this venv's.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+        self.processes = ProcessGroup(self.log_dir, self._env)
         self.timings: dict[str, float] = {}
         self.tls: TlsFiles | None = None
         #: hospital -> the key pair enrolled for it in this federation
         self.enrolled: dict[str, NodeKey] = {}
-        #: processes whose exit does not fail the federation (e.g. a refused SuperNode)
-        self._expendable: set[str] = set()
 
-    # -- process management -------------------------------------------------------------
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        logfile = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
-            args,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            env=self._env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # prctl only: safe between fork and exec
-        )
-        logfile.close()
-        self._procs.append((name, proc))
-        log.debug("started %s (pid %d): %s", name, proc.pid, " ".join(args))
-        return proc
-
-    def _check_alive(self) -> None:
-        for name, proc in self._procs:
-            if proc.poll() is not None and name not in self._expendable:
-                raise FederationError(
-                    f"{name} exited with code {proc.returncode}; last log lines:\n"
-                    + self._tail(name)
-                )
+    @property
+    def _procs(self) -> list[tuple[str, subprocess.Popen]]:
+        """``(name, process)`` in start order (what tests and benchmarks look into)."""
+        return self.processes.procs
 
     def _present_hospitals(self) -> list[str]:
         """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
+        procs, expendable = self.processes.procs, self.processes.expendable
         gone = {
             name.removeprefix("supernode-")
-            for name, proc in self._procs
+            for name, proc in procs
             if name.startswith("supernode-") and proc.poll() is not None
         }
-        for name, proc in self._procs:
+        for name, proc in procs:
             hospital = name.split("-", 1)[-1]
-            if proc.poll() is None or name in self._expendable or hospital in gone:
+            if proc.poll() is None or name in expendable or hospital in gone:
                 continue
-            raise FederationError(
-                f"{name} exited with code {proc.returncode}; last log lines:\n" + self._tail(name)
-            )
-        for hospital in sorted(gone - {n.split("-", 1)[-1] for n in self._expendable}):
+            raise self.processes.exited(name, proc)
+        for hospital in sorted(gone - {n.split("-", 1)[-1] for n in expendable}):
             log.warning("%s's SuperNode is gone (dropout); this run goes on without it", hospital)
         return [d.name for d in self.hospital_dirs if d.name not in gone]
 
-    def _tail(self, name: str, lines: int = 15) -> str:
-        path = self.log_dir / f"{name}.log"
-        if not path.is_file():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    # -- the Federation interface ---------------------------------------------------------
+    def resume_root(self, models: Path) -> Path:
+        """Beside the stage's output: the ServerApp runs on this machine."""
+        return models.parent / RESUME_DIR
 
-    def _wait_port(self, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise FederationError(f"SuperLink did not open port {port} within {timeout:.0f} s")
-
-    def __enter__(self) -> LocalFederation:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def data_digest(self) -> str:
+        """The partitions' digest: a resumed run must see the same data."""
+        return data_digest(self.hospital_dirs)
 
     def start(self) -> None:
         """SuperLink, then (enrolled) SuperNodes; TLS with a fresh CA unless ``insecure``."""
@@ -555,8 +159,10 @@ class LocalFederation:
         )
         t0 = time.monotonic()
         auth = fed.supernode_auth and self.tls is not None
-        self._start("superlink", superlink_command(self.port, tls=self.tls, supernode_auth=auth))
-        self._wait_port(self.port, fed.startup_timeout_s)
+        self.processes.start(
+            "superlink", superlink_command(self.port, tls=self.tls, supernode_auth=auth)
+        )
+        self.processes.wait_port(self.port, fed.startup_timeout_s)
         self.timings["superlink_ready_s"] = time.monotonic() - t0
         if auth:
             for hospital_dir in self.hospital_dirs:
@@ -597,10 +203,13 @@ class LocalFederation:
         """
         hospital = hospital_dir.name
         if expendable:
-            self._expendable |= {f"supernode-{name or hospital}", f"executor-{name or hospital}"}
+            self.processes.expendable |= {
+                f"supernode-{name or hospital}",
+                f"executor-{name or hospital}",
+            }
         runtime_port = free_port()
         key = auth_key or (self.enrolled[hospital].private if hospital in self.enrolled else None)
-        supernode = self._start(
+        supernode = self.processes.start(
             f"supernode-{name or hospital}",
             supernode_command(
                 f"127.0.0.1:{self.port}",
@@ -615,28 +224,15 @@ class LocalFederation:
             ),
         )
         if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
-            self._start(
+            self.processes.start(
                 f"executor-{name or hospital}",
                 executor_command(runtime_port, parent_pid=supernode.pid),
             )
         return supernode
 
-    def stop(self) -> None:
-        for _, proc in self._procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for name, proc in self._procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop on SIGTERM; killing it", name)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):  # go on with the others
-                    proc.wait(timeout=5)
-        self._procs.clear()
+    def stop(self, error: BaseException | None = None) -> None:
+        """End every process this federation started (SIGTERM, then SIGKILL after 10 s)."""
+        self.processes.stop()
 
     # -- runs ---------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> dict[str, Any]:
@@ -669,6 +265,7 @@ class LocalFederation:
         if status.get("status") != "finished:completed":
             raise FederationError(
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
-                f"{status.get('status-details')}\nSuperLink log:\n{self._tail('superlink')}"
+                f"{status.get('status-details')}\nSuperLink log:\n"
+                + self.processes.tail("superlink")
             )
         return read_run_result(spec, status, t0)

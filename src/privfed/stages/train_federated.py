@@ -20,9 +20,10 @@ from typing import Any
 from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.federated.client import BYTE_COUNTS
+from privfed.federated.federation import Federation, RunSpec
 from privfed.federated.kubernetes import KubernetesFederation, PodApi
-from privfed.federated.launcher import LocalFederation, RunSpec
-from privfed.federated.resume import data_digest, run_key
+from privfed.federated.launcher import LocalFederation
+from privfed.federated.resume import run_key
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
 from privfed.tasks import get_task
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Beside the models folder; not a DVC output, so a failed run's logs survive.
 FAILED_LOGS = "federated-failed-logs"
-#: Beside the models folder too: DVC deletes a stage's outputs before it reruns it, and the
-#: after-round state of a crashed run must outlive that (removed once the stage succeeds).
-RESUME_DIR = "federated-resume"
 
 
 def _log_tails(folder: Path, lines: int = 15) -> None:
@@ -65,13 +63,16 @@ def bytes_per_round(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _resume_root(cfg: PrivFedConfig, models: Path) -> Path | None:
-    """Where runs keep their resume state: beside the output, or on the shared cluster volume."""
-    if not cfg.train_federated.resume:
-        return None
+def _federation(
+    cfg: PrivFedConfig, inputs: Mapping[str, Path], workdir: Path, kube_api: PodApi | None
+) -> Federation:
+    """The launcher ``train_federated.launcher`` names: the only place the stage tells them apart.
+
+    On Kubernetes the hospitals' data stays on their volumes, so ``partitions`` is not read.
+    """
     if cfg.train_federated.launcher == "kubernetes":
-        return Path(cfg.cluster.shared_dir) / "resume"
-    return models.parent / RESUME_DIR
+        return KubernetesFederation(cfg, workdir, core_api=kube_api)
+    return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
 def run(
@@ -87,23 +88,20 @@ def run(
     a stand-in because no API server can run where they do.
     """
     task = get_task(cfg.base.task, cfg)
-    kubernetes = cfg.train_federated.launcher == "kubernetes"
-    hospitals = [] if kubernetes else hospital_dirs(Path(inputs["partitions"]))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
-    resume_root = _resume_root(cfg, Path(outputs["models"]))
-    # local runs resume only on the same partitions; on Kubernetes the data is on the hospitals'
-    # volumes, out of this pod's reach, so the key covers params only
-    data = "" if kubernetes or resume_root is None else data_digest(hospitals)
     runs: dict[str, Any] = {}
+    resume_root: Path | None = None
     with (
         atomic_dir(outputs["models"]) as out,
         tempfile.TemporaryDirectory(prefix="privfed-federation-") as work,
     ):
-        federation: LocalFederation | KubernetesFederation = (
-            KubernetesFederation(cfg, Path(work), core_api=kube_api)
-            if kubernetes
-            else LocalFederation(cfg, hospitals, Path(work))
-        )
+        federation = _federation(cfg, inputs, Path(work), kube_api)
+        # DVC deletes a stage's outputs before it reruns it, and the after-round state of a
+        # crashed run must outlive that: it lives where the launcher says, outside them
+        # (removed once the stage succeeds), bound to the params and the data it was run on
+        if cfg.train_federated.resume:
+            resume_root = federation.resume_root(Path(outputs["models"]))
+        data = federation.data_digest() if resume_root is not None else ""
         try:
             with federation:
                 for name, dp in specs:

@@ -1,0 +1,138 @@
+"""Command lines of Flower's long-running processes, as the local launcher starts them.
+
+One function per process: the SuperLink, a hospital's SuperNode (Flower's binary, or ours with
+capped idle waits) and the warm ClientApp executor beside it. They only build argument lists,
+so tests can check them without starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from privfed.federated.security import TlsFiles
+
+__all__ = [
+    "SUPEREXEC_POLL_S",
+    "executor_command",
+    "flower_binary",
+    "node_config_arg",
+    "superlink_command",
+    "supernode_command",
+    "toml_string",
+]
+
+#: How often flower-superexec looks for new ServerApp/ClientApp work (Flower's default is 1 s).
+SUPEREXEC_POLL_S = "0.05"
+
+
+def flower_binary(name: str) -> str:
+    """This interpreter's copy of a Flower entry point (the venv's), else ``name`` on PATH."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string: a JSON string literal is one."""
+    return json.dumps(value)
+
+
+def superlink_command(
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
+    supernode_auth: bool = False,
+) -> list[str]:
+    """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port.
+
+    With ``supernode_auth`` only SuperNodes whose public keys were registered
+    (:func:`~privfed.federated.flower_control.register_supernode`) may connect; Flower
+    requires TLS for it.
+    """
+    if supernode_auth and tls is None:
+        raise ValueError("SuperNode authentication needs TLS (Flower refuses it in plaintext)")
+    security = (
+        ["--insecure"]
+        if tls is None
+        else [
+            "--ssl-ca-certfile",
+            str(tls.ca_cert),
+            "--ssl-certfile",
+            str(tls.cert),
+            "--ssl-keyfile",
+            str(tls.key),
+        ]
+    )
+    return [
+        flower_binary("flower-superlink"),
+        *security,
+        *(["--enable-supernode-auth"] if supernode_auth else []),
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def supernode_command(
+    superlink: str,
+    *,
+    runtime_port: int,
+    node_config: str,
+    warm: bool,
+    root_certificates: str | None = None,
+    idle_poll_s: float | None = None,
+    auth_private_key: str | None = None,
+) -> list[str]:
+    """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps.
+
+    With ``idle_poll_s``, Flower's SuperNode runs through :mod:`privfed.federated.supernode`,
+    which caps its hard-coded 3 s idle sleep and 0.5 s reply poll at that many seconds.
+    """
+    security = (
+        ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
+    ) + (["--auth-supernode-private-key", auth_private_key] if auth_private_key else [])
+    binary = (
+        [flower_binary("flower-supernode")]
+        if idle_poll_s is None
+        else [sys.executable, "-m", "privfed.federated.supernode", "--idle-poll", str(idle_poll_s)]
+    )
+    return [
+        *binary,
+        *security,
+        "--superlink",
+        superlink,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
+        "--node-config",
+        node_config,
+        *(["--isolation", "process"] if warm else []),
+    ]
+
+
+def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
+    """The warm ClientApp executor serving the SuperNode whose Runtime API is on this port."""
+    return [
+        sys.executable,
+        "-m",
+        "privfed.federated.executor",
+        "--runtime-api-address",
+        f"127.0.0.1:{runtime_port}",
+        "--poll-interval",
+        SUPEREXEC_POLL_S,
+        *(["--parent-pid", str(parent_pid)] if parent_pid is not None else []),
+    ]
+
+
+def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None = None) -> str:
+    """``--node-config`` value: the hospital's name and its partition folder (TOML strings).
+
+    ``attack`` makes the SuperNode a red-team hospital (:mod:`privfed.federated.adversary`).
+    """
+    value = f"hospital={toml_string(hospital)} data-path={toml_string(str(data_path))}"
+    return value + (f" attack={toml_string(attack)}" if attack else "")
