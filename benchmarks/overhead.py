@@ -155,7 +155,7 @@ def profile_run(cfg: PrivFedConfig, parts: Path, work: Path, out_dir: Path) -> N
         first = federation.hospital_dirs[0].name
         pids = {
             name: proc.pid
-            for name, proc in federation._procs
+            for name, proc in federation.processes.procs
             if name in ("superlink", f"supernode-{first}", f"executor-{first}")
         }
         with PySpy({f"federation_{k}": v for k, v in pids.items()}, out_dir):

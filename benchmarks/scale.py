@@ -84,7 +84,7 @@ class MemorySampler(threading.Thread):
         kinds: dict[str, int] = {}
         per: dict[str, int] = {}
         per_pss: dict[str, int] = {}
-        for name, popen in list(self.federation._procs):
+        for name, popen in list(self.federation.processes.procs):
             try:
                 r, q = self._tree(psutil.Process(popen.pid))
             except psutil.NoSuchProcess:

@@ -48,7 +48,7 @@ def test_killed_supernode_is_a_recorded_dropout(tmp_path: Path) -> None:
     hospitals = hospital_dirs(run_data_stages(cfg, tmp_path / "data"))
     out = tmp_path / "out"
     with LocalFederation(cfg, hospitals, tmp_path / "fed") as federation:
-        victim = dict(federation._procs)[f"supernode-{VICTIM}"]
+        victim = dict(federation.processes.procs)[f"supernode-{VICTIM}"]
         stop = threading.Event()
         killer = threading.Thread(
             target=_kill_when, args=(out / "checkpoints" / "round_001.pt", victim.pid, stop)

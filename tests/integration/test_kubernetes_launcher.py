@@ -44,7 +44,7 @@ class TlsFederation(LocalFederation):
     cluster runs it (the local launcher's default)."""
 
     def alive(self, name: str) -> bool:
-        return any(n == name and p.poll() is None for n, p in self._procs)
+        return any(n == name and p.poll() is None for n, p in self.processes.procs)
 
 
 # -- the Kubernetes API stand-in ---------------------------------------------------------------

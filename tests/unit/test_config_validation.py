@@ -70,3 +70,20 @@ def test_delta_must_be_below_one_over_the_smallest_hospitals_n() -> None:
     warning = check_delta(1e-3, {"hospital_1": 400, "hospital_2": 200})  # > 1/(10·200)
     assert warning is not None and "loose" in warning
     assert check_delta(1e-5, {"hospital_1": 400, "hospital_2": 200}) is None
+
+
+def test_train_federated_refuses_delta_above_one_over_n_before_any_round(tmp_path: Path) -> None:
+    # Prepare: the tiny data partitioned (36-40 training patients per hospital)
+    from privfed.stages import run_data_stages
+    from privfed.stages.train_federated import check_privacy_delta, run
+    from privfed.tasks import get_task
+
+    cfg = config_from_dict(raw_params(privacy={"delta": 0.9}))
+    parts = run_data_stages(cfg, tmp_path / "work")
+
+    # Execute / Assert: the check alone, then the stage (which must stop before any launcher)
+    with pytest.raises(ConfigError, match=r"privacy.delta=0.9 is not below 1/n .* hospital_"):
+        check_privacy_delta(cfg, get_task("readmission", cfg), parts)
+    with pytest.raises(ConfigError, match="privacy.delta=0.9"):
+        run(cfg, {"partitions": parts}, {"models": tmp_path / "m", "metrics": tmp_path / "m.json"})
+    assert not (tmp_path / "m").exists()

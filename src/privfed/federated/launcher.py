@@ -105,11 +105,6 @@ class LocalFederation(Federation):
         #: hospital -> the key pair enrolled for it in this federation
         self.enrolled: dict[str, NodeKey] = {}
 
-    @property
-    def _procs(self) -> list[tuple[str, subprocess.Popen]]:
-        """``(name, process)`` in start order (what tests and benchmarks look into)."""
-        return self.processes.procs
-
     def _present_hospitals(self) -> list[str]:
         """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
         procs, expendable = self.processes.procs, self.processes.expendable

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from privfed.config import PrivFedConfig
+from privfed.config import ConfigError, PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.federated.client import BYTE_COUNTS
 from privfed.federated.federation import Federation, RunSpec
@@ -26,7 +26,8 @@ from privfed.federated.launcher import LocalFederation
 from privfed.federated.resume import run_key
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
-from privfed.tasks import get_task
+from privfed.privacy import check_delta
+from privfed.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,26 @@ def _federation(
     return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
+def check_privacy_delta(cfg: PrivFedConfig, task: Task, partitions: Path) -> None:
+    """Refuse δ ≥ 1/n before any round runs (n: the smallest hospital's training examples).
+
+    Only the local launcher reads the partitions; on Kubernetes the data stays on the
+    hospitals' volumes and each hospital's examples are not known here.
+
+    Raises:
+        ConfigError: naming ``privacy.delta``, the hospital and its n.
+    """
+    if not cfg.privacy.enabled or cfg.train_federated.launcher != "local":
+        return
+    examples = {h.name: len(task.load_dataset([h / "train"])) for h in hospital_dirs(partitions)}
+    try:
+        warning = check_delta(cfg.privacy.delta, examples)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if warning:
+        log.warning(warning)
+
+
 def run(
     cfg: PrivFedConfig,
     inputs: Mapping[str, Path],
@@ -88,6 +109,7 @@ def run(
     a stand-in because no API server can run where they do.
     """
     task = get_task(cfg.base.task, cfg)
+    check_privacy_delta(cfg, task, Path(inputs.get("partitions", "")))
     specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
     runs: dict[str, Any] = {}
     resume_root: Path | None = None
