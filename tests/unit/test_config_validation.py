@@ -87,3 +87,20 @@ def test_train_federated_refuses_delta_above_one_over_n_before_any_round(tmp_pat
     with pytest.raises(ConfigError, match="privacy.delta=0.9"):
         run(cfg, {"partitions": parts}, {"models": tmp_path / "m", "metrics": tmp_path / "m.json"})
     assert not (tmp_path / "m").exists()
+
+
+def test_the_non_dp_run_is_the_operators_choice_and_the_card_says_which() -> None:
+    from privfed.stages.train_federated import planned_runs
+
+    both = config_from_dict(raw_params())
+    assert planned_runs(both) == [("federated", False), ("federated_dp", True)]
+    dp_only = config_from_dict(raw_params(privacy={"non_dp_run": False}))
+    assert planned_runs(dp_only) == [("federated_dp", True)]  # the server sees no plain update
+    off = config_from_dict(
+        raw_params(privacy={"enabled": False}, register_model={"candidate": "federated"})
+    )
+    assert planned_runs(off) == [("federated", False)]
+    with pytest.raises(ConfigError, match="candidate='federated' needs the non-DP run"):
+        config_from_dict(
+            raw_params(privacy={"non_dp_run": False}, register_model={"candidate": "federated"})
+        )

@@ -128,6 +128,15 @@ class PrivFedConfig(Section):
             )
         if self.register_model.candidate == "federated_dp" and not self.privacy.enabled:
             raise ValueError("register_model.candidate='federated_dp' needs privacy.enabled=true")
+        if (
+            self.register_model.candidate == "federated"
+            and self.privacy.enabled
+            and not self.privacy.non_dp_run
+        ):
+            raise ValueError(
+                "register_model.candidate='federated' needs the non-DP run, which "
+                "privacy.non_dp_run=false turns off"
+            )
         return self
 
     def as_flat_dict(self) -> dict[str, Any]:

@@ -234,6 +234,11 @@ class PrivacySection(Section):
         None, min_length=1, description="DP trains only parameters under these module names"
     )
     dropout: bool = Field(False, description="dropout layers stay on while DP-SGD trains")
+    non_dp_run: bool = Field(
+        True,
+        description="also train the federation without DP on the same data (the comparison "
+        "row); the server then sees those un-noised updates",
+    )
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacySection:

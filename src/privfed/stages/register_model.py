@@ -95,6 +95,15 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
         f"{dp_batch_size(task, cfg)}, step size {dp_lr(task, cfg):g}; rounds: "
         f"{privacy.get('rounds')} × {dp_local_epochs(cfg)} local epoch(s)",
         f"- Unit of privacy: {task.privacy_unit}",
+        "- What ε covers: this model and every update its run sent to the server. "
+        + (
+            "The same pipeline also trained a non-DP federation on the same patients "
+            "(privacy.non_dp_run): the server saw those updates un-noised, so against the "
+            "server ε holds only with privacy.non_dp_run: false"
+            if cfg.privacy.non_dp_run
+            else "No non-DP federation ran on these patients (privacy.non_dp_run: false): "
+            "the server saw only DP-SGD updates"
+        ),
         f"- Started from: {task.init_description()}; DP-SGD trained "
         + (
             "every parameter"

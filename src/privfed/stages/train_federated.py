@@ -1,11 +1,12 @@
 """Stage ``train_federated``: Flower Deployment Engine runs, without and with DP-SGD.
 
-One federation serves both runs: ``federated`` (no DP) and, when ``privacy.enabled``,
-``federated_dp``. ``train_federated.launcher`` says where it is: ``local`` starts a SuperLink and
-a SuperNode per hospital partition on 127.0.0.1; ``kubernetes`` uses the cluster's SuperLink and
-SuperNode pods (section ``cluster``; the hospitals' data stays on their volumes, so the
-``partitions`` input is not read). Outputs go to a temporary folder that replaces
-``models/federated`` only when every run completed; either way they have the same layout.
+One federation serves both runs: ``federated`` (no DP; with privacy on, only while
+``privacy.non_dp_run``) and, when ``privacy.enabled``, ``federated_dp``.
+``train_federated.launcher`` says where it is: ``local`` starts a SuperLink and a SuperNode per
+hospital partition on 127.0.0.1; ``kubernetes`` uses the cluster's SuperLink and SuperNode pods
+(section ``cluster``; the hospitals' data stays on their volumes, so the ``partitions`` input
+is not read). Outputs go to a temporary folder that replaces ``models/federated`` only when
+every run completed; either way they have the same layout.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _federation(
     return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
+def planned_runs(cfg: PrivFedConfig) -> list[tuple[str, bool]]:
+    """``(name, dp)`` of each federated run: without DP unless ``privacy.non_dp_run`` is off."""
+    plain = not cfg.privacy.enabled or cfg.privacy.non_dp_run
+    return [("federated", False)] * plain + [("federated_dp", True)] * cfg.privacy.enabled
+
+
 def check_privacy_delta(cfg: PrivFedConfig, task: Task, partitions: Path) -> None:
     """Refuse δ ≥ 1/n before any round runs (n: the smallest hospital's training examples).
 
@@ -110,7 +117,7 @@ def run(
     """
     task = get_task(cfg.base.task, cfg)
     check_privacy_delta(cfg, task, Path(inputs.get("partitions", "")))
-    specs = [("federated", False)] + ([("federated_dp", True)] if cfg.privacy.enabled else [])
+    specs = planned_runs(cfg)
     runs: dict[str, Any] = {}
     resume_root: Path | None = None
     with (
