@@ -27,7 +27,9 @@ def test_with_the_non_dp_run_off_every_update_the_server_received_was_dp_sgd(
 
     # Execute
     train_federated.run(
-        cfg, {"partitions": partitions}, {"models": tmp_path / "fed", "metrics": tmp_path / "m.json"}
+        cfg,
+        {"partitions": partitions},
+        {"models": tmp_path / "fed", "metrics": tmp_path / "m.json"},
     )
 
     # Assert: one run, DP, and every hospital's accountant counted every round's private steps

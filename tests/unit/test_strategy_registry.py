@@ -173,3 +173,23 @@ def test_the_registry_imports_neither_flower_nor_torch() -> None:
     ).stdout
     # Assert
     assert out.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "num_nodes", "expected"),
+    [
+        ({}, 3, 2),  # the default: every sampled hospital but one
+        ({}, 2, 2),  # ... but never fewer than two
+        ({"fraction_train": 0.5}, 10, 4),  # 5 sampled, one may drop
+        ({"strategy": "krum", "num_malicious": 1}, 5, 5),  # Krum needs 2f + 3 = 5
+        ({"min_train_nodes": 3}, 3, 3),  # what the operator set
+    ],
+)
+def test_min_train_nodes_tolerates_one_dropout_by_default(
+    overrides: dict, num_nodes: int, expected: int
+) -> None:
+    from privfed.federated.strategies import min_train_nodes
+
+    raw = raw_params(base={"num_hospitals": num_nodes}, train_federated=overrides)
+    raw["base"]["profile"] = "default"
+    assert min_train_nodes(config_from_dict(raw), num_nodes) == expected

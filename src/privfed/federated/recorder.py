@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 
 from privfed.checkpoints import save_model
 from privfed.federated.client import BYTE_COUNTS, TIMING_PREFIX
@@ -122,11 +123,17 @@ class RoundRecorder:
     def note_missing(self, server_round: int, replies: list[Message]) -> None:
         """Record (and stop sampling) hospitals that did not reply; record error replies."""
         for reply in replies:
-            if reply.has_error():
+            if reply.has_error() and reply.error.code != ErrorCode.NODE_UNAVAILABLE:
                 self.record_failure(
                     server_round, hospital_of(reply, self.grid), str(reply.error.reason)
                 )
-        missing = self._sampled - {r.metadata.src_node_id for r in replies}
+        # a node the SuperLink reports unavailable died: the same as one that stays silent
+        answered = {
+            r.metadata.src_node_id
+            for r in replies
+            if not (r.has_error() and r.error.code == ErrorCode.NODE_UNAVAILABLE)
+        }
+        missing = self._sampled - answered
         for node in sorted(missing):
             self.record_dropout(server_round, node)
         self._sampled = set()
@@ -262,6 +269,13 @@ class RoundRecorder:
                 f"round {server_round}: only {len(self._pending)} hospital update(s) arrived "
                 f"({', '.join(arrived) or 'none'}), fewer than the {self.min_replies} required "
                 "(train_federated.min_train_nodes); see the SuperNode and executor logs"
+            )
+        if self._failed:  # an error is a bug or bad data to fix, not a dropout to train around
+            raise RuntimeError(
+                f"round {server_round}: "
+                + "; ".join(f"{h} failed: {why}" for h, why in sorted(self._failed.items()))
+                + " (a hospital that answers with an error stops the run; one that stops "
+                "answering is a dropout); see its executor log"
             )
         row = self.rounds[server_round]
         row["seconds"] = now - self._t_round

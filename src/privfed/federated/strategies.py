@@ -41,9 +41,19 @@ __all__ = [
 
 
 def min_train_nodes(cfg: PrivFedConfig, num_nodes: int) -> int:
-    """Hospitals that must return an update for a round to count (params or the sampled share)."""
+    """Hospitals that must return an update for a round to count.
+
+    ``train_federated.min_train_nodes`` when set; otherwise every sampled hospital but one, so
+    one hospital that dies mid-round does not stop the run, yet never fewer than two (one
+    hospital's update is not a federated average) nor than the strategy needs against
+    ``num_malicious`` hospitals (a robust rule on too few updates guarantees nothing).
+    """
     fed = cfg.train_federated
-    return fed.min_train_nodes or max(1, math.ceil(fed.fraction_train * num_nodes))
+    if fed.min_train_nodes is not None:
+        return fed.min_train_nodes
+    sampled = max(1, math.ceil(fed.fraction_train * num_nodes))
+    needed = get_strategy(fed.strategy).hospitals_needed(num_malicious=fed.num_malicious)
+    return min(sampled, max(2, sampled - 1, needed))
 
 
 def sampling_arguments(cfg: PrivFedConfig, num_nodes: int) -> dict[str, Any]:
