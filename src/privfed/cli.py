@@ -163,15 +163,15 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
 
 
 def run_stage(stage: str, params: str, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
-    from privfed.stages import DEFAULT_PATHS, get_stage
+    from privfed.stages import get_stage, stage_spec
 
     cfg = load_config(params)
-    defaults = DEFAULT_PATHS[stage]
-    unknown = (set(inputs) - set(defaults["inputs"])) | (set(outputs) - set(defaults["outputs"]))
+    spec = stage_spec(stage)  # imports this stage only, as DEFAULT_PATHS would not
+    unknown = (set(inputs) - set(spec.inputs)) | (set(outputs) - set(spec.outputs))
     if unknown:
         raise ConfigError(f"stage {stage} has no input/output named {sorted(unknown)}")
-    ins = {k: Path(v) for k, v in defaults["inputs"].items()} | inputs
-    outs = {k: Path(v) for k, v in defaults["outputs"].items()} | outputs
+    ins = {k: Path(v) for k, v in spec.inputs.items()} | inputs
+    outs = {k: Path(v) for k, v in spec.outputs.items()} | outputs
     log.info("stage %s (task %s, profile %s)", stage, cfg.base.task, cfg.base.profile)
     return get_stage(stage)(cfg, ins, outs)
 

@@ -68,6 +68,55 @@ def test_dvc_yaml_params_and_stages_match_the_schema() -> None:
     assert set(params) - {"profiles"} == schema_sections
 
 
+def _covers(paths: list[str], path: str) -> bool:
+    """``path`` is one of ``paths`` or inside one of them."""
+    return any(path == p or path.startswith(f"{p}/") for p in paths)
+
+
+def _out_paths(spec: dict) -> list[str]:
+    """Every path a dvc.yaml stage writes: outs, metrics and plots (each a str or {path: opts})."""
+    entries = [*spec.get("outs", []), *spec.get("metrics", []), *spec.get("plots", [])]
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_dvc_yaml_lists_each_stage_as_its_spec_declares(stage: str) -> None:
+    """dvc.yaml's params, data deps and outputs are the ones ``SPEC`` declares beside ``run()``.
+
+    dvc.yaml may list files inside a declared folder (DVC cannot track plots/ as one output and
+    plots/federated_rounds.json as a plot), but nothing outside the declared paths.
+    """
+    from privfed.stages import stage_spec
+
+    spec = stage_spec(stage)
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    assert dvc["params"] == list(spec.params)
+    # dvc.lock is written by DVC after every stage: no stage can depend on it
+    inputs = [p for p in spec.inputs.values() if p != "dvc.lock"]
+    data_deps = [d for d in dvc["deps"] if not d.startswith(("src/", "${"))]
+    for path in inputs:
+        assert any(_covers([path], d) for d in data_deps), f"{stage}: input {path} not a dep"
+    for dep in data_deps:
+        assert _covers(inputs, dep), f"{stage}: dep {dep} is none of its declared inputs"
+    outs = _out_paths(dvc)
+    for path in spec.outputs.values():
+        assert any(_covers([path], o) for o in outs), f"{stage}: output {path} not in dvc.yaml"
+    for out in outs:
+        assert _covers(list(spec.outputs.values()), out), f"{stage}: {out} is not declared"
+
+
+def test_default_paths_and_the_cli_come_from_the_declarations(tmp_path: Path) -> None:
+    from privfed.cli import run_stage
+    from privfed.stages import DEFAULT_PATHS, stage_spec
+
+    assert list(DEFAULT_PATHS) == list(STAGES)
+    for stage in STAGES:
+        spec = stage_spec(stage)
+        assert DEFAULT_PATHS[stage] == {"inputs": dict(spec.inputs), "outputs": dict(spec.outputs)}
+    with pytest.raises(ConfigError, match=r"no input/output named \['data'\]"):
+        run_stage("register_model", str(ROOT / "params.yaml"), {"data": tmp_path}, {})
+
+
 def test_flower_run_config_is_derived_from_params(tmp_path) -> None:
     from privfed.federated.launcher import write_app_dir
 
@@ -78,8 +127,14 @@ def test_flower_run_config_is_derived_from_params(tmp_path) -> None:
     assert "dp = true" in text and "num-nodes = 3" in text
 
 
-# Modules that cannot change a stage's outputs: entry-point glue and the path table.
-_NOT_OUTPUT_AFFECTING = {"__init__.py", "cli.py", "logs.py", "stages/__init__.py"}
+# Modules that cannot change a stage's outputs: entry-point glue and the declarations.
+_NOT_OUTPUT_AFFECTING = {
+    "__init__.py",
+    "cli.py",
+    "logs.py",
+    "stages/__init__.py",
+    "stages/spec.py",  # the StageSpec declarations: names and default paths, no computation
+}
 
 
 def test_every_stage_depends_on_the_code_it_imports() -> None:

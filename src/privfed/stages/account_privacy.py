@@ -21,8 +21,15 @@ from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.io import read_json, write_json
 from privfed.privacy import epsilon_from_history
+from privfed.stages.spec import StageSpec
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=("base.profile", "privacy", "profiles"),
+    inputs={"federated": "models/federated"},
+    outputs={"privacy": "metrics/privacy.json"},
+)
 
 
 class PrivacyBudgetExceeded(RuntimeError):

@@ -26,10 +26,27 @@ from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E
 from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
 from privfed.privacy.audit import membership_audit  # noqa: E402
 from privfed.registry import utility_ratio  # noqa: E402
+from privfed.stages.spec import StageSpec  # noqa: E402
 from privfed.tasks import get_task  # noqa: E402
 from privfed.tasks.base import Task  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=("base", "generate_data.n_genes", "ingest_data", "model", "evaluate_models", "profiles"),
+    inputs={
+        "partitions": "data/partitions",
+        "centralized": "models/centralized",
+        "local": "models/local",
+        "federated": "models/federated",
+        "privacy": "metrics/privacy.json",
+    },
+    outputs={
+        "metrics": "metrics/evaluation.json",
+        "report": "reports/evaluation",
+        "plots": "plots",
+    },
+)
 
 POOLED = "pooled"
 #: Pooled-test confusion matrices of the global models (classification tasks only).

@@ -13,9 +13,15 @@ from typing import Any
 
 from privfed.config import PrivFedConfig
 from privfed.io import atomic_dir, write_json
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=("base", "generate_data", "profiles"),
+    outputs={"generated": "data/generated"},
+)
 
 
 def run(

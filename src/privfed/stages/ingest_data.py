@@ -15,9 +15,16 @@ from typing import Any
 
 from privfed.config import PrivFedConfig
 from privfed.io import DataError, atomic_dir, read_json, write_json
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=("base", "ingest_data", "profiles"),
+    inputs={"generated": "data/generated"},
+    outputs={"raw": "data/raw"},
+)
 
 
 def source_of(cfg: PrivFedConfig, generated: Path) -> tuple[Path, str]:

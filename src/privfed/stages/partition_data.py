@@ -17,9 +17,16 @@ import pandas as pd
 
 from privfed.config import PrivFedConfig
 from privfed.io import DataError, atomic_dir, read_json, write_json
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=("base", "partition_data", "profiles"),
+    inputs={"raw": "data/raw", "validation": "reports/validation"},
+    outputs={"partitions": "data/partitions", "stats": "metrics/partition_stats.json"},
+)
 
 SPLITS = ("train", "val", "test")
 

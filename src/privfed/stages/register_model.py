@@ -25,10 +25,36 @@ from privfed.registry import (
     tracking_uri,
     tree_version,
 )
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 from privfed.training import dp_batch_size, dp_local_epochs, dp_lr, dp_max_grad_norm
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=(
+        "base",
+        "generate_data.n_genes",  # the model's input shape (loading the candidate)
+        "ingest_data",  # the tabular schema (also the model's input shape)
+        "model",
+        "train_federated",  # the model card describes the federation
+        "privacy",
+        "register_model",
+        "profiles",
+    ),
+    inputs={
+        "validation": "reports/validation",
+        "centralized": "models/centralized",
+        "federated": "models/federated",
+        "privacy": "metrics/privacy.json",
+        "evaluation": "metrics/evaluation.json",
+        "report": "reports/evaluation",
+        "plots": "plots",
+        "dvc_lock": "dvc.lock",  # DVC writes it, so it is no dependency in dvc.yaml
+    },
+    outputs={"registration": "reports/registration"},
+    alternative_inputs={"data": "dvc_lock"},
+)
 
 
 def _float(value: Any) -> float:

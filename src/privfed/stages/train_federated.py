@@ -28,9 +28,26 @@ from privfed.federated.resume import run_key
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
 from privfed.privacy import check_delta
+from privfed.stages.spec import StageSpec
 from privfed.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=(
+        "base",
+        "generate_data.n_genes",
+        "ingest_data",
+        "model",
+        "train",
+        "train_federated",
+        "privacy",
+        "cluster",
+        "profiles",
+    ),
+    inputs={"partitions": "data/partitions"},
+    outputs={"models": "models/federated", "metrics": "metrics/train_federated.json"},
+)
 
 #: Beside the models folder; not a DVC output, so a failed run's logs survive.
 FAILED_LOGS = "federated-failed-logs"

@@ -11,10 +11,25 @@ from privfed.checkpoints import MODEL_FILE, save_model
 from privfed.config import PrivFedConfig
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 from privfed.training import train_with_config
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=(
+        "base",
+        "generate_data.n_genes",
+        "ingest_data",
+        "model",
+        "train",
+        "train_local",
+        "profiles",
+    ),
+    inputs={"partitions": "data/partitions"},
+    outputs={"models": "models/local", "metrics": "metrics/train_local.json"},
+)
 
 
 def run(

@@ -10,10 +10,24 @@ from typing import Any
 
 from privfed.config import PrivFedConfig
 from privfed.io import write_json
+from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 from privfed.validation import format_failures, run_checks
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec(
+    params=(
+        "base",
+        "generate_data.n_genes",
+        "generate_data.notes",
+        "ingest_data",
+        "validate_data",
+        "profiles",
+    ),
+    inputs={"raw": "data/raw"},
+    outputs={"report": "reports/validation"},
+)
 
 REPORT_FILE = "report.json"
 
