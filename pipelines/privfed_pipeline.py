@@ -2,8 +2,13 @@
 
 Every node is a component in ``components/<stage>/`` that calls the same ``run()`` DVC calls.
 Pipeline parameters are the params.yaml sections (one dict parameter each, defaults from the
-file at compile time), so a run started in the Kubeflow UI can change any of them. The
-``kubeflow`` section is read at compile time only: images, resources, GPUs, retries, caching.
+file at compile time), so a run started in the Kubeflow UI can change any of them. The first
+task, ``check-params``, validates them together and hands every stage the whole config, as
+``privfed <stage>`` reads the whole params.yaml. The ``kubeflow`` and ``cluster`` sections are
+fixed at compile time: images, resources, GPUs, retries, caching, volumes.
+
+Compiled by ``python -m pipelines compile`` run in the checkout (``privfed pipeline compile``
+starts it there): the installed package never imports this folder.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signatures as real types.
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from components.account_privacy.component import account_privacy as account_privacy_op
+from components.check_params.component import check_params as check_params_op
 from components.evaluate_models.component import evaluate_models as evaluate_models_op
 from components.generate_data.component import generate_data as generate_data_op
 from components.ingest_data.component import ingest_data as ingest_data_op
@@ -30,119 +36,73 @@ from components.validate_data.component import validate_data as validate_data_op
 from kfp import dsl
 
 from privfed.config import ConfigError, PrivFedConfig
-from privfed.kubeflow.parameters import PIPELINE_SECTIONS, load_params
+from privfed.kubeflow.parameters import COMPILE_TIME_SECTIONS, PIPELINE_SECTIONS, load_params
 from privfed.kubeflow.settings import configure_task
 
 __all__ = ["build_pipeline", "build_sweep_pipeline"]
 
+#: Every params.yaml section: what check-params validates and every stage then receives.
+SECTIONS = (*PIPELINE_SECTIONS, *COMPILE_TIME_SECTIONS)
 
-def _stage_chain(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
+
+def _check_params(p: dict[str, Any], cfg: PrivFedConfig) -> Any:
+    """The task whose output, the whole config, every stage component takes as ``config``."""
+    return configure_task(check_params_op(**{s: p[s] for s in SECTIONS}), "check_params", cfg)
+
+
+def _stage_chain(config: Any, cfg: PrivFedConfig) -> dict[str, Any]:
     """generate → ingest → validate → partition → the three trainings → ε → evaluation."""
-    t = _data_and_baselines(p, cfg)
-    return t | _federation_chain(p, cfg, t["partition"], t["centralized"], t["local"])
+    t = _data_and_baselines(config, cfg)
+    return t | _federation_chain(config, cfg, t["partition"], t["centralized"], t["local"])
 
 
-def _data_and_baselines(p: dict[str, Any], cfg: PrivFedConfig) -> dict[str, Any]:
-    """generate → ingest → validate → partition → centralized and local-only training."""
+def _data_and_baselines(config: Any, cfg: PrivFedConfig) -> dict[str, Any]:
+    """generate → ingest → validate → partition → centralized and local-only training.
 
-    def conf(task: Any, stage: str) -> Any:
-        return configure_task(task, stage, cfg)
-
-    gen = conf(
-        generate_data_op(base=p["base"], generate_data=p["generate_data"], profiles=p["profiles"]),
-        "generate_data",
-    )
-    ing = conf(
-        ingest_data_op(
-            base=p["base"],
-            ingest_data=p["ingest_data"],
-            profiles=p["profiles"],
-            generated=gen.outputs["generated"],
-        ),
-        "ingest_data",
-    )
-    val = conf(
-        validate_data_op(
-            base=p["base"],
-            generate_data=p["generate_data"],
-            ingest_data=p["ingest_data"],
-            validate_data=p["validate_data"],
-            profiles=p["profiles"],
-            raw=ing.outputs["raw"],
-        ),
-        "validate_data",
-    )
-    part = conf(
-        partition_data_op(
-            base=p["base"],
-            partition_data=p["partition_data"],
-            profiles=p["profiles"],
-            validated=val.outputs["validated"],
-            validation=val.outputs["validation"],
-        ),
-        "partition_data",
-    )
-    common = {
-        k: p[k] for k in ("base", "generate_data", "ingest_data", "model", "train", "profiles")
-    }
-    partitions = part.outputs["partitions"]
-    cen = conf(
-        train_centralized_op(
-            **common, train_centralized=p["train_centralized"], partitions=partitions
-        ),
-        "train_centralized",
-    )
-    loc = conf(
-        train_local_op(**common, train_local=p["train_local"], partitions=partitions), "train_local"
-    )
-    return {"validate": val, "partition": part, "centralized": cen, "local": loc}
-
-
-def _federation_chain(p: dict[str, Any], cfg: PrivFedConfig, part: Any, cen: Any, loc: Any) -> dict:
-    """train_federated → account_privacy → evaluate_models on given data and baselines.
-
-    The ε sweep reruns only this part, with its own ``privacy`` and ``profiles``.
+    Artifact names are the stages' input and output names (their ``SPEC``); only data that
+    passed validation (``validated``) reaches ``partition_data`` as its ``raw`` input.
     """
 
     def conf(task: Any, stage: str) -> Any:
         return configure_task(task, stage, cfg)
 
-    common = {
-        k: p[k] for k in ("base", "generate_data", "ingest_data", "model", "train", "profiles")
-    }
-    partitions = part.outputs["partitions"]
-    fed = conf(
-        train_federated_op(
-            **common,
-            train_federated=p["train_federated"],
-            privacy=p["privacy"],
-            cluster=p["cluster"],
-            partitions=partitions,
+    gen = conf(generate_data_op(config=config), "generate_data")
+    ing = conf(ingest_data_op(config=config, generated=gen.outputs["generated"]), "ingest_data")
+    val = conf(validate_data_op(config=config, raw=ing.outputs["raw"]), "validate_data")
+    part = conf(
+        partition_data_op(
+            config=config, raw=val.outputs["validated"], validation=val.outputs["report"]
         ),
-        "train_federated",
+        "partition_data",
     )
+    partitions = part.outputs["partitions"]
+    cen = conf(train_centralized_op(config=config, partitions=partitions), "train_centralized")
+    loc = conf(train_local_op(config=config, partitions=partitions), "train_local")
+    return {"validate": val, "partition": part, "centralized": cen, "local": loc}
+
+
+def _federation_chain(config: Any, cfg: PrivFedConfig, part: Any, cen: Any, loc: Any) -> dict:
+    """train_federated → account_privacy → evaluate_models on given data and baselines.
+
+    The ε sweep reruns only this part, with its own ``config`` (another ``privacy``).
+    """
+
+    def conf(task: Any, stage: str) -> Any:
+        return configure_task(task, stage, cfg)
+
+    partitions = part.outputs["partitions"]
+    fed = conf(train_federated_op(config=config, partitions=partitions), "train_federated")
     acc = conf(
-        account_privacy_op(
-            base=p["base"],
-            privacy=p["privacy"],
-            profiles=p["profiles"],
-            federated=fed.outputs["federated"],
-        ),
-        "account_privacy",
+        account_privacy_op(config=config, federated=fed.outputs["models"]), "account_privacy"
     )
     ev = conf(
         evaluate_models_op(
-            base=p["base"],
-            generate_data=p["generate_data"],
-            ingest_data=p["ingest_data"],
-            model=p["model"],
-            evaluate_models=p["evaluate_models"],
-            profiles=p["profiles"],
+            config=config,
             partitions=partitions,
-            centralized=cen.outputs["centralized"],
-            local=loc.outputs["local"],
-            federated=fed.outputs["federated"],
-            accounting=acc.outputs["accounting"],
+            centralized=cen.outputs["model"],
+            local=loc.outputs["models"],
+            federated=fed.outputs["models"],
+            privacy=acc.outputs["privacy"],
         ),
         "evaluate_models",
     )
@@ -184,7 +144,7 @@ def _section_parameters(params_path: str | Path) -> tuple[list, dict[str, Any], 
     d, cfg = load_params(params_path)
     parameters = [(s, dict, d[s]) for s in PIPELINE_SECTIONS]
     parameters.append(("mlflow_tracking_uri", str, cfg.kubeflow.mlflow_tracking_uri))
-    return parameters, {"cluster": d["cluster"]}, cfg
+    return parameters, {s: d[s] for s in COMPILE_TIME_SECTIONS}, cfg
 
 
 def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
@@ -194,17 +154,15 @@ def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     def body(p: dict[str, Any]) -> None:
         exit_task = configure_task(
             record_pipeline_status_op(
-                base=p["base"],
-                register_model=p["register_model"],
-                profiles=p["profiles"],
-                mlflow_tracking_uri=p["mlflow_tracking_uri"],
+                mlflow_tracking_uri=p["mlflow_tracking_uri"], **{s: p[s] for s in SECTIONS}
             ),
             "record_pipeline_status",
             cfg,
         )
         with dsl.ExitHandler(exit_task, name="privfed-run"):
-            t = _stage_chain(p, cfg)
-            configure_task(register_model_task(p, t), "register_model", cfg)
+            config = _check_params(p, cfg).output
+            t = _stage_chain(config, cfg)
+            configure_task(register_model_task(config, p, t), "register_model", cfg)
 
     return _pipeline(
         body,
@@ -216,20 +174,19 @@ def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     )
 
 
-def register_model_task(p: dict[str, Any], t: dict[str, Any]) -> Any:
-    """The registry step takes every section: its MLflow run logs the whole configuration."""
+def register_model_task(config: Any, p: dict[str, Any], t: dict[str, Any]) -> Any:
+    """The registry step; the validated dataset versions the data (DVC hashes dvc.lock)."""
     ev = t["evaluate"]
     return register_model_op(
-        **{s: p[s] for s in PIPELINE_SECTIONS},
-        cluster=p["cluster"],
+        config=config,
         mlflow_tracking_uri=p["mlflow_tracking_uri"],
-        validated=t["validate"].outputs["validated"],
-        validation=t["validate"].outputs["validation"],
-        centralized=t["centralized"].outputs["centralized"],
-        federated=t["federated"].outputs["federated"],
-        accounting=t["account"].outputs["accounting"],
-        evaluation=ev.outputs["evaluation"],
-        evaluation_report=ev.outputs["evaluation_report"],
+        data=t["validate"].outputs["validated"],
+        validation=t["validate"].outputs["report"],
+        centralized=t["centralized"].outputs["model"],
+        federated=t["federated"].outputs["models"],
+        privacy=t["account"].outputs["privacy"],
+        evaluation=ev.outputs["metrics"],
+        report=ev.outputs["report"],
         plots=ev.outputs["plots"],
     )
 
@@ -253,46 +210,45 @@ def build_sweep_pipeline(params_path: str | Path = "params.yaml") -> Any:
     ]
 
     def body(p: dict[str, Any]) -> None:
-        base_chain = _data_and_baselines(p, cfg)
+        config = _check_params(p, cfg).output
+        base_chain = _data_and_baselines(config, cfg)
         with dsl.ParallelFor(p["epsilons"], parallelism=2) as eps:
             priv = set_params(
-                section=p["privacy"],
-                profiles=p["profiles"],
+                config=config,
                 name="privacy",
                 fixed={"enabled": True},
                 unset_keys=["noise_multiplier"],
                 loop_keys=["target_epsilon", "epsilon_budget"],
                 loop_value=eps,
             ).set_display_name("set epsilon")
-            q = {**p, "privacy": priv.outputs["section"], "profiles": priv.outputs["profiles"]}
             fed_chain = _federation_chain(
-                q, cfg, base_chain["partition"], base_chain["centralized"], base_chain["local"]
+                priv.output,
+                cfg,
+                base_chain["partition"],
+                base_chain["centralized"],
+                base_chain["local"],
             )
             eps_point = sweep_point(
                 variable="epsilon",
                 value=eps,
-                evaluation=fed_chain["evaluate"].outputs["evaluation"],
-                accounting=fed_chain["account"].outputs["accounting"],
+                evaluation=fed_chain["evaluate"].outputs["metrics"],
+                accounting=fed_chain["account"].outputs["privacy"],
             )
         with dsl.ParallelFor(p["hospital_counts"], parallelism=1) as n:
             sized = set_params(
-                section=p["base"],
-                profiles=p["profiles"],
+                config=config,
                 name="base",
                 fixed={},
                 unset_keys=[],
                 loop_keys=["num_hospitals"],
                 loop_value=n,
             ).set_display_name("set hospitals")
-            chain = _stage_chain(
-                {**p, "base": sized.outputs["section"], "profiles": sized.outputs["profiles"]},
-                cfg,
-            )
+            chain = _stage_chain(sized.output, cfg)
             size_point = sweep_point(
                 variable="hospitals",
                 value=n,
-                evaluation=chain["evaluate"].outputs["evaluation"],
-                accounting=chain["account"].outputs["accounting"],
+                evaluation=chain["evaluate"].outputs["metrics"],
+                accounting=chain["account"].outputs["privacy"],
             )
         collect_sweep(
             epsilon_points=dsl.Collected(eps_point.outputs["point"]),

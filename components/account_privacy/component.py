@@ -7,20 +7,13 @@ from privfed.kubeflow.settings import component
 
 @component
 def account_privacy(
-    base: dict,
-    privacy: dict,
-    profiles: dict,
+    config: dict,
     federated: Input[Model],
-    accounting: Output[Artifact],
+    privacy: Output[Artifact],
     privacy_metrics: Output[Metrics],
 ):
     """ε per hospital over the whole run (RDP and PRV); fails when over budget."""
     from privfed.kubeflow.adapter import log_scalars, run_stage
 
-    result = run_stage(
-        "account_privacy",
-        {"base": base, "privacy": privacy, "profiles": profiles},
-        {"federated": federated.path},
-        {"privacy": accounting.path},
-    )
+    result = run_stage("account_privacy", config, federated=federated, privacy=privacy)
     log_scalars(privacy_metrics, result)

@@ -17,19 +17,14 @@ from privfed.kubeflow.settings import component
 
 @component
 def evaluate_models(
-    base: dict,
-    generate_data: dict,
-    ingest_data: dict,
-    model: dict,
-    evaluate_models: dict,
-    profiles: dict,
+    config: dict,
     partitions: Input[Dataset],
     centralized: Input[Model],
     local: Input[Model],
     federated: Input[Model],
-    accounting: Input[Artifact],
-    evaluation: Output[Artifact],
-    evaluation_report: Output[Artifact],
+    privacy: Input[Artifact],
+    metrics: Output[Artifact],
+    report: Output[Artifact],
     plots: Output[Artifact],
     comparison: Output[Markdown],
     plots_page: Output[HTML],
@@ -44,24 +39,17 @@ def evaluate_models(
 
     result = run_stage(
         "evaluate_models",
-        {
-            "base": base,
-            "generate_data": generate_data,
-            "ingest_data": ingest_data,
-            "model": model,
-            "evaluate_models": evaluate_models,
-            "profiles": profiles,
-        },
-        {
-            "partitions": partitions.path,
-            "centralized": centralized.path,
-            "local": local.path,
-            "federated": federated.path,
-            "privacy": accounting.path,
-        },
-        {"metrics": evaluation.path, "report": evaluation_report.path, "plots": plots.path},
+        config,
+        partitions=partitions,
+        centralized=centralized,
+        local=local,
+        federated=federated,
+        privacy=privacy,
+        metrics=metrics,
+        report=report,
+        plots=plots,
     )
-    shutil.copyfile(Path(evaluation_report.path) / "comparison.md", comparison.path)
+    shutil.copyfile(Path(report.path) / "comparison.md", comparison.path)
     plots_html(plots.path, plots_page.path, title="PrivFed evaluation")
     log_scalars(summary, result["summary"])
-    log_confusion(federated_confusion, Path(evaluation_report.path), "federated")
+    log_confusion(federated_confusion, Path(report.path), "federated")

@@ -6,13 +6,8 @@ from privfed.kubeflow.settings import component
 
 
 @component
-def generate_data(base: dict, generate_data: dict, profiles: dict, generated: Output[Dataset]):
+def generate_data(config: dict, generated: Output[Dataset]):
     """Synthetic hospital data from the seeded generator (a marker only for a user's data)."""
     from privfed.kubeflow.adapter import run_stage
 
-    run_stage(
-        "generate_data",
-        {"base": base, "generate_data": generate_data, "profiles": profiles},
-        inputs={},
-        outputs={"generated": generated.path},
-    )
+    run_stage("generate_data", config, generated=generated)

@@ -7,10 +7,8 @@ from privfed.kubeflow.settings import component
 
 @component
 def partition_data(
-    base: dict,
-    partition_data: dict,
-    profiles: dict,
-    validated: Input[Dataset],
+    config: dict,
+    raw: Input[Dataset],
     validation: Input[Artifact],
     partitions: Output[Dataset],
     stats: Output[Metrics],
@@ -23,8 +21,10 @@ def partition_data(
 
     run_stage(
         "partition_data",
-        {"base": base, "partition_data": partition_data, "profiles": profiles},
-        {"raw": validated.path, "validation": validation.path},
-        {"partitions": partitions.path, "stats": stats.path},
+        config,
+        raw=raw,
+        validation=validation,
+        partitions=partitions,
+        stats=stats,
     )
     log_scalars(stats, json.loads(Path(stats.path).read_text()))

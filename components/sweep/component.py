@@ -1,7 +1,5 @@
 """Sweep helpers: set a params value per loop iteration, keep one result row, collect the table."""
 
-from typing import NamedTuple
-
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
 from privfed.kubeflow.settings import component
@@ -9,28 +7,20 @@ from privfed.kubeflow.settings import component
 
 @component
 def set_params(
-    section: dict,
-    profiles: dict,
+    config: dict,
     name: str,
     fixed: dict,
     unset_keys: list,
     loop_keys: list,
     loop_value: float,
-) -> NamedTuple("Overridden", section=dict, profiles=dict):
-    """``section`` with ``fixed`` and ``loop_keys = loop_value`` set, ``unset_keys`` back to their
-    defaults, and no profile overriding any of them."""
-    from collections import namedtuple
+) -> dict:
+    """The whole config with ``fixed`` and ``loop_keys = loop_value`` set in section ``name``,
+    ``unset_keys`` back to their defaults, and no profile overriding any of them."""
+    from privfed.kubeflow.adapter import override_config
 
-    from privfed.kubeflow.adapter import override_section
-
-    new_section, new_profiles = override_section(
-        section,
-        profiles,
-        name,
-        {**fixed, **{key: loop_value for key in loop_keys}},
-        unset=unset_keys,
+    return override_config(
+        config, name, {**fixed, **{key: loop_value for key in loop_keys}}, unset=unset_keys
     )
-    return namedtuple("Overridden", ["section", "profiles"])(new_section, new_profiles)
 
 
 @component

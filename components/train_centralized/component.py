@@ -7,33 +7,12 @@ from privfed.kubeflow.settings import component
 
 @component
 def train_centralized(
-    base: dict,
-    generate_data: dict,
-    ingest_data: dict,
-    model: dict,
-    train: dict,
-    train_centralized: dict,
-    profiles: dict,
-    partitions: Input[Dataset],
-    centralized: Output[Model],
-    metrics: Output[Metrics],
+    config: dict, partitions: Input[Dataset], model: Output[Model], metrics: Output[Metrics]
 ):
     """The pooled-data baseline: the upper bound federation is compared against."""
     from privfed.kubeflow.adapter import log_scalars, run_stage
 
-    sections = {
-        "base": base,
-        "generate_data": generate_data,
-        "ingest_data": ingest_data,
-        "model": model,
-        "train": train,
-        "train_centralized": train_centralized,
-        "profiles": profiles,
-    }
     result = run_stage(
-        "train_centralized",
-        sections,
-        {"partitions": partitions.path},
-        {"model": centralized.path, "metrics": metrics.path},
+        "train_centralized", config, partitions=partitions, model=model, metrics=metrics
     )
     log_scalars(metrics, result)

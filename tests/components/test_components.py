@@ -10,17 +10,21 @@ from pathlib import Path
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
-from privfed.config import config_from_dict
+from privfed.config import ConfigError, config_from_dict
 from privfed.kubeflow.adapter import (
     collect_sweep_points,
     log_scalars,
+    override_config,
     override_section,
     plots_html,
+    run_stage,
+    stage_config,
 )
 from tests.conftest import ROOT, raw_params
 
 sys.path.insert(0, str(ROOT))
 
+from components.check_params.component import check_params  # noqa: E402
 from components.generate_data.component import generate_data  # noqa: E402
 from components.ingest_data.component import ingest_data  # noqa: E402
 from components.validate_data.component import validate_data  # noqa: E402
@@ -30,44 +34,25 @@ def _art(cls, tmp_path: Path, name: str):
     return cls(name=name, uri=str(tmp_path / name))
 
 
-def _generate_and_ingest(p: dict, tmp_path: Path, raw: Dataset) -> None:
+def _generate_and_ingest(config: dict, tmp_path: Path, raw: Dataset) -> None:
     generated = _art(Dataset, tmp_path, "generated")
-    generate_data.python_func(
-        base=p["base"],
-        generate_data=p["generate_data"],
-        profiles=p["profiles"],
-        generated=generated,
-    )
-    ingest_data.python_func(
-        base=p["base"],
-        ingest_data=p["ingest_data"],
-        profiles=p["profiles"],
-        generated=generated,
-        raw=raw,
-    )
+    generate_data.python_func(config=config, generated=generated)
+    ingest_data.python_func(config=config, generated=generated, raw=raw)
 
 
 def test_data_components_produce_a_validated_dataset(tmp_path: Path) -> None:
     # Prepare
-    p = raw_params()
+    config = check_params.python_func(**raw_params())
     raw = _art(Dataset, tmp_path, "raw")
-    validated, validation = _art(Dataset, tmp_path, "validated"), _art(Artifact, tmp_path, "v")
+    validated, report = _art(Dataset, tmp_path, "validated"), _art(Artifact, tmp_path, "v")
     page = _art(HTML, tmp_path, "validation.html")
     # Execute
-    _generate_and_ingest(p, tmp_path, raw)
+    _generate_and_ingest(config, tmp_path, raw)
     validate_data.python_func(
-        base=p["base"],
-        generate_data=p["generate_data"],
-        ingest_data=p["ingest_data"],
-        validate_data=p["validate_data"],
-        profiles=p["profiles"],
-        raw=raw,
-        validated=validated,
-        validation=validation,
-        validation_report=page,
+        config=config, raw=raw, report=report, validated=validated, validation_report=page
     )
     # Assert
-    assert json.loads((Path(validation.path) / "report.json").read_text())["success"] is True
+    assert json.loads((Path(report.path) / "report.json").read_text())["success"] is True
     assert sorted(f.name for f in Path(validated.path).iterdir()) == sorted(
         f.name for f in Path(raw.path).iterdir()
     )
@@ -82,17 +67,71 @@ def test_invalid_data_stops_before_a_validated_dataset_exists(tmp_path: Path) ->
     _generate_and_ingest(p, tmp_path, raw)
     with pytest.raises(RuntimeError, match="expectation"):
         validate_data.python_func(
-            base=p["base"],
-            generate_data=p["generate_data"],
-            ingest_data=p["ingest_data"],
-            validate_data=p["validate_data"],
-            profiles=p["profiles"],
+            config=p,
             raw=raw,
+            report=_art(Artifact, tmp_path, "v"),
             validated=validated,
-            validation=_art(Artifact, tmp_path, "v"),
             validation_report=_art(HTML, tmp_path, "v.html"),
         )
     assert not Path(validated.path).exists()
+
+
+SCAFFOLD = {
+    "train_federated": {"strategy": "scaffold"},
+    "privacy": {"enabled": False},
+    "register_model": {"candidate": "federated"},
+}
+
+
+def test_check_params_passes_the_whole_config_on() -> None:
+    """SCAFFOLD is valid only with privacy off *and* a non-DP candidate: sections that only
+    make sense together, which every component now receives together."""
+    # Prepare
+    sections = raw_params(**SCAFFOLD)
+    # Execute
+    config = check_params.python_func(**sections)
+    # Assert
+    assert config == sections
+    assert stage_config(config).train_federated.strategy == "scaffold"
+
+
+def test_check_params_names_contradicting_sections() -> None:
+    sections = raw_params(**SCAFFOLD)
+    sections["register_model"] = {**sections["register_model"], "candidate": "federated_dp"}
+    with pytest.raises(ConfigError, match="register_model.candidate='federated_dp'"):
+        check_params.python_func(**sections)
+
+
+def test_run_stage_wants_the_artifacts_its_spec_declares(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"unknown: \['centralized'\], missing: \['model'\]"):
+        run_stage(
+            "train_centralized",
+            raw_params(),
+            partitions=str(tmp_path),
+            centralized=str(tmp_path / "m"),
+            metrics=str(tmp_path / "m.json"),
+        )
+
+
+def test_failure_under_an_invalid_config_is_still_recorded(tmp_path: Path, monkeypatch) -> None:
+    """The exit handler records a run that failed at check-params, on its own MLflow settings."""
+    from mlflow import MlflowClient
+
+    from privfed.kubeflow.adapter import record_pipeline_status
+
+    # Prepare: SCAFFOLD with DP on: invalid as a whole
+    sections = raw_params(**SCAFFOLD)
+    sections["privacy"] = {**sections["privacy"], "enabled": True}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the handler sets it; restored afterwards
+    # Execute
+    run_id = record_pipeline_status(
+        state="FAILED", job="j-1", error="check-params failed", sections=sections, tracking_uri=uri
+    )
+    # Assert
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["kfp.pipeline_job"] == "j-1"
 
 
 def test_override_section_beats_the_profile_overlay() -> None:
@@ -113,6 +152,16 @@ def test_override_section_beats_the_profile_overlay() -> None:
     assert cfg.privacy.noise_multiplier is None
     assert cfg.train_federated.rounds == p["profiles"]["tiny"]["train_federated"]["rounds"]
     assert p["profiles"]["tiny"]["privacy"]["target_epsilon"] == 8.0  # inputs untouched
+
+
+def test_override_config_sets_one_section_of_the_whole_config() -> None:
+    """The sweep's set_params: one config in, the same config with the swept value out."""
+    p = raw_params()
+    config = override_config(p, "privacy", {"target_epsilon": 0.5}, unset=["noise_multiplier"])
+    assert config_from_dict(config).privacy.target_epsilon == 0.5
+    assert {k: v for k, v in config.items() if k not in ("privacy", "profiles")} == {
+        k: v for k, v in p.items() if k not in ("privacy", "profiles")
+    }
 
 
 def test_loop_values_come_back_as_ints_where_integral() -> None:

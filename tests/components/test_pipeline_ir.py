@@ -13,6 +13,7 @@ from privfed.config import STAGES
 from privfed.kubeflow import project
 from privfed.kubeflow.parameters import COMPILE_TIME_SECTIONS, PIPELINE_SECTIONS
 from privfed.kubeflow.settings import DATA_STAGES, TRAINING_STAGES
+from privfed.stages import stage_spec
 from tests.conftest import ROOT
 
 PARAMS = ROOT / "params.yaml"
@@ -60,7 +61,7 @@ def test_header_defaults_are_in_key_order() -> None:
 def test_all_stages_with_their_edges(main_ir) -> None:
     spec, _ = main_ir
     tasks = _tasks(spec)
-    assert set(tasks) == {_task(s) for s in STAGES}
+    assert set(tasks) == {_task(s) for s in STAGES} | {"check-params"}
     producers = {
         name: {
             a["taskOutputArtifact"]["producerTask"]
@@ -89,6 +90,53 @@ def test_all_stages_with_their_edges(main_ir) -> None:
         "account-privacy",
         "evaluate-models",
     }
+
+
+#: Inputs not fed by the stage that writes their DVC path: only data that passed validation
+#: goes on (validate-data's copy ``validated``; in DVC partition_data refuses a failed report).
+_NOT_FROM_THE_WRITER = {
+    ("partition-data", "raw"): ("validate-data", "validated"),
+    ("register-model", "data"): ("validate-data", "validated"),
+}
+
+
+def test_every_artifact_edge_is_the_dvc_layout(main_ir) -> None:
+    """A stage's input comes from the task whose output has the same DVC path (``SPEC``s)."""
+    spec, _ = main_ir
+    tasks = _tasks(spec)
+    writer = {
+        path: (_task(stage), name)
+        for stage in STAGES
+        for name, path in stage_spec(stage).outputs.items()
+    }
+    for stage in STAGES:
+        inputs = tasks[_task(stage)].get("inputs", {}).get("artifacts", {})
+        declared = dict(stage_spec(stage).inputs)
+        for alternative, replaced in stage_spec(stage).alternative_inputs.items():
+            declared[alternative] = declared.pop(replaced)
+        assert set(inputs) == set(declared), stage
+        for name, arg in inputs.items():
+            source = arg["taskOutputArtifact"]
+            expected = _NOT_FROM_THE_WRITER.get((_task(stage), name)) or writer[declared[name]]
+            assert (source["producerTask"], source["outputArtifactKey"]) == expected, (stage, name)
+
+
+def test_every_stage_takes_the_whole_config_from_check_params(main_ir) -> None:
+    """check-params gets every section (pipeline parameters and compile-time constants) and
+    every stage its output: cross-section validation sees what the DVC door sees."""
+    spec, _ = main_ir
+    tasks = _tasks(spec)
+    checked = tasks["check-params"]["inputs"]["parameters"]
+    assert set(checked) == set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS)
+    for section in PIPELINE_SECTIONS:
+        assert checked[section] == {"componentInputParameter": f"pipelinechannel--{section}"}
+    for section in COMPILE_TIME_SECTIONS:
+        assert "constant" in checked[section]["runtimeValue"]
+    for stage in STAGES:
+        config = tasks[_task(stage)]["inputs"]["parameters"]["config"]
+        assert config["taskOutputParameter"]["producerTask"] == "check-params", stage
+    exit_inputs = spec["root"]["dag"]["tasks"]["record-pipeline-status"]["inputs"]["parameters"]
+    assert set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS) <= set(exit_inputs)
 
 
 def test_pipeline_parameters_are_the_params_sections(main_ir) -> None:
@@ -273,15 +321,44 @@ def test_sweep_fans_out_over_epsilons_and_federation_sizes(tmp_path: Path) -> No
     assert set(root["collect-sweep"]["dependentTasks"]) == set(loops)
 
 
-def test_every_component_gets_the_sections_its_stage_reads() -> None:
-    """Each component takes base + profiles (the overlay) and the sections dvc.yaml lists."""
+def _component(module: str, name: str) -> Any:
     import importlib
     import sys
 
     sys.path.insert(0, str(ROOT))
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for stage in STAGES:
-        comp = importlib.import_module(f"components.{stage}.component")
-        params = set(inspect.signature(getattr(comp, stage).python_func).parameters)
-        listed = {key.split(".")[0] for key in dvc[stage]["params"]}
-        assert {"base", "profiles"} | listed <= params, stage
+    return getattr(importlib.import_module(f"components.{module}.component"), name)
+
+
+def _kinds(component: Any) -> dict[str, set[str]]:
+    """Input artifacts, output artifacts and plain parameters of a component, by name."""
+    spec = component.component_spec
+    artifact = {n for n, i in spec.inputs.items() if i.type.startswith("system.")}
+    return {
+        "input": artifact,
+        "output": set(spec.outputs or {}),
+        "parameter": set(spec.inputs) - artifact,
+    }
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_component_takes_the_config_and_its_stage_artifacts(stage: str) -> None:
+    """A component's artifacts are its stage's declared inputs and outputs, by the same names
+    (plus views for the UI: validated data, HTML and Markdown pages, Metrics), and its one
+    params argument is the whole config."""
+    spec = stage_spec(stage)
+    kinds = _kinds(_component(stage, stage))
+    declared = set(spec.inputs) - set(spec.alternative_inputs.values())
+    assert kinds["input"] == declared | set(spec.alternative_inputs)
+    assert set(spec.outputs) <= kinds["output"]
+    assert kinds["parameter"] - {"mlflow_tracking_uri"} == {"config"}
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("check_params", "check_params"), ("record_pipeline_status", "record_pipeline_status")],
+)
+def test_whole_config_components_take_every_section(module: str, name: str) -> None:
+    params = set(inspect.signature(_component(module, name).python_func).parameters)
+    sections = set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS)
+    assert params - sections <= {"status", "mlflow_tracking_uri"}
+    assert sections <= params

@@ -82,3 +82,33 @@ def test_failed_pipeline_is_recorded_in_mlflow_and_registers_nothing(
     assert failed.data.tags["pipeline_status"] == "FAILED"
     assert client.search_registered_models() == []
     assert not (project / "reports/registration").exists()
+
+
+def test_scaffold_runs_through_the_kubeflow_door(project: Path) -> None:
+    """A config the DVC door accepts runs on Kubeflow too: SCAFFOLD is valid only with
+    privacy.enabled false *and* register_model.candidate federated. train-federated once
+    received only the sections dvc.yaml lists for it, so it validated SCAFFOLD against the
+    default (DP) candidate and refused to start; every component now gets the whole config."""
+    # Prepare: the MLflow store params name (SQLite in the project), SCAFFOLD without DP
+    set_params(
+        project,
+        {
+            "train_federated.strategy": "scaffold",
+            "privacy.enabled": False,
+            "register_model.candidate": "federated",
+        },
+    )
+
+    # Execute
+    result = run(["privfed", "pipeline", "run-local", "--root", "kfp-root"], project, project_env())
+
+    # Assert: the DAG ran to registration with one federated run, SCAFFOLD's, and no DP run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    rounds = json.loads((project / "models/federated/rounds.json").read_text())
+    assert set(rounds) == {"federated"}
+    assert rounds["federated"]["strategy"] == "scaffold"
+    assert rounds["federated"]["rounds_completed"] == 2
+    assert json.loads((project / "metrics/privacy.json").read_text())["enabled"] is False
+    card = (project / "reports/registration/model_card.md").read_text()
+    assert "Candidate: `federated`" in card
+    assert "Differential privacy: off for this candidate" in card

@@ -1,8 +1,9 @@
-"""What a KFP component does around a stage's ``run()``: config from sections, artifact glue.
+"""What a KFP component does around a stage's ``run()``: the whole config, artifact glue.
 
 Components import this inside their function bodies, so it runs in the project image (or, under
 ``kfp.local.SubprocessRunner(use_venv=False)``, in this environment). Nothing here knows the
-task: it maps artifact paths to the stage's named inputs and outputs, as the CLI does for DVC.
+task: it maps artifacts to the stage's named inputs and outputs (its ``SPEC``), as the CLI does
+for DVC.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from privfed.config import PrivFedConfig, config_from_dict
+from privfed.config import ConfigError, PrivFedConfig, config_from_dict
 from privfed.logs import setup_logging
 
 __all__ = [
+    "check_params",
     "stage_config",
     "run_stage",
     "log_scalars",
@@ -30,6 +32,8 @@ __all__ = [
     "plots_html",
     "validation_html",
     "record_pipeline_status",
+    "override_config",
+    "override_section",
 ]
 
 log = logging.getLogger("privfed")
@@ -41,32 +45,65 @@ class MetricsArtifact(Protocol):
     def log_metric(self, metric: str, value: float) -> None: ...
 
 
-def stage_config(sections: Mapping[str, Any]) -> PrivFedConfig:
-    """Validate the params sections a component received (pipeline parameters, as in params.yaml).
+class PathArtifact(Protocol):
+    """A KFP artifact as a stage sees it: a local path."""
 
-    Sections a stage does not read keep their schema defaults, exactly as a stage under DVC
-    ignores the keys ``dvc.yaml`` does not list for it.
+    @property
+    def path(self) -> str: ...
+
+
+def stage_config(config: Mapping[str, Any]) -> PrivFedConfig:
+    """Validate the whole config a component received: every params section, as in params.yaml.
+
+    Validation checks across sections (e.g. SCAFFOLD needs ``privacy.enabled: false`` and then
+    ``register_model.candidate: federated``), so a component never validates a part of it: a
+    section left at its schema default could contradict one the user set.
     """
-    return config_from_dict({k: dict(v or {}) for k, v in sections.items()})
+    return config_from_dict({k: dict(v or {}) for k, v in config.items()})
+
+
+def check_params(sections: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``check-params`` task: validate every section once, before any stage runs.
+
+    Returns the sections as received (the config every stage component then takes); a bad
+    value in a Kubeflow UI run fails here, naming the key, before any data is generated.
+    """
+    setup_logging()
+    config = {k: dict(v or {}) for k, v in sections.items()}
+    cfg = stage_config(config)
+    log.info("params valid: task %s, profile %s", cfg.base.task, cfg.base.profile)
+    return config
 
 
 def run_stage(
-    stage: str,
-    sections: Mapping[str, Any],
-    inputs: Mapping[str, str],
-    outputs: Mapping[str, str],
+    stage: str, config: Mapping[str, Any], **artifacts: PathArtifact | str | Path
 ) -> dict[str, Any]:
-    """Run ``privfed.stages.<stage>.run`` on artifact paths, with the CLI's logging."""
-    from privfed.stages import get_stage
+    """Run ``privfed.stages.<stage>.run`` on artifact paths, with the CLI's logging.
 
+    ``artifacts`` are the stage's inputs and outputs by the names its ``SPEC`` declares (an
+    alternative input in place of the one it stands for); a missing or unknown name is an error
+    here rather than a KeyError deep inside the stage.
+    """
+    from privfed.stages import get_stage, stage_spec
+
+    spec = stage_spec(stage)
+    replaced = {spec.alternative_inputs[n] for n in artifacts if n in spec.alternative_inputs}
+    expected = (set(spec.inputs) - replaced) | set(spec.alternative_inputs) | set(spec.outputs)
+    missing = (set(spec.inputs) - replaced) | set(spec.outputs)
+    unknown, missing = set(artifacts) - expected, missing - set(artifacts)
+    if unknown or missing:
+        raise TypeError(
+            f"stage {stage}: artifacts {sorted(artifacts)} do not match its SPEC "
+            f"(unknown: {sorted(unknown)}, missing: {sorted(missing)})"
+        )
+    paths = {n: Path(getattr(a, "path", a)) for n, a in artifacts.items()}
     setup_logging()
-    cfg = stage_config(sections)
+    cfg = stage_config(config)
     log.info("kubeflow component %s (task %s, profile %s)", stage, cfg.base.task, cfg.base.profile)
+    outputs = {n: p for n, p in paths.items() if n in spec.outputs}
     for path in outputs.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return get_stage(stage)(
-        cfg, {k: Path(v) for k, v in inputs.items()}, {k: Path(v) for k, v in outputs.items()}
-    )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return get_stage(stage)(cfg, {n: p for n, p in paths.items() if n not in outputs}, outputs)
 
 
 def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -186,7 +223,13 @@ def record_pipeline_status(
     if state == "SUCCEEDED":
         log.info("pipeline %s succeeded; nothing to record", job)
         return None
-    cfg = stage_config(sections)
+    try:
+        cfg = stage_config(sections)
+    except ConfigError as err:
+        # The run may have failed on this very config: record it under the sections this
+        # step needs (the MLflow settings), whose defaults cannot contradict each other.
+        log.warning("params invalid (%s); recording the failure with register_model alone", err)
+        cfg = stage_config({s: sections.get(s) for s in ("base", "register_model", "profiles")})
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     r, root = cfg.register_model, Path.cwd()
@@ -239,6 +282,19 @@ def override_section(
             overlay[name] = kept
         new_profiles[profile] = overlay
     return new_section, new_profiles
+
+
+def override_config(
+    config: Mapping[str, Any],
+    name: str,
+    values: Mapping[str, Any],
+    unset: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The whole config with ``values`` set in section ``name`` (see :func:`override_section`)."""
+    section, profiles = override_section(
+        config.get(name) or {}, config.get("profiles") or {}, name, values, unset
+    )
+    return {**config, name: section, "profiles": profiles}
 
 
 def sweep_row(

@@ -1,6 +1,8 @@
 """``privfed pipeline run-local``: the whole DAG through KFP's own local runner.
 
-``kfp.local.SubprocessRunner(use_venv=False)`` runs every component as a subprocess of this
+The pipeline is compiled in the checkout (:func:`privfed.kubeflow.project.compile_pipeline`),
+and that IR YAML, the same file a cluster would receive, runs with
+``kfp.local.SubprocessRunner(use_venv=False)``: every component as a subprocess of this
 environment (no containers here). Afterwards the artifacts are copied into the DVC layout
 (``data/raw``, ``models/…``, ``metrics/*.json`` …) so a Kubeflow run and a ``dvc repro`` run
 produce the same kinds of output in the same places.
@@ -10,34 +12,30 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from privfed.stages import DEFAULT_PATHS
+from privfed.config import STAGES
 
-__all__ = ["ARTIFACT_LAYOUT", "run_local", "materialize"]
+__all__ = ["artifact_layout", "run_local", "materialize"]
 
 log = logging.getLogger("privfed")
 
-#: (KFP task, its output artifact) -> (stage, the stage's output name in DEFAULT_PATHS).
-ARTIFACT_LAYOUT: dict[tuple[str, str], tuple[str, str]] = {
-    ("generate-data", "generated"): ("generate_data", "generated"),
-    ("ingest-data", "raw"): ("ingest_data", "raw"),
-    ("validate-data", "validation"): ("validate_data", "report"),
-    ("partition-data", "partitions"): ("partition_data", "partitions"),
-    ("partition-data", "stats"): ("partition_data", "stats"),
-    ("train-centralized", "centralized"): ("train_centralized", "model"),
-    ("train-centralized", "metrics"): ("train_centralized", "metrics"),
-    ("train-local", "local"): ("train_local", "models"),
-    ("train-local", "metrics"): ("train_local", "metrics"),
-    ("train-federated", "federated"): ("train_federated", "models"),
-    ("train-federated", "metrics"): ("train_federated", "metrics"),
-    ("account-privacy", "accounting"): ("account_privacy", "privacy"),
-    ("evaluate-models", "evaluation"): ("evaluate_models", "metrics"),
-    ("evaluate-models", "evaluation_report"): ("evaluate_models", "report"),
-    ("evaluate-models", "plots"): ("evaluate_models", "plots"),
-    ("register-model", "registration"): ("register_model", "registration"),
-}
+
+def artifact_layout() -> dict[tuple[str, str], str]:
+    """(KFP task, its output artifact) -> path in the DVC layout, from the stages' ``SPEC``s.
+
+    A stage's component names its artifacts as the stage names its outputs, and its KFP task
+    is the stage name with dashes.
+    """
+    from privfed.stages import stage_spec
+
+    return {
+        (stage.replace("_", "-"), name): path
+        for stage in STAGES
+        for name, path in stage_spec(stage).outputs.items()
+    }
 
 
 def _latest_run(root: Path, pipeline_name: str) -> Path:
@@ -53,11 +51,11 @@ def _latest_run(root: Path, pipeline_name: str) -> Path:
 def materialize(run_dir: Path, out: Path) -> dict[str, str]:
     """Copy a local run's artifacts to the DVC layout under ``out``; returns dest -> source."""
     copied: dict[str, str] = {}
-    for (task, artifact), (stage, name) in ARTIFACT_LAYOUT.items():
+    for (task, artifact), rel in artifact_layout().items():
         src = run_dir / task / artifact
         if not src.exists():
             raise FileNotFoundError(f"task {task} left no artifact {artifact!r} in {run_dir}")
-        dest = out / DEFAULT_PATHS[stage]["outputs"][name]
+        dest = out / rel
         if dest.is_dir():
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,16 +88,17 @@ def run_local(
     ``arguments`` override pipeline parameters (whole sections). With ``out``, artifacts of the
     main pipeline are also copied into the DVC layout there.
     """
-    from kfp import local
+    from kfp import components, local
 
-    from privfed.kubeflow.project import build
-
-    func = build(pipeline, params, project)
     from privfed.kubeflow.parameters import load_params
+    from privfed.kubeflow.project import compile_pipeline
 
     _, cfg = load_params(params)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        package = compile_pipeline(pipeline, params, Path(work) / f"{pipeline}.yaml", project)
+        func = components.load_component_from_file(str(package))
     # The cluster's MLflow URI is a pipeline default; a local run records where params say.
     args = {"mlflow_tracking_uri": local_tracking_uri(cfg.register_model.tracking_uri)}
     args |= arguments or {}

@@ -1,18 +1,27 @@
-"""Find and compile the pipeline definitions of a PrivFed checkout (``pipelines/``).
+"""Compile the pipeline definitions of a PrivFed checkout (``pipelines/``), in the checkout.
 
 The pipeline modules live beside ``components/`` at the project root, not inside the installed
-package: the image only needs ``privfed``; the DAG is compiled where the repository is.
+package: the image only needs ``privfed``; the DAG is compiled where the repository is. So this
+module never imports them: :func:`compile_pipeline` runs the checkout's own
+``python -m pipelines compile`` with the checkout as working directory (Python puts it first on
+that process's path), and everything else works on the IR YAML it writes.
 """
 
 from __future__ import annotations
 
-import importlib
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PIPELINES", "PipelineDef", "build", "compile_pipeline"]
+from privfed.config import ConfigError
+
+__all__ = ["CONFIG_ERROR_EXIT", "PIPELINES", "PipelineDef", "compile_pipeline", "write_ir"]
+
+#: Exit status of ``python -m pipelines compile`` for a params error (its message on stdout).
+CONFIG_ERROR_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -27,34 +36,55 @@ PIPELINES: dict[str, PipelineDef] = {
 }
 
 
-def _module(project: Path) -> Any:
+def _checkout(project: Path) -> Path:
     project = Path(project).resolve()
     if not (project / "pipelines" / "privfed_pipeline.py").is_file():
         raise FileNotFoundError(
             f"{project} has no pipelines/privfed_pipeline.py; run from a PrivFed checkout "
             "or pass --project"
         )
-    if str(project) not in sys.path:
-        sys.path.insert(0, str(project))
-    return importlib.import_module("pipelines.privfed_pipeline")
-
-
-def build(name: str, params: Path, project: Path = Path(".")) -> Any:
-    """The pipeline function ``name`` (main | sweep) with defaults from ``params``."""
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; pipelines: {', '.join(PIPELINES)}")
-    return getattr(_module(project), PIPELINES[name].builder)(params)
+    return project
 
 
 def compile_pipeline(name: str, params: Path, out: Path, project: Path = Path(".")) -> Path:
-    """Write the IR YAML users upload in the Kubeflow UI (deterministic: byte-identical reruns)."""
-    import tempfile
+    """Write the IR YAML users upload in the Kubeflow UI (deterministic: byte-identical reruns).
 
+    Raises:
+        ConfigError: the params file is invalid for this pipeline (the message says why).
+        RuntimeError: compiling failed otherwise (with the end of its output).
+    """
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; pipelines: {', '.join(PIPELINES)}")
+    project = _checkout(project)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "compile",
+        "--pipeline",
+        name,
+        "--params",
+        str(Path(params).resolve()),
+        "--output",
+        str(Path(out).resolve()),
+    ]
+    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+    if done.returncode == CONFIG_ERROR_EXIT:
+        raise ConfigError(done.stdout.strip())
+    if done.returncode:
+        raise RuntimeError(
+            f"`python -m pipelines compile --pipeline {name}` failed in {project} "
+            f"(exit {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+        )
+    return Path(out)
+
+
+def write_ir(pipeline: Any, out: Path) -> Path:
+    """Compile a pipeline function to ``out`` (what ``python -m pipelines compile`` calls)."""
     from kfp import compiler
 
     from privfed.io import atomic_path
 
-    pipeline = build(name, params, project)
     with tempfile.TemporaryDirectory() as work:
         compiled = Path(work) / "pipeline.yaml"  # KFP wants a .yaml name
         compiler.Compiler().compile(pipeline, str(compiled))

@@ -87,6 +87,7 @@ def configure_task(task: Any, stage: str, cfg: PrivFedConfig) -> Any:
     # Data stages are deterministic in their params (ingest_data is not: it reads files a
     # cache key cannot see, so it always runs); training draws DP noise from OS entropy and
     # registration must reach MLflow every run, so only data stages may reuse cached outputs.
+    # Every stage takes the whole config, so a hit needs every section unchanged.
     task.set_caching_options(enable_caching=kf.cache_data_stages and stage in DATA_STAGES)
     if stage == "ingest_data" and kf.ingest_pvc:
         # the consortium's data, read in place: ingest_data.path points under ingest_dir

@@ -1,0 +1,1 @@
+"""Kubeflow component for ``check_params``."""
