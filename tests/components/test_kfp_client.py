@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from privfed.cli import main
-from tests.conftest import ROOT
+from tests.conftest import PARAMS, ROOT
 
 
 class StandInKfpApi(BaseHTTPRequestHandler):
@@ -97,7 +97,7 @@ def _cli(action: str, host: str, *extra: str) -> int:
             "--project",
             str(ROOT),
             "--params",
-            str(ROOT / "params.yaml"),
+            str(PARAMS),
             *extra,
         ]
     )
@@ -142,7 +142,7 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(kfp_api, capsys) -> N
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert executors["exec-train-federated"]["tolerations"]  # GPU placement travels with it
     params = run["runtime_config"]["parameters"]
-    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = yaml.safe_load(PARAMS.read_text())
     assert params["train_federated"]["rounds"] == 20
     assert params["train_federated"]["strategy"] == defaults["train_federated"]["strategy"]
     assert params["privacy"]["target_epsilon"] == 3.0
@@ -206,7 +206,7 @@ def test_compile_output_path(tmp_path: Path) -> None:
                 "--project",
                 str(ROOT),
                 "--params",
-                str(ROOT / "params.yaml"),
+                str(PARAMS),
                 "--output",
                 str(out),
             ]

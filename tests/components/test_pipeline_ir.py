@@ -14,9 +14,7 @@ from privfed.kubeflow import project
 from privfed.kubeflow.parameters import COMPILE_TIME_SECTIONS, PIPELINE_SECTIONS
 from privfed.kubeflow.settings import DATA_STAGES, TRAINING_STAGES
 from privfed.stages import stage_spec
-from tests.conftest import ROOT
-
-PARAMS = ROOT / "params.yaml"
+from tests.conftest import PARAMS, ROOT
 
 
 def _compile(tmp_path: Path, name: str = "main") -> tuple[dict[str, Any], dict[str, Any]]:
