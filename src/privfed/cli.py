@@ -109,7 +109,13 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--output", help="default: the committed pipelines/<name>.yaml")
     loc = actions.add_parser("run-local", parents=[common], help="KFP local runner, no cluster")
     loc.add_argument("--root", default="kfp-local", help="pipeline root for artifacts")
-    loc.add_argument("--out", default=".", help="copy artifacts into the DVC layout here")
+    loc.add_argument(
+        "--out",
+        default="kfp-local/outputs",
+        help="copy artifacts into the DVC layout here, with the run's own MLflow store unless "
+        "MLFLOW_TRACKING_URI is set (default: %(default)s, apart from `dvc repro`'s outputs; "
+        "'.' writes over them)",
+    )
     for name, text in (("submit", "start one run"), ("schedule", "create a recurring run")):
         p = actions.add_parser(name, parents=[common], help=text)
         p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
@@ -140,7 +146,14 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
         run_dir = local.run_local(
             params, root=Path(args.root), out=Path(args.out), pipeline=args.pipeline, project=proj
         )
-        log.info("local run finished; artifacts in %s", run_dir)
+        log.info(
+            "local run finished; KFP artifacts in %s, the DVC layout in %s, MLflow at %s",
+            run_dir,
+            Path(args.out).resolve(),
+            local.local_tracking_uri(
+                load_config(params).register_model.tracking_uri, Path(args.out)
+            ),
+        )
         return
     cfg = load_config(params)
     with tempfile.TemporaryDirectory() as work:

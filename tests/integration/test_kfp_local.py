@@ -19,6 +19,9 @@ from tests.integration.conftest import project_env, run, set_params
 
 pytestmark = pytest.mark.integration
 
+#: ``privfed pipeline run-local``'s default ``--out``: apart from ``dvc repro``'s outputs.
+LOCAL_OUT = "kfp-local/outputs"
+
 
 def test_run_local_registers_a_model_with_the_dvc_layout(project: Path, mlflow_server: str) -> None:
     env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
@@ -27,17 +30,21 @@ def test_run_local_registers_a_model_with_the_dvc_layout(project: Path, mlflow_s
     # Execute
     result = run(["privfed", "pipeline", "run-local", "--root", "kfp-root"], project, env)
 
-    # Assert: success, and every output a `dvc repro` writes, in the same place
+    # Assert: success, and every output a `dvc repro` writes, in the same layout, in a folder of
+    # its own: `dvc repro`'s outputs are not written over
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    out = project / LOCAL_OUT
     for stage, paths in DEFAULT_PATHS.items():
         for name, rel in paths["outputs"].items():
-            assert (project / rel).exists(), f"{stage} output {name} missing at {rel}"
-    rounds = json.loads((project / "models/federated/rounds.json").read_text())
+            assert (out / rel).exists(), f"{stage} output {name} missing at {rel}"
+    assert not (project / "models").exists() and not (project / "data/partitions").exists()
+    assert f"the DVC layout in {out}" in " ".join((result.stdout + result.stderr).split())
+    rounds = json.loads((out / "models/federated/rounds.json").read_text())
     assert rounds["federated_dp"]["rounds_completed"] == 2
-    registration = json.loads((project / "reports/registration/registration.json").read_text())
+    registration = json.loads((out / "reports/registration/registration.json").read_text())
     assert registration["promoted"] is True
     assert registration["data_version"] not in ("", "unversioned")
-    confusion = json.loads((project / "reports/evaluation/confusion.json").read_text())
+    confusion = json.loads((out / "reports/evaluation/confusion.json").read_text())
     # every global model, and the public-only model they all started from (model.init: public)
     assert set(confusion) == {"public_only", "centralized", "federated", "federated_dp"}
 
@@ -81,7 +88,7 @@ def test_failed_pipeline_is_recorded_in_mlflow_and_registers_nothing(
     assert failed.info.status == "FAILED"
     assert failed.data.tags["pipeline_status"] == "FAILED"
     assert client.search_registered_models() == []
-    assert not (project / "reports/registration").exists()
+    assert not (project / LOCAL_OUT / "reports/registration").exists()
 
 
 def test_scaffold_runs_through_the_kubeflow_door(project: Path) -> None:
@@ -104,11 +111,14 @@ def test_scaffold_runs_through_the_kubeflow_door(project: Path) -> None:
 
     # Assert: the DAG ran to registration with one federated run, SCAFFOLD's, and no DP run
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    rounds = json.loads((project / "models/federated/rounds.json").read_text())
+    out = project / LOCAL_OUT
+    # the run's own MLflow store, not the one `dvc repro` registers in
+    assert (out / "mlflow.db").is_file() and not (project / "mlflow.db").exists()
+    rounds = json.loads((out / "models/federated/rounds.json").read_text())
     assert set(rounds) == {"federated"}
     assert rounds["federated"]["strategy"] == "scaffold"
     assert rounds["federated"]["rounds_completed"] == 2
-    assert json.loads((project / "metrics/privacy.json").read_text())["enabled"] is False
-    card = (project / "reports/registration/model_card.md").read_text()
+    assert json.loads((out / "metrics/privacy.json").read_text())["enabled"] is False
+    card = (out / "reports/registration/model_card.md").read_text()
     assert "Candidate: `federated`" in card
     assert "Differential privacy: off for this candidate" in card

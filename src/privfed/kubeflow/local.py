@@ -67,11 +67,15 @@ def materialize(run_dir: Path, out: Path) -> dict[str, str]:
     return copied
 
 
-def local_tracking_uri(configured: str) -> str:
-    """MLflow for a local run: ``MLFLOW_TRACKING_URI`` or params' store anchored at the cwd."""
+def local_tracking_uri(configured: str, out: Path | None = None) -> str:
+    """MLflow for a local run: ``MLFLOW_TRACKING_URI``, else params' store anchored at ``out``.
+
+    A relative SQLite store lands in the run's own output folder (the cwd without one), so a
+    local run registers nothing in the store ``dvc repro`` uses.
+    """
     from privfed.registry import tracking_uri
 
-    return tracking_uri(configured, Path.cwd())
+    return tracking_uri(configured, Path(out).resolve() if out is not None else Path.cwd())
 
 
 def run_local(
@@ -96,11 +100,13 @@ def run_local(
     _, cfg = load_params(params)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)  # its SQLite store may be created there
     with tempfile.TemporaryDirectory() as work:
         package = compile_pipeline(pipeline, params, Path(work) / f"{pipeline}.yaml", project)
         func = components.load_component_from_file(str(package))
     # The cluster's MLflow URI is a pipeline default; a local run records where params say.
-    args = {"mlflow_tracking_uri": local_tracking_uri(cfg.register_model.tracking_uri)}
+    args = {"mlflow_tracking_uri": local_tracking_uri(cfg.register_model.tracking_uri, out)}
     args |= arguments or {}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     log.info("running pipeline %s with the KFP local runner under %s", pipeline, root)
