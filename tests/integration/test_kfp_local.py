@@ -37,7 +37,8 @@ def test_run_local_registers_a_model_with_the_dvc_layout(project: Path, mlflow_s
     for stage, paths in DEFAULT_PATHS.items():
         for name, rel in paths["outputs"].items():
             assert (out / rel).exists(), f"{stage} output {name} missing at {rel}"
-    assert not (project / "models").exists() and not (project / "data/partitions").exists()
+    assert not (project / "models/federated").exists()
+    assert not (project / "data/partitions").exists()
     assert f"the DVC layout in {out}" in " ".join((result.stdout + result.stderr).split())
     rounds = json.loads((out / "models/federated/rounds.json").read_text())
     assert rounds["federated_dp"]["rounds_completed"] == 2
