@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable
@@ -197,3 +198,34 @@ def test_resume_dir_must_be_absolute() -> None:
         cfg, out_dir="/abs", dp=True, num_nodes=2, resume_dir="/r", resume_key="k"
     )
     assert config["resume-dir"] == "/r" and config["resume-key"] == "k"
+
+
+def test_steps_whose_update_reached_the_server_count_even_if_the_round_never_ended(
+    tmp_path: Path,
+) -> None:
+    # Prepare: rounds 1-2 completed and saved (hospital_1: 2 x 20 steps); the run resumed and,
+    # in round 3, hospital_1's update (20 more steps) reached the server; then the server died
+    store = ResumeStore(tmp_path / "resume", "k")
+    store.save(_state(round_=2))
+    crashed = RoundRecorder(
+        out_dir=tmp_path, task_name="t", primary_metric="auroc", num_rounds=4, min_replies=1,
+        store=store,
+    )  # fmt: skip
+    crashed.resume(store.load())
+    crashed.keep(
+        "hospital_1", {"train_loss": 0.3, "num-examples": 4}, json.dumps([[1.1, 0.05, 20]])
+    )
+
+    # Execute: the rerun resumes from the last completed round, 2
+    rerun = RoundRecorder(
+        out_dir=tmp_path, task_name="t", primary_metric="auroc", num_rounds=4, min_replies=1,
+        store=store,
+    )  # fmt: skip
+    saved = store.load()
+    assert saved is not None and saved.round == 2
+    rerun.resume(saved)
+
+    # Assert: the 20 released steps of round 3 are carried on, before round 3 is trained again
+    assert sum(n for *_, n in rerun.full_dp_history()["hospital_1"]) == 60
+    # a store of another run's spent steps is not read
+    assert ResumeStore(tmp_path / "resume", "other").load_spent() == {}

@@ -41,6 +41,11 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in arrays.items()}
 
 
+def _steps(history: Iterable[Iterable[Any]]) -> int:
+    """DP-SGD steps in an accountant history of ``(noise, sample_rate, steps)`` entries."""
+    return sum(int(list(entry)[2]) for entry in history)
+
+
 def hospital_of(reply: Message, grid: FastPollGrid | None) -> str:
     """The hospital a reply comes from: its node's roll-call name, else what the reply says."""
     node = reply.metadata.src_node_id
@@ -164,6 +169,8 @@ class RoundRecorder:
         self._pending.append((hospital, dict(metrics)))
         if dp_history is not None:
             self.dp_history[hospital] = json.loads(dp_history)
+            if self.store is not None:  # spent now, even if the round never finishes
+                self.store.save_spent(self.full_dp_history())
 
     def add_aggregate_seconds(self, seconds: float) -> None:
         """Server-side aggregation time of the round in progress (the secure path's)."""
@@ -215,10 +222,27 @@ class RoundRecorder:
         return [r for r in replies if r.has_error()] + [ok[i] for i in screened.accepted]
 
     def resume(self, state: ResumeState) -> None:
-        """Take over the rows and DP histories of the rounds a crashed run completed."""
+        """Take over the rows and DP histories of the rounds a crashed run completed.
+
+        A hospital whose update of the unfinished round reached the server before the crash
+        spent those steps: its longer, spent history is the one carried on (the round is
+        trained again, and both passes count).
+        """
         self.offset = self.completed = state.round
         self.rounds[: state.round + 1] = state.rows
         self.dp_before = {h: list(v) for h, v in state.dp_history.items()}
+        spent = self.store.load_spent() if self.store is not None else {}
+        for hospital, history in sorted(spent.items()):
+            extra = _steps(history) - _steps(self.dp_before.get(hospital, []))
+            if extra > 0:
+                self.dp_before[hospital] = list(history)
+                log.warning(
+                    "%s: %d DP-SGD step(s) of unfinished round %d reached the server before "
+                    "the crash; counted as spent",
+                    hospital,
+                    extra,
+                    state.round + 1,
+                )
 
     def snapshot(self, arrays: ArrayRecord, strategy: dict[str, Any]) -> ResumeState:
         """What a rerun needs to go on after the last completed round (``arrays``)."""

@@ -42,6 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+#: every hospital's DP history as it reached the server, rewritten on each arrival
+SPENT_FILE = "spent.json"
 #: server-side strategy state: the moments of FedAdam, FedYogi and FedAdagrad; SCAFFOLD's ``c``
 STRATEGY_STATE = ("m_t", "v_t", "control")
 
@@ -101,6 +103,24 @@ class ResumeStore:
         }
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
+
+    def save_spent(self, dp_history: Mapping[str, list]) -> None:
+        """Each hospital's DP history as of its latest reply that reached the server.
+
+        Written when a reply arrives, before the round ends: a crash mid-round then still
+        knows the steps whose results left a hospital (an update the server received is
+        released, whether or not the round finished).
+        """
+        with atomic_path(self.path.with_name(SPENT_FILE)) as tmp:
+            tmp.write_text(json.dumps({"key": self.key, "dp_history": dict(dp_history)}))
+
+    def load_spent(self) -> dict[str, list]:
+        """What :meth:`save_spent` wrote for this run ({} when none, or another run's)."""
+        path = self.path.with_name(SPENT_FILE)
+        if not path.is_file():
+            return {}
+        payload = json.loads(path.read_text())
+        return dict(payload["dp_history"]) if payload.get("key") == self.key else {}
 
     def load(self) -> ResumeState | None:
         """The saved state, or None when there is none or it belongs to another run (logged)."""
