@@ -11,7 +11,9 @@ import json
 import logging
 import math
 import os
+import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,14 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "REGISTRATION_TAG",
     "Champion",
     "GateDecision",
     "current_champion",
     "data_version",
     "git_commit",
     "promotion_gate",
+    "recover_interrupted",
     "tracking_uri",
 ]
 
@@ -239,6 +243,72 @@ def check_model_task(client: Any, model_name: str, task: str) -> None:
             f"register_model.model_name={model_name!r} holds {held!r} models; a {task!r} model "
             f"needs its own name (set register_model.model_name, e.g. 'privfed-{task}')"
         )
+
+
+#: Run tag of a registration in progress: ``pending`` until every alias and tag is written.
+REGISTRATION_TAG = "registration"
+
+
+def recover_interrupted(client: Any, experiment_id: str, model_name: str) -> list[str]:
+    """Close what a killed ``register_model`` left: its run and any version it created.
+
+    A registration tags its MLflow run ``registration=pending`` first and ``complete`` last.
+    A run still pending belongs to a registration that died (``kill -9`` after "Created
+    version N"): the run is ended as FAILED if it still shows RUNNING, and every version it
+    created is tagged ``registration=failed`` with a ``promotion_reason`` saying so, so it
+    can never be taken for a gated model. Returns what was closed, for the log.
+    """
+    closed = []
+    pending = client.search_runs(
+        [experiment_id], filter_string=f"tags.{REGISTRATION_TAG} = 'pending'"
+    )
+    for run in pending:
+        run_id = run.info.run_id
+        if _still_registering(run.data.tags, run.info.start_time):
+            continue  # a registration in progress, not a dead one
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, status="FAILED")
+        client.set_tag(run_id, REGISTRATION_TAG, "failed")
+        closed.append(f"run {run_id}")
+        for version in client.search_model_versions(f"name = '{model_name}'"):
+            if version.run_id != run_id:
+                continue
+            client.set_model_version_tag(model_name, version.version, REGISTRATION_TAG, "failed")
+            client.set_model_version_tag(
+                model_name,
+                version.version,
+                "promotion_reason",
+                "registration was interrupted before the gate's decision was recorded; "
+                "not promoted",
+            )
+            closed.append(f"{model_name} v{version.version}")
+    return closed
+
+
+#: A pending registration from another machine is taken for dead after this long.
+STALE_AFTER_S = 3600.0
+
+
+def registration_owner() -> dict[str, str]:
+    """Tags naming the process that registers (so another one can tell whether it is alive)."""
+    return {
+        f"{REGISTRATION_TAG}.host": socket.gethostname(),
+        f"{REGISTRATION_TAG}.pid": str(os.getpid()),
+    }
+
+
+def _still_registering(tags: dict[str, str], start_ms: int | None) -> bool:
+    """Whether the registration that tagged a run pending may still be running.
+
+    On this machine its process must be alive; elsewhere it gets :data:`STALE_AFTER_S`.
+    """
+    import psutil
+
+    host, pid = tags.get(f"{REGISTRATION_TAG}.host"), tags.get(f"{REGISTRATION_TAG}.pid")
+    if host == socket.gethostname() and pid and pid.isdigit():
+        return psutil.pid_exists(int(pid)) and int(pid) != os.getpid()
+    age_s = time.time() - (start_ms or 0) / 1000.0
+    return host is not None and age_s < STALE_AFTER_S
 
 
 def tree_version(root: Path) -> str:

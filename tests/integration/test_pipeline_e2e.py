@@ -69,6 +69,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     version = client.get_model_version_by_alias("privfed-readmission", "champion")
     assert version.version == registration["version"]
     assert "Model card" in version.description
+    # the registration finished: its run and version say so, and it reports the champion
+    assert version.tags["registration"] == "complete"
+    assert client.get_run(registration["run_id"]).data.tags["registration"] == "complete"
+    assert registration["champion_version"] == registration["version"]
     # the card states the DP run's accounting and the membership audit, as measured
     card = version.description
     h1 = privacy["hospitals"]["hospital_1"]

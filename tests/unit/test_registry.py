@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -128,3 +129,41 @@ def test_current_champion_reads_what_the_gate_tagged(tmp_path) -> None:
     client.set_model_version_tag("m", "1", "gate.candidate_metric", "0.87")
     client.set_model_version_tag("m", "1", "data_version", "abc")
     assert current_champion(client, "m") == Champion("1", 0.87, "abc")
+
+
+def test_what_a_killed_registration_left_is_closed_by_the_next_one(tmp_path) -> None:
+    """kill -9 right after "Created version 1": the run stays RUNNING, the version READY with
+    no alias and no gate tags. The next registration must close both, and must leave alone a
+    registration that is still in progress."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from privfed.registry import REGISTRATION_TAG, recover_interrupted, registration_owner
+
+    # Prepare: a registration whose process is dead (it ran in a child that has exited) ...
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    owner = {**registration_owner(), f"{REGISTRATION_TAG}.pid": dead}
+    killed = client.create_run(exp, tags={REGISTRATION_TAG: "pending", **owner})
+    client.create_registered_model("m")
+    client.create_model_version("m", source="runs:/x/model", run_id=killed.info.run_id)
+    # ... and one in progress in this very test process's parent (alive)
+    alive = {**registration_owner(), f"{REGISTRATION_TAG}.pid": str(os.getppid())}
+    busy = client.create_run(exp, tags={REGISTRATION_TAG: "pending", **alive})
+
+    # Execute
+    closed = recover_interrupted(client, exp, "m")
+
+    # Assert
+    assert closed == [f"run {killed.info.run_id}", "m v1"]
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "FAILED" and run.data.tags[REGISTRATION_TAG] == "failed"
+    version = client.get_model_version("m", "1")
+    assert version.tags[REGISTRATION_TAG] == "failed" and not version.aliases
+    assert "interrupted" in version.tags["promotion_reason"]
+    assert client.get_run(busy.info.run_id).info.status == "RUNNING"
+    assert recover_interrupted(client, exp, "m") == []  # nothing left to close

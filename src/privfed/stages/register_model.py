@@ -15,6 +15,7 @@ from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.io import atomic_dir, read_json, write_json, write_text
 from privfed.registry import (
+    REGISTRATION_TAG,
     TASK_TAG,
     check_model_task,
     current_champion,
@@ -22,6 +23,8 @@ from privfed.registry import (
     experiment_id,
     git_commit,
     promotion_gate,
+    recover_interrupted,
+    registration_owner,
     tracking_uri,
     tree_version,
 )
@@ -278,6 +281,8 @@ def run(
         data_version=data_hash,
     )
     exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
+    for closed in recover_interrupted(client, exp_id, r.model_name):
+        log.warning("closed what an interrupted registration left: %s (marked failed)", closed)
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
     rounds = read_json(rounds_file) if rounds_file.is_file() else {}
     table = (Path(inputs["report"]) / "comparison.md").read_text()
@@ -291,6 +296,8 @@ def run(
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
+        # first: a kill from here on is recoverable by the next registration
+        mlflow.set_tags({REGISTRATION_TAG: "pending", **registration_owner()})
         mlflow.log_params({k: str(v)[:500] for k, v in cfg.as_flat_dict().items()})
         mlflow.set_tags(
             {
@@ -378,6 +385,10 @@ def run(
     for key, value in decision.checks.items():
         client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
     client.set_model_version_tag(r.model_name, version, "data_version", data_hash)
+    client.set_model_version_tag(r.model_name, version, REGISTRATION_TAG, "complete")
+    client.set_tag(run_id, REGISTRATION_TAG, "complete")
+    # another registration on the same store may have moved the alias since: report what holds
+    champion = current_champion(client, r.model_name)
     result = {
         "tracking_uri": uri,
         "run_id": run_id,
@@ -385,6 +396,7 @@ def run(
         "version": version,
         "alias": decision.alias,
         "promoted": decision.promote,
+        "champion_version": champion.version if champion is not None else None,
         "reasons": decision.reasons,
         "notes": decision.notes,
         "checks": decision.checks,
