@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from privfed.config import config_from_dict
+from privfed.federated.flower_control import register_supernode
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.federated.security import write_node_key
 from tests.conftest import raw_params
@@ -97,3 +98,38 @@ def test_insecure_mode_is_explicit_and_warned(
         assert federation.tls is None and federation.enrolled == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("train_federated.insecure=true" in w and "plaintext" in w for w in warnings)
+
+
+def test_a_node_that_registers_its_own_key_never_trains(partitions: Path, tmp_path: Path):
+    """The attack: with only the run's CA certificate (every hospital has it), register a key
+    of one's own through the SuperLink's address and join with it. Flower 1.41 serves node
+    registration on the same port as the Fleet API, so the SuperLink accepts the key; the
+    ServerApp must still refuse the node, because no enrolled key belongs to it."""
+    # Prepare: two enrolled hospitals; the attacker holds the third partition
+    cfg = config_from_dict(
+        raw_params(
+            train_federated={"rounds": 1, "startup_timeout_s": 60},
+            privacy={"enabled": False},
+            register_model={"candidate": "federated"},
+        )
+    )
+    hospitals = sorted(p for p in partitions.iterdir() if p.is_dir())
+    enrolled, stolen = hospitals[:2], hospitals[2]
+    with LocalFederation(cfg, enrolled, tmp_path / "fed") as federation:
+        # Execute: the attacker registers its own key (the SuperLink says yes) and joins
+        evil = write_node_key(tmp_path / "evil", "evil")
+        evil_node = register_supernode(evil.public, "local", federation._env)
+        intruder = federation.start_supernode(
+            stolen, warm=True, auth_key=evil.private, name="evil", expendable=True
+        )
+        result = federation.run(RunSpec(name="attacked", out_dir=tmp_path / "out", dp=False))
+        intruder_alive = intruder.poll() is None
+    # Assert: the key was accepted and its SuperNode connected ...
+    assert evil_node.isdigit() and intruder_alive
+    assert int(evil_node) not in federation.node_ids.values()
+    # ... yet only the enrolled hospitals trained, in every round, and the final evaluation
+    assert result["rounds_completed"] == cfg.train_federated.rounds
+    for row in result["rounds"][1:]:
+        assert set(row["train"]) == {h.name for h in enrolled}, row["train"]
+    assert stolen.name not in result["rounds"][0]["val_per_hospital"]
+    assert set(result["dp_history"]) <= {h.name for h in enrolled}

@@ -17,12 +17,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Federation", "LocalFederation", "RunSpec", "ROUNDS_FILE", "RUN_RESULT_FILE"]
+__all__ = [
+    "ENROLLED_KEY",
+    "Federation",
+    "LocalFederation",
+    "RunSpec",
+    "ROUNDS_FILE",
+    "RUN_RESULT_FILE",
+]
 
 #: Written by the ServerApp into each run's output folder.
 RUN_RESULT_FILE = "run.json"
 #: Written by ``train_federated`` beside the runs: every run's rounds and DP histories.
 ROUNDS_FILE = "rounds.json"
+#: Run-config key of the enrolled nodes (JSON ``{node id: hospital}``): the launcher writes
+#: it, the ServerApp refuses every other node.
+ENROLLED_KEY = "enrolled-nodes"
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing privfed.federated must not start Flower

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated import ENROLLED_KEY
 from privfed.federated.client import CONFIG_KEY
 from privfed.federated.flower_commands import toml_string
 
@@ -28,8 +29,12 @@ def build_run_config(
     num_nodes: int,
     resume_dir: str | None = None,
     resume_key: str = "",
+    enrolled: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The Flower run config of one run, derived from the validated config (never by hand).
+
+    ``enrolled`` (hospital -> node id of its enrolled key) makes the ServerApp refuse every
+    other node; None (no SuperNode authentication) accepts whoever connects.
 
     ``out_dir`` is where the ServerApp writes checkpoints, the final model and ``run.json``;
     ``resume_dir`` where it keeps the state a rerun resumes from. Both are absolute paths on
@@ -48,6 +53,8 @@ def build_run_config(
     }
     if resume_dir is not None:
         config |= {"resume-dir": resume_dir, "resume-key": resume_key}
+    if enrolled:
+        config[ENROLLED_KEY] = json.dumps({str(n): h for h, n in sorted(enrolled.items())})
     return config
 
 

@@ -7,13 +7,16 @@ share of per-round latency (3 s per message round trip on loopback) to ``poll_in
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 
 __all__ = ["DelegatingGrid", "FastPollGrid", "wait_for_nodes"]
+
+log = logging.getLogger(__name__)
 
 
 class DelegatingGrid(Grid):
@@ -59,7 +62,9 @@ class FastPollGrid(DelegatingGrid):
     patience (up to 60 s) has not yet noticed it is gone.
     """
 
-    def __init__(self, inner: Grid, *, poll_interval: float) -> None:
+    def __init__(
+        self, inner: Grid, *, poll_interval: float, enrolled: Mapping[int, str] | None = None
+    ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         super().__init__(inner)
@@ -67,6 +72,10 @@ class FastPollGrid(DelegatingGrid):
         #: Flower node id -> hospital name (from the roll call)
         self.names: dict[int, str] = {}
         self.dropped: set[int] = set()
+        #: node id -> hospital of each enrolled key; None: every connected node is used
+        self.enrolled = dict(enrolled) if enrolled is not None else None
+        #: nodes seen that no enrolled key belongs to (never sent a message)
+        self.refused: set[int] = set()
 
     def hospital(self, node_id: int) -> str:
         return self.names.get(node_id, f"node {node_id}")
@@ -75,7 +84,18 @@ class FastPollGrid(DelegatingGrid):
         self.dropped.add(node_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return [n for n in self._inner.get_node_ids() if n not in self.dropped]
+        """Connected nodes that may take part: enrolled (when known) and not dropped."""
+        nodes = [n for n in self._inner.get_node_ids() if n not in self.dropped]
+        if self.enrolled is None:
+            return nodes
+        for node in sorted(set(nodes) - set(self.enrolled) - self.refused):
+            self.refused.add(node)
+            log.warning(
+                "refused node %d: its key was not enrolled by this federation's operator; "
+                "it gets no message and its replies are never aggregated",
+                node,
+            )
+        return [n for n in nodes if n in self.enrolled]
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -104,6 +104,8 @@ class LocalFederation(Federation):
         self.tls: TlsFiles | None = None
         #: hospital -> the key pair enrolled for it in this federation
         self.enrolled: dict[str, NodeKey] = {}
+        #: hospital -> the node id the SuperLink gave its enrolled key
+        self.node_ids: dict[str, int] = {}
 
     def _present_hospitals(self) -> list[str]:
         """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
@@ -175,11 +177,20 @@ class LocalFederation(Federation):
         )
 
     def enroll(self, hospital: str) -> NodeKey:
-        """A fresh key pair for ``hospital``, registered with the SuperLink."""
+        """A fresh key pair for ``hospital``, registered with the SuperLink.
+
+        The node id the SuperLink gives the key is kept: the ServerApp accepts replies only
+        from these ids (anyone who reaches the SuperLink can register a key of their own).
+        """
         key = write_node_key(self.workdir / "keys", hospital)
-        register_supernode(key.public, "local", self._env)
+        node_id = register_supernode(key.public, "local", self._env)
+        if not node_id.isdigit():
+            raise FederationError(
+                f"flwr supernode register gave no node id for {hospital}: {node_id!r}"
+            )
         self.enrolled[hospital] = key
-        log.info("enrolled %s (%s)", hospital, key.fingerprint)
+        self.node_ids[hospital] = int(node_id)
+        log.info("enrolled %s as node %s (%s)", hospital, node_id, key.fingerprint)
         return key
 
     def start_supernode(
@@ -245,6 +256,7 @@ class LocalFederation(Federation):
             num_nodes=len(present),
             resume_dir=str(spec.resume_dir.resolve()) if spec.resume_dir else None,
             resume_key=spec.resume_key,
+            enrolled={h: n for h, n in self.node_ids.items() if h in present},
         )
         app_dir = self.workdir / f"app-{spec.name}"
         write_app_dir(app_dir, run_config)

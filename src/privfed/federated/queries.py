@@ -71,6 +71,16 @@ def roll_call(
             + (f"; errors: {errors}" if errors else "")
         )
     names = {r.metadata.src_node_id: str(r.content["ident"]["hospital"]) for r in replies}
+    enrolled = grid.enrolled or {}
+    impostors = {n: name for n, name in names.items() if n in enrolled and enrolled[n] != name}
+    if impostors:
+        raise RuntimeError(
+            "roll call: "
+            + "; ".join(
+                f"node {n} holds the key enrolled for {enrolled[n]!r} but says it is {name!r}"
+                for n, name in sorted(impostors.items())
+            )
+        )
     for message in messages:  # listed by the SuperLink but gone: e.g. killed in a past run
         if message.metadata.dst_node_id not in names:
             grid.drop(message.metadata.dst_node_id)

@@ -30,7 +30,7 @@ from flwr.serverapp import Grid
 from privfed.checkpoints import save_model
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.config.strategy_registry import min_hospitals_for
-from privfed.federated import RUN_RESULT_FILE
+from privfed.federated import ENROLLED_KEY, RUN_RESULT_FILE
 from privfed.federated.client import CONFIG_KEY
 from privfed.federated.grid import FastPollGrid, wait_for_nodes
 from privfed.federated.queries import RollCall, final_evaluation, roll_call, sum_statistics
@@ -173,7 +173,12 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     num_nodes = int(run_config["num-nodes"])
     fed = cfg.train_federated
     task = get_task(cfg.base.task, cfg)
-    grid = FastPollGrid(grid, poll_interval=fed.poll_interval_s)
+    enrolled = run_config.get(ENROLLED_KEY)
+    grid = FastPollGrid(
+        grid,
+        poll_interval=fed.poll_interval_s,
+        enrolled={int(n): h for n, h in json.loads(str(enrolled)).items()} if enrolled else None,
+    )
     t0 = time.monotonic()
     wait_for_nodes(grid, num_nodes, timeout=fed.startup_timeout_s)
     log.info(

@@ -64,8 +64,14 @@ def _float(value: Any) -> float:
     return float(value) if value is not None else math.nan
 
 
-def _hospitals(evaluation: dict[str, Any]) -> list[str]:
-    """The hospitals that took part, as evaluated (user data names them, not base.num_hospitals)."""
+def _hospitals(evaluation: dict[str, Any], rounds: Mapping[str, Any], candidate: str) -> list[str]:
+    """The hospitals whose updates trained the candidate, from its rounds (what took part).
+
+    Without a record of the candidate's rounds: the hospitals with a local-only model.
+    """
+    trained = {h for row in rounds.get(candidate, {}).get("rounds", []) for h in row["train"]}
+    if trained:
+        return sorted(trained)
     return sorted(n.split(":", 1)[1] for n in evaluation["models"] if n.startswith("local:"))
 
 
@@ -359,7 +365,7 @@ def run(
             {
                 **summary,
                 "epsilon": epsilon,
-                "hospitals": _hospitals(evaluation),
+                "hospitals": _hospitals(evaluation, rounds, candidate),
             },
             decision,
             version=version,
