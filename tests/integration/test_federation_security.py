@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from privfed.config import config_from_dict
+from privfed.config import PrivFedConfig, config_from_dict
 from privfed.federated.flower_control import register_supernode
 from privfed.federated.launcher import LocalFederation, RunSpec
 from privfed.federated.security import write_node_key
@@ -47,15 +47,20 @@ def _wait_exit(proc, timeout: float) -> int | None:
     return proc.poll()
 
 
-def test_tls_by_default_and_an_unknown_supernode_is_refused(partitions: Path, tmp_path: Path):
-    # Prepare: the default config (TLS, SuperNode authentication), without DP
-    cfg = config_from_dict(
+def _default_channel_without_dp() -> PrivFedConfig:
+    """The default channel (TLS, SuperNode authentication) for short runs without DP."""
+    return config_from_dict(
         raw_params(
             train_federated={"rounds": 1, "startup_timeout_s": 60},
             privacy={"enabled": False},
             register_model={"candidate": "federated"},
         )
     )
+
+
+def test_tls_by_default_and_an_unknown_supernode_is_refused(partitions: Path, tmp_path: Path):
+    # Prepare: the default config (TLS, SuperNode authentication), without DP
+    cfg = _default_channel_without_dp()
     hospitals = sorted(p for p in partitions.iterdir() if p.is_dir())
     enrolled, intruder_data = hospitals[:2], hospitals[2]
     with LocalFederation(cfg, enrolled, tmp_path / "fed") as federation:
@@ -106,13 +111,7 @@ def test_a_node_that_registers_its_own_key_never_trains(partitions: Path, tmp_pa
     registration on the same port as the Fleet API, so the SuperLink accepts the key; the
     ServerApp must still refuse the node, because no enrolled key belongs to it."""
     # Prepare: two enrolled hospitals; the attacker holds the third partition
-    cfg = config_from_dict(
-        raw_params(
-            train_federated={"rounds": 1, "startup_timeout_s": 60},
-            privacy={"enabled": False},
-            register_model={"candidate": "federated"},
-        )
-    )
+    cfg = _default_channel_without_dp()
     hospitals = sorted(p for p in partitions.iterdir() if p.is_dir())
     enrolled, stolen = hospitals[:2], hospitals[2]
     with LocalFederation(cfg, enrolled, tmp_path / "fed") as federation:
