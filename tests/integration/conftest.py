@@ -70,6 +70,8 @@ def project(tmp_path: Path) -> Path:
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
     ):
         subprocess.run(cmd, cwd=dst, env=env, check=True)
+    # dvc.yaml's stages call .venv/bin/privfed: the environment running these tests (not in git)
+    (dst / ".venv").symlink_to(BIN.parent, target_is_directory=True)
     return dst
 
 

@@ -58,7 +58,7 @@ def test_dvc_yaml_params_and_stages_match_the_schema() -> None:
     assert list(dvc) == list(STAGES)
     params = yaml.safe_load(PARAMS.read_text())
     for stage, spec in dvc.items():
-        assert spec["cmd"] == f"privfed {stage}"
+        assert spec["cmd"] == f".venv/bin/privfed {stage}"
         for key in spec.get("params", []):
             node = params
             for part in key.split("."):
