@@ -61,6 +61,8 @@ def copy_project(dst: Path, profile: str) -> Path:
         ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
     ):
         subprocess.run(cmd, cwd=dst, env=_env(), check=True)
+    # dvc.yaml's stages call .venv/bin/privfed: this environment's (not in git)
+    (dst / ".venv").symlink_to(BIN.parent, target_is_directory=True)
     return dst
 
 
