@@ -74,7 +74,9 @@ class LocalResult:
 
     def dp_steps(self, carried: Sequence[tuple[float, float, int]] = ()) -> int:
         """DP-SGD steps this pass added to ``carried`` (the history it started from)."""
-        return sum(int(k) for _, _, k in self.history) - sum(int(k) for _, _, k in carried)
+        from privfed.privacy import history_steps  # Opacus: imported only where DP is used
+
+        return history_steps(self.history) - history_steps(carried)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from privfed.federated.client import BYTE_COUNTS, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid
 from privfed.federated.resume import ResumeState, ResumeStore
 from privfed.federated.screening import screen_updates
+from privfed.privacy import history_steps
 
 __all__ = ["RoundRecorder", "hospital_of"]
 
@@ -39,11 +40,6 @@ def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in arrays.items()}
-
-
-def _steps(history: Iterable[Iterable[Any]]) -> int:
-    """DP-SGD steps in an accountant history of ``(noise, sample_rate, steps)`` entries."""
-    return sum(int(list(entry)[2]) for entry in history)
 
 
 def hospital_of(reply: Message, grid: FastPollGrid | None) -> str:
@@ -233,7 +229,7 @@ class RoundRecorder:
         self.dp_before = {h: list(v) for h, v in state.dp_history.items()}
         spent = self.store.load_spent() if self.store is not None else {}
         for hospital, history in sorted(spent.items()):
-            extra = _steps(history) - _steps(self.dp_before.get(hospital, []))
+            extra = history_steps(history) - history_steps(self.dp_before.get(hospital, []))
             if extra > 0:
                 self.dp_before[hospital] = list(history)
                 log.warning(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from privfed.privacy.accounting import (
     check_delta,
     epsilon_from_history,
+    history_steps,
     noise_multiplier_for_target,
 )
 
-__all__ = ["check_delta", "epsilon_from_history", "noise_multiplier_for_target"]
+__all__ = ["check_delta", "epsilon_from_history", "history_steps", "noise_multiplier_for_target"]

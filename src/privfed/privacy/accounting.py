@@ -9,12 +9,17 @@ all rounds' steps, computed by the accountant named in params.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-__all__ = ["check_delta", "epsilon_from_history", "noise_multiplier_for_target"]
+__all__ = ["check_delta", "epsilon_from_history", "history_steps", "noise_multiplier_for_target"]
+
+
+def history_steps(history: Iterable[Sequence[float]]) -> int:
+    """DP-SGD steps in an accountant history of ``(noise_multiplier, sample_rate, steps)``."""
+    return sum(int(entry[2]) for entry in history)
 
 
 def epsilon_from_history(

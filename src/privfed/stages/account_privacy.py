@@ -20,7 +20,7 @@ from typing import Any
 from privfed.config import PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.io import read_json, write_json
-from privfed.privacy import epsilon_from_history
+from privfed.privacy import epsilon_from_history, history_steps
 from privfed.stages.spec import StageSpec
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run(
         hospitals[hospital] = {
             "epsilon": eps[p.accountant],
             "by_accountant": eps,
-            "steps": sum(int(n) for _, _, n in history),
+            "steps": history_steps(history),
             "noise_multiplier": history[-1][0] if history else None,
             "sample_rate": history[-1][1] if history else None,
         }
