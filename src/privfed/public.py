@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -20,18 +21,37 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["cache_key", "cache_root", "cached_build", "one_thread_seeded", "state_digest"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from privfed.tasks.base import Task
+
+__all__ = [
+    "PublicModel",
+    "cache_key",
+    "cache_root",
+    "cached_build",
+    "load_public_model",
+    "one_thread_seeded",
+    "pretrain_best",
+    "state_digest",
+    "write_public_model",
+]
 
 log = logging.getLogger(__name__)
 
 #: Written last by a build: a folder holding it is complete.
 DONE_FILE = "meta.json"
+#: The pretrained weights in a build folder.
+STATE_FILE = "public.pt"
 
 
 def cache_root() -> Path:
@@ -94,3 +114,73 @@ def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What :func:`pretrain_best` kept: the best validation epoch's weights and score."""
+
+    state: dict[str, torch.Tensor]
+    score: float
+    epoch: int
+
+
+def pretrain_best(
+    task: Task,
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    label: str,
+) -> Pretrained:
+    """Train ``model`` on public data without DP (public data costs no privacy) with Adam;
+    keep the epoch with the best public-validation primary metric.
+
+    The caller seeds (:func:`one_thread_seeded`) so every process builds the same weights.
+    """
+    metric, higher = task.primary_metric, task.higher_is_better
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    best: Pretrained | None = None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for batch in DataLoader(train, batch_size=batch_size, shuffle=True):
+            optimizer.zero_grad(set_to_none=True)
+            task.loss(model, batch).backward()
+            optimizer.step()
+        score = float(task.evaluate(model, val)[metric])
+        log.info("%s: epoch %d/%d public val %s=%.4f", label, epoch, epochs, metric, score)
+        if best is None or (score > best.score if higher else score < best.score):
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = Pretrained(state=state, score=score, epoch=epoch)
+    if best is None:
+        raise ValueError(f"{label}: pretraining needs at least one epoch, got {epochs}")
+    return best
+
+
+def write_public_model(folder: Path, best: Pretrained, meta: Mapping[str, Any]) -> None:
+    """The weights, then :data:`DONE_FILE` (with their digest), as :func:`cached_build` wants."""
+    torch.save(best.state, folder / STATE_FILE)
+    record = {**meta, "best_epoch": best.epoch, "digest": state_digest(best.state)}
+    (folder / DONE_FILE).write_text(json.dumps(record, indent=2))
+
+
+class PublicModel:
+    """A cached public build's weights and what the build recorded (``meta.json``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.meta: dict[str, Any] = json.loads((folder / DONE_FILE).read_text())
+        self.state: dict[str, torch.Tensor] = torch.load(
+            folder / STATE_FILE, map_location="cpu", weights_only=True
+        )
+        if state_digest(self.state) != self.meta["digest"]:
+            raise ValueError(f"{folder / STATE_FILE} does not match its digest; delete {folder}")
+
+
+@functools.cache
+def load_public_model(folder: str) -> PublicModel:
+    """Read a build folder once per process (each stage and SuperNode asks many times)."""
+    return PublicModel(Path(folder))

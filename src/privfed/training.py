@@ -11,6 +11,7 @@ and reuses :func:`private_training` for the part that touches private data.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "PrivateTraining",
     "dp_batch_size",
     "dp_local_epochs",
+    "dp_trainable",
     "dp_lr",
     "dp_max_grad_norm",
     "only_trainable",
@@ -136,6 +138,22 @@ def dp_max_grad_norm(task: Task, cfg: PrivFedConfig) -> float:
     return cfg.privacy.max_grad_norm or task.dp_max_grad_norm()
 
 
+def dp_trainable(task: Task, cfg: PrivFedConfig) -> tuple[str, ...] | None:
+    """What DP-SGD trains: ``privacy.trainable``, else :meth:`Task.dp_trainable` (None: all)."""
+    return cfg.privacy.trainable or task.dp_trainable()
+
+
+def _selects(name: str, module: str) -> bool:
+    """Whether parameter ``name`` lies under ``module``: a module name or an fnmatch pattern
+    (``*.adn.N``: every normalization layer of a MONAI UNet; ``*``: everything)."""
+    return (
+        name == module
+        or name.startswith(f"{module}.")
+        or fnmatch.fnmatchcase(name, module)
+        or fnmatch.fnmatchcase(name, f"{module}.*")
+    )
+
+
 def dp_local_epochs(cfg: PrivFedConfig) -> int:
     """Local epochs of a DP round: ``privacy.local_epochs``, else the federation's."""
     return cfg.privacy.local_epochs or cfg.train_federated.local_epochs
@@ -143,7 +161,7 @@ def dp_local_epochs(cfg: PrivFedConfig) -> int:
 
 @contextlib.contextmanager
 def only_trainable(model: nn.Module, modules: Sequence[str] | None) -> Iterator[None]:
-    """Freeze every parameter outside ``modules`` (module names) while the block runs.
+    """Freeze every parameter outside ``modules`` (module names or patterns) while the block runs.
 
     DP-SGD's noise grows with the number of values it trains: fine-tuning only a part of a
     pretrained model (its head, say) spends the same ε on fewer values. Parameters already
@@ -153,10 +171,8 @@ def only_trainable(model: nn.Module, modules: Sequence[str] | None) -> Iterator[
         yield
         return
     params = dict(model.named_parameters())
-    chosen = {
-        name for name in params if any(name == m or name.startswith(f"{m}.") for m in modules)
-    }
-    unknown = [m for m in modules if not any(n == m or n.startswith(f"{m}.") for n in chosen)]
+    chosen = {name for name in params if any(_selects(name, m) for m in modules)}
+    unknown = [m for m in modules if not any(_selects(n, m) for n in chosen)]
     if unknown:
         raise ValueError(
             f"privacy.trainable names {unknown}, which hold no parameter of the model "

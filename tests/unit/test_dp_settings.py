@@ -19,11 +19,11 @@ from tests.conftest import raw_params
     ("task", "expected"),
     [
         # (batch, step, clipping): readmission's model.dp_* in the tiny profile, the table's
-        # model.tabular, notes' model.notes (tiny batch 8), segmentation's training defaults
+        # model.tabular, notes' model.notes (tiny batch 8), model.segmentation (tiny batch 4)
         ("readmission", (32, 0.02, 3.0)),
         ("tabular", (32, 0.05, 0.3)),
         ("notes", (8, 0.01, 0.05)),
-        ("segmentation", (2, 0.003, 1.0)),
+        ("segmentation", (4, 0.003, 1.0)),
     ],
 )
 def test_each_task_has_dp_defaults_of_its_own(task: str, expected: tuple) -> None:

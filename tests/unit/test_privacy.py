@@ -163,6 +163,31 @@ def test_only_trainable_trains_the_named_modules_and_restores_flags() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_only_trainable_takes_patterns_such_as_every_normalization_layer() -> None:
+    """``*.N`` selects modules by pattern (a UNet's norm layers sit at many depths)."""
+    from privfed.training import only_trainable
+
+    # Prepare: two blocks, each with a norm layer named N
+    def block() -> nn.Module:
+        b = nn.Module()
+        b.conv, b.N = nn.Linear(3, 3), nn.LayerNorm(3)
+        return b
+
+    model = nn.Sequential(block(), nn.Sequential(block()))
+    # Execute
+    with only_trainable(model, ("*.N",)):
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    # Assert: only the norm layers' weights and biases, and "*" is every parameter
+    assert trained == {"0.N.weight", "0.N.bias", "1.0.N.weight", "1.0.N.bias"}
+    with only_trainable(model, ("*",)):
+        assert all(p.requires_grad for p in model.parameters())
+    with (
+        pytest.raises(ValueError, match=r"privacy.trainable names \['\*.adn'\]"),
+        only_trainable(model, ("*.adn",)),
+    ):
+        pass
+
+
 def test_only_trainable_names_an_unknown_module() -> None:
     model = nn.Sequential(nn.Linear(5, 3))
     with pytest.raises(ValueError, match=r"privacy.trainable names \['head'\]"):

@@ -72,7 +72,7 @@ def test_public_model_is_built_once_and_is_what_every_run_starts_from(tiny_task)
 def test_scratch_starts_fresh_and_has_no_public_row() -> None:
     task = get_task("readmission", config_from_dict(raw_params(model={"init": "scratch"})))
     assert task.has_public_model
-    assert not get_task("segmentation", task.cfg).has_public_model
+    assert not get_task("tabular", task.cfg).has_public_model
     assert task.init_state() is None
     assert task.reference_models() == {}
 

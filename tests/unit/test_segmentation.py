@@ -347,3 +347,66 @@ def test_baselines_train_for_their_own_epochs_not_the_shared_default() -> None:
     f = cfg.train_federated
     assert cfg.model.segmentation.baseline_epochs == f.rounds * f.local_epochs
     assert get_task("readmission", cfg).baseline_epochs(10) == 10
+
+
+# -- public knowledge ---------------------------------------------------------------------------
+def test_public_archive_differs_from_the_hospitals_as_a_public_archive_does() -> None:
+    """Own seed, thick slices, many scanners, weaker enhancement, larger tumours."""
+    from privfed.tasks.segmentation.generate import hospital_profiles, public_cases, synth_case
+
+    # Prepare: the archive, and the same number of cases of hospital_1 on the same field of view
+    public = list(public_cases(12, fov_mm=192.0, spacing_mm=8.0))
+    again = list(public_cases(12, fov_mm=192.0, spacing_mm=8.0))
+    profile = hospital_profiles(["hospital_1"], seed=42, spacing_mm=8.0)[0]
+    hospital = [
+        synth_case(f"h-{c}", profile, fov_mm=192.0, rng=np.random.default_rng([42, 0, c]))
+        for c in range(12)
+    ]
+
+    def enhancement(cases) -> float:  # enhancing tumour over white-matter-like tissue on T1c
+        ratios = [
+            c.images["t1ce"][c.label == 3].mean() / np.percentile(c.images["t1ce"], 90)
+            for c in cases
+            if (c.label == 3).any()
+        ]
+        return float(np.mean(ratios))
+
+    def tumour_ml(cases) -> float:
+        return float(np.mean([(c.label > 0).sum() * np.prod(c.spacing_mm) / 1e3 for c in cases]))
+
+    # Assert: deterministic without any consortium seed, and unlike the hospital
+    assert all(
+        np.array_equal(a.images["t1"], b.images["t1"]) for a, b in zip(public, again, strict=True)
+    )
+    assert all(c.case_id.startswith("public-") for c in public)
+    assert all(c.spacing_mm[2] == 1.5 * c.spacing_mm[0] for c in public)  # thick slices
+    assert enhancement(public) < 0.9 * enhancement(hospital)
+    assert tumour_ml(public) > 1.3 * tumour_ml(hospital)
+
+
+def test_public_model_is_built_once_reads_no_hospital_setting_and_starts_every_run(
+    seg_cfg,
+) -> None:
+    from privfed.tasks.base import PUBLIC_ONLY
+    from privfed.tasks.segmentation.public import public_model
+
+    # Prepare: another consortium (seed, size, scanners' grid) with the same model settings
+    task = get_task("segmentation", seg_cfg)
+    other = get_task(
+        "segmentation",
+        config_from_dict(
+            raw_params(
+                base={"task": "segmentation", "profile": "tiny", "seed": 7, "num_hospitals": 5},
+                generate_data={"segmentation": {"cases_per_hospital": 5, "volume_size": 32}},
+            )
+        ),
+    )
+    # Execute
+    built = public_model(task)
+    # Assert: one build, its scans removed, every run starts from it, reported as public_only
+    assert public_model(other).folder == built.folder
+    assert sorted(p.name for p in built.folder.iterdir()) == ["meta.json", "public.pt"]
+    assert 1 <= built.meta["best_epoch"] <= seg_cfg.model.segmentation.public_epochs
+    for name, value in task.initial_model().state_dict().items():
+        assert torch.equal(value, built.state[name]), name
+    assert list(task.reference_models()) == [PUBLIC_ONLY]

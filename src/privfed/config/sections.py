@@ -231,7 +231,10 @@ class PrivacySection(Section):
     lr: float | None = Field(None, gt=0.0, description="DP step size; null = task's")
     local_epochs: int | None = Field(None, ge=1, description="DP local epochs; null = federation's")
     trainable: tuple[str, ...] | None = Field(
-        None, min_length=1, description="DP trains only parameters under these module names"
+        None,
+        min_length=1,
+        description="DP trains only parameters under these module names or fnmatch patterns; "
+        "null: the task's choice",
     )
     dropout: bool = Field(False, description="dropout layers stay on while DP-SGD trains")
     non_dp_run: bool = Field(

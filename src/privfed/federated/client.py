@@ -30,6 +30,7 @@ from privfed.training import (
     dp_batch_size,
     dp_local_epochs,
     dp_max_grad_norm,
+    dp_trainable,
     resolve_device,
     steps_per_epoch,
     train_with_config,
@@ -173,7 +174,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
             noise_multiplier=sigma,
             max_grad_norm=dp_max_grad_norm(task, cfg),
             history=[tuple(h) for h in history],
-            trainable=cfg.privacy.trainable,
+            trainable=dp_trainable(task, cfg),
             dropout=cfg.privacy.dropout,
         )
     seed = cfg.base.seed + 1000 * server_round + zlib.crc32(hospital.encode()) % 1000

@@ -30,7 +30,13 @@ from privfed.registry import (
 )
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
-from privfed.training import dp_batch_size, dp_local_epochs, dp_lr, dp_max_grad_norm
+from privfed.training import (
+    dp_batch_size,
+    dp_local_epochs,
+    dp_lr,
+    dp_max_grad_norm,
+    dp_trainable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +148,8 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
         f"- Started from: {task.init_description()}; DP-SGD trained "
         + (
             "every parameter"
-            if cfg.privacy.trainable is None
-            else "only " + ", ".join(f"`{m}`" for m in cfg.privacy.trainable)
+            if (parts := dp_trainable(task, cfg)) is None
+            else "only the parameters under " + ", ".join(f"`{m}`" for m in parts)
         ),
     ]
     for hospital, info in sorted(per.items()):

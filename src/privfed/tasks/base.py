@@ -142,6 +142,12 @@ class Task(ABC):
         """DP-SGD's per-example clipping bound when ``privacy.max_grad_norm`` is null (1.0)."""
         return 1.0
 
+    def dp_trainable(self) -> tuple[str, ...] | None:
+        """What DP-SGD trains when ``privacy.trainable`` is null: module names or patterns
+        (None: every parameter). Fine-tuning a part of a public model spends ε on fewer values.
+        """
+        return None
+
     # -- training ---------------------------------------------------------------------------
     def fit(self, model: nn.Module, dataset: Dataset, plan: FitPlan) -> LocalResult:
         """Train ``model`` in place as ``plan`` says; report the loss and the DP steps taken.

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
-from privfed.public import DONE_FILE, cache_key, cached_build, one_thread_seeded, state_digest
+from privfed.public import (
+    PublicModel,
+    cache_key,
+    cached_build,
+    load_public_model,
+    one_thread_seeded,
+    pretrain_best,
+    write_public_model,
+)
 
 if TYPE_CHECKING:
     from privfed.tasks.base import Task
@@ -28,7 +35,6 @@ __all__ = ["PublicModel", "public_model"]
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "public.pt"
 #: Share of the public cohort held out to pick the pretraining epoch.
 VAL_SHARE = 0.1
 BATCH_SIZE = 64
@@ -62,53 +68,21 @@ def _build(settings: dict[str, Any], task: Task, folder: Path) -> None:
     with one_thread_seeded(PUBLIC_SEED):
         order = torch.randperm(len(dataset)).tolist()
         train, val = Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
-        model = task.build_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-        best, best_auroc, best_epoch = None, -1.0, 0
-        for epoch in range(settings["public_epochs"]):
-            model.train()
-            for batch in DataLoader(train, batch_size=BATCH_SIZE, shuffle=True):
-                optimizer.zero_grad(set_to_none=True)
-                task.loss(model, batch).backward()
-                optimizer.step()
-            auroc = task.evaluate(model, val)["macro_auroc"]
-            log.info(
-                "public readmission model: epoch %d/%d public val macro_auroc=%.4f",
-                epoch + 1,
-                settings["public_epochs"],
-                auroc,
-            )
-            if auroc > best_auroc:
-                best_auroc, best_epoch = auroc, epoch + 1
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    assert best is not None  # public_epochs >= 1 (config)
-    torch.save(best, folder / STATE_FILE)
-    meta = {
-        "settings": settings,
-        "patients": len(dataset),
-        "best_epoch": best_epoch,
-        "public_val_macro_auroc": best_auroc,
-        "digest": state_digest(best),
-    }
-    (folder / DONE_FILE).write_text(json.dumps(meta, indent=2))
-
-
-class PublicModel:
-    """The cached public weights and what the build recorded (``meta.json``)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.meta: dict[str, Any] = json.loads((folder / DONE_FILE).read_text())
-        self.state: dict[str, torch.Tensor] = torch.load(
-            folder / STATE_FILE, map_location="cpu", weights_only=True
+        best = pretrain_best(
+            task,
+            task.build_model(),
+            train,
+            val,
+            epochs=settings["public_epochs"],
+            lr=LR,
+            batch_size=BATCH_SIZE,
+            label="public readmission model",
         )
-        if state_digest(self.state) != self.meta["digest"]:
-            raise ValueError(f"{folder / STATE_FILE} does not match its digest; delete {folder}")
-
-
-@functools.cache
-def _load(folder: str) -> PublicModel:
-    return PublicModel(Path(folder))
+    write_public_model(
+        folder,
+        best,
+        {"settings": settings, "patients": len(dataset), "public_val_macro_auroc": best.score},
+    )
 
 
 def public_model(task: Task) -> PublicModel:
@@ -118,4 +92,4 @@ def public_model(task: Task) -> PublicModel:
     settings = _settings(task.cfg)
     key = cache_key(settings, (generate, features, inspect.getmodule(_build)))
     folder = cached_build("readmission-public", key, functools.partial(_build, settings, task))
-    return _load(str(folder))
+    return load_public_model(str(folder))

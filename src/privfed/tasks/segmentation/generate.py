@@ -15,7 +15,7 @@ same field of view), storage orientation (RAS or LPS), and the share of large tu
 from __future__ import annotations
 
 import gzip
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,10 @@ from privfed.tasks.segmentation.layout import LABEL, MODALITIES, case_file
 __all__ = [
     "HospitalProfile",
     "SyntheticCase",
+    "PUBLIC_SEED",
     "generate_hospitals",
     "hospital_profiles",
+    "public_cases",
     "synth_case",
     "write_case",
     "write_nifti",
@@ -146,8 +148,16 @@ def synth_case(
     *,
     fov_mm: float,
     rng: np.random.Generator,
+    intensity: dict[str, tuple[float, ...]] | None = None,
+    tumour_types: tuple[float, float, float] = (0.7, 0.15, 0.15),
 ) -> SyntheticCase:
-    """Draw one case on the hospital's grid (field of view ``fov_mm`` per side)."""
+    """Draw one case on the hospital's grid (field of view ``fov_mm`` per side).
+
+    ``intensity`` is the acquisition protocol's tissue contrast per modality (default: the
+    consortium's, :data:`_INTENSITY`); ``tumour_types`` the shares of rim-enhancing, solid and
+    non-enhancing tumours in the population.
+    """
+    intensity = intensity or _INTENSITY
     spacing = np.asarray(profile.spacing_mm, dtype=np.float64)
     shape = tuple(max(8, int(round(fov_mm / s))) for s in spacing)
     # voxel centres in mm, centred on the head; then in units of the half field of view
@@ -183,7 +193,7 @@ def synth_case(
         centre = rng.uniform(-0.45, 0.45, 3) * head_axes
         if np.sqrt(np.sum((centre / head_axes) ** 2)) < 0.55 and abs(centre[0]) > 0.08:
             break
-    tumour_type = str(rng.choice(["rim", "solid", "nonenhancing"], p=[0.7, 0.15, 0.15]))
+    tumour_type = str(rng.choice(["rim", "solid", "nonenhancing"], p=list(tumour_types)))
     blob = _smooth_field(rng, shape, spacing, 10.0)
     wt = brain & (_ellipsoid_radius(u, centre, [r_wt] * 3) < 1.0 + 0.25 * blob)
     r_tc = r_wt * rng.uniform(0.45, 0.65)
@@ -222,7 +232,7 @@ def synth_case(
     )
     images = {}
     for m, gain in zip(MODALITIES, profile.gain, strict=True):
-        level = np.asarray(_INTENSITY[m], dtype=np.float64) * rng.uniform(0.95, 1.05, len(_TISSUES))
+        level = np.asarray(intensity[m], dtype=np.float64) * rng.uniform(0.95, 1.05, len(_TISSUES))
         clean = level[tissue] * (1.0 + 0.04 * texture)
         clean = gaussian_filter(clean, sigma=0.5)  # partial volume at tissue borders
         sd = profile.noise
@@ -321,3 +331,57 @@ def generate_hospitals(
         "hospital_profiles": [asdict(p) for p in profiles],
         "field_of_view_mm": fov,
     }
+
+
+#: The public archive's own seed: never ``base.seed``, so no consortium setting reaches it.
+PUBLIC_SEED = 20_251_107
+#: The archive's acquisition protocol (older 1.5 T sequences, another contrast agent timing):
+#: the same tissues with other contrast. Enhancement on T1c is weaker, oedema on FLAIR and T2
+#: less conspicuous, grey/white contrast flatter, so a model trained there alone misreads the
+#: consortium's scans at tumour borders.
+_PUBLIC_INTENSITY = {
+    #        air  scalp skull csf   gm    wm    vent  oed   necr  enh
+    "t1": (0.0, 0.85, 0.10, 0.20, 0.60, 0.72, 0.20, 0.50, 0.30, 0.55),
+    "t1ce": (0.0, 0.85, 0.10, 0.22, 0.62, 0.74, 0.22, 0.52, 0.28, 0.85),
+    "t2": (0.0, 0.60, 0.08, 0.95, 0.66, 0.50, 0.95, 0.75, 0.88, 0.64),
+    "flair": (0.0, 0.62, 0.08, 0.20, 0.64, 0.52, 0.18, 0.80, 0.40, 0.70),
+}
+#: A referral archive of high-grade gliomas: mostly large, rim-enhancing tumours.
+_PUBLIC_LARGE_SHARE = 0.7
+_PUBLIC_TUMOUR_TYPES = (0.85, 0.1, 0.05)
+
+
+def _public_profile(rng: np.random.Generator, spacing_mm: float) -> HospitalProfile:
+    """One contributing site of the archive: its own scanner, drawn per case (many sites)."""
+    gain = float(rng.lognormal(np.log(1500.0), 0.6))
+    return HospitalProfile(
+        hospital="public",
+        gain=tuple(gain * (1.0 + 0.1 * rng.standard_normal(len(MODALITIES)))),  # type: ignore[arg-type]
+        bias_strength=float(rng.uniform(0.05, 0.45)),
+        noise=float(rng.uniform(0.03, 0.08)),
+        # thick slices: archives of older clinical protocols store 1.5x thicker axial slices
+        spacing_mm=(spacing_mm, spacing_mm, 1.5 * spacing_mm),
+        orientation=str(rng.choice(["RAS", "LPS"])),
+        large_tumour_share=_PUBLIC_LARGE_SHARE,
+    )
+
+
+def public_cases(n: int, *, fov_mm: float, spacing_mm: float) -> Iterator[SyntheticCase]:
+    """A public archive of ``n`` cases: other population, other devices, its own seed.
+
+    It differs from the consortium the way a public archive does: many contributing sites
+    with their own scanners (gain, bias, noise drawn per case), thick-slice storage, another
+    contrast protocol (:data:`_PUBLIC_INTENSITY`) and a high-grade referral population
+    (:data:`_PUBLIC_LARGE_SHARE`, :data:`_PUBLIC_TUMOUR_TYPES`). ``fov_mm`` and
+    ``spacing_mm`` come from the model's input grid, never from a hospital's generator.
+    """
+    for c in range(n):
+        rng = np.random.default_rng([PUBLIC_SEED, c])
+        yield synth_case(
+            f"public-{c:05d}",
+            _public_profile(rng, spacing_mm),
+            fov_mm=fov_mm,
+            rng=rng,
+            intensity=_PUBLIC_INTENSITY,
+            tumour_types=_PUBLIC_TUMOUR_TYPES,
+        )

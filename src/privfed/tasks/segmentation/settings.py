@@ -51,6 +51,22 @@ class SegmentationModelSection(Section):
         ".epochs)",
     )
 
+    public_cases: int = Field(
+        96, ge=4, le=100_000, description="scans of the public archive the public model learns"
+    )
+    public_epochs: int = Field(
+        16, ge=1, le=1000, description="public pretraining epochs (best public-val epoch kept)"
+    )
+    dp_batch_size: int = Field(8, ge=1, le=4096, description="DP-SGD expected volumes per step")
+    dp_lr: float = Field(3e-3, gt=0.0, description="DP-SGD step size")
+    dp_max_grad_norm: float = Field(1.0, gt=0.0, description="DP-SGD per-case clipping bound")
+    dp_trainable: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="module names or patterns DP-SGD trains (privacy.trainable overrides); "
+        "null: every parameter",
+    )
+
     @model_validator(mode="after")
     def _sizes_fit(self) -> SegmentationModelSection:
         step = 2 ** (len(self.channels) - 1)

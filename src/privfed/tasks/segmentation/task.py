@@ -186,6 +186,24 @@ class SegmentationTask(Task):
         against FedAvg's 8 x 2 local epochs, which made the comparison about budgets."""
         return self._settings().baseline_epochs
 
+    def dp_batch_size(self) -> int:
+        return self._settings().dp_batch_size
+
+    def dp_lr(self) -> float:
+        return self._settings().dp_lr
+
+    def dp_max_grad_norm(self) -> float:
+        return self._settings().dp_max_grad_norm
+
+    def dp_trainable(self) -> tuple[str, ...] | None:
+        return self._settings().dp_trainable
+
+    def public_state(self) -> dict[str, torch.Tensor]:
+        """The UNet pretrained on the public scan archive (:mod:`.public`), built once, cached."""
+        from privfed.tasks.segmentation.public import public_model
+
+        return public_model(self).state
+
     # -- model ------------------------------------------------------------------------------
     def build_model(self, statistics: Mapping[str, np.ndarray] | None = None) -> nn.Module:
         from privfed.tasks.segmentation.model import build_unet
