@@ -34,8 +34,13 @@ def _inputs(root: Path, cfg) -> dict[str, Path]:
     (root / "models" / "centralized").mkdir(parents=True)
     (root / "validation").mkdir()
     (root / "validation" / "report.json").write_text(json.dumps({"success": True}))
+    # hospital_1's examples were counted (as for notes): 2 per patient at most
+    patient = {"epsilon": 1.0, "delta": 2 * 2.718281828**0.5 * 1e-5}
+    hospital = {"epsilon": 0.5, "examples_per_patient": 2, "patient_level": patient}
     (root / "privacy.json").write_text(
-        json.dumps({"enabled": True, "epsilon": 0.5, "delta": 1e-5, "hospitals": {}})
+        json.dumps(
+            {"enabled": True, "epsilon": 0.5, "delta": 1e-5, "hospitals": {"hospital_1": hospital}}
+        )
     )
     (root / "evaluation.json").write_text(json.dumps({"summary": SUMMARY, "models": {}}))
     (root / "report").mkdir()
@@ -92,6 +97,8 @@ def test_the_gate_reads_val_and_refuses_a_lucky_test_score(tmp_path: Path, store
     metrics = client.get_run(refused["run_id"]).data.metrics
     assert metrics["eval.val.federated_dp"] == pytest.approx(0.40)
     assert metrics["eval.federated_dp"] == pytest.approx(0.88)
+    assert metrics["privacy.examples_per_patient.hospital_1"] == 2
+    assert metrics["privacy.patient_epsilon.hospital_1"] == pytest.approx(1.0)
     version = client.get_model_version(refused["model_name"], refused["version"])
     assert version.tags["gate.split"] == "val"
 
@@ -111,3 +118,63 @@ def test_gate_split_val_needs_the_val_scores(tmp_path: Path, store: str) -> None
     inputs["evaluation"].write_text(json.dumps({"summary": old, "models": {}}))
     with pytest.raises(ValueError, match="no validation-split scores"):
         register_model.run(cfg, inputs, {"registration": tmp_path / "registration"})
+
+
+def test_the_notes_card_states_the_unit_and_the_per_patient_guarantee(tmp_path: Path) -> None:
+    """privacy.json as account_privacy writes it for notes (one patient with 3 notes) reaches
+    the model card as "per note …; a patient with up to 3 notes: …"."""
+    from privfed.registry import promotion_gate
+    from privfed.stages import account_privacy
+    from privfed.tasks.notes.layout import write_notes
+
+    # Prepare: account for a DP run whose hospital_1 has a patient with 3 training notes
+    cfg = config_from_dict(
+        raw_params(
+            base={"task": "notes"},
+            privacy={"epsilon_budget": 50.0},
+            register_model={"model_name": "privfed-notes"},
+        )
+    )
+    fed = tmp_path / "federated"
+    fed.mkdir()
+    history = {"hospital_1": [[1.0, 0.1, 30]]}
+    (fed / "rounds.json").write_text(json.dumps({"federated_dp": {"dp_history": history}}))
+    hospital = tmp_path / "partitions" / "hospital_1"
+    for split in ("val", "test"):
+        (hospital / split).mkdir(parents=True)
+    write_notes(
+        [
+            {"note_id": f"n{i}", "patient_id": p, "hospital": "hospital_1", "text": "a b"}
+            for i, p in enumerate(["p1", "p2", "p1", "p1"])
+        ],
+        hospital / "train" / "notes.jsonl",
+    )
+    privacy = account_privacy.run(
+        cfg, {"federated": fed, "partitions": tmp_path / "partitions"}, {"privacy": tmp_path / "p"}
+    )
+    eps, patient = privacy["epsilon"], privacy["patient_level"]
+    summary = {**SUMMARY, "primary_metric": "perplexity", "hospitals": ["hospital_1"]}
+    decision = promotion_gate(
+        candidate_metric=2.0,
+        central_metric=2.0,
+        min_ratio=0.5,
+        epsilon=eps,
+        epsilon_budget=50.0,
+        validation_passed=True,
+        higher_is_better=False,
+        split="val",
+    )
+    # Execute
+    card = register_model.model_card(
+        cfg, summary, decision, version="1", data_hash="d", commit="c", table="", privacy=privacy
+    )
+    # Assert
+    fmt = register_model._fmt
+    assert "- Unit of privacy: one note (a patient with several notes" in card
+    assert (
+        f"per note ε = {fmt(eps)}, δ = 1e-05; a patient with up to 3 notes (the most one patient "
+        f"has in a hospital's training split): ε = {fmt(patient['epsilon'])}, "
+        f"δ = {fmt(patient['delta'])}"
+    ) in card
+    assert patient["epsilon"] == pytest.approx(3 * eps)
+    assert f"per patient (up to 3 notes) ε {fmt(patient['epsilon'])}" in card  # hospital line

@@ -191,6 +191,7 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
         f"{dp_batch_size(task, cfg)}, step size {dp_lr(task, cfg):g}; rounds: "
         f"{privacy.get('rounds')} × {dp_local_epochs(cfg)} local epoch(s)",
         f"- Unit of privacy: {task.privacy_unit}",
+        *_patient_lines(privacy, task.example_noun),
         "- What ε covers: this model and every update its run sent to the server. "
         + (
             "The same pipeline also trained a non-DP federation on the same patients "
@@ -213,8 +214,36 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
             f"- {hospital}: noise multiplier {_fmt(_float(info.get('noise_multiplier')))}, "
             f"sample rate {_fmt(_float(info.get('sample_rate')))}, {info.get('steps')} steps, "
             f"ε {_fmt(_float(info.get('epsilon')))} ({by})"
+            + _hospital_patient(info, task.example_noun)
         )
     return "\n".join(lines)
+
+
+def _hospital_patient(info: Mapping[str, Any], noun: str) -> str:
+    """``; per patient (up to 3 notes) ε 24, δ 0.0…`` where the hospital's examples were counted."""
+    k, patient = info.get("examples_per_patient"), info.get("patient_level") or {}
+    if k is None:
+        return ""
+    return (
+        f"; per patient (up to {k} {noun}{'s' if k != 1 else ''}) "
+        f"ε {_fmt(_float(patient.get('epsilon')))}, δ {_fmt(_float(patient.get('delta')))}"
+    )
+
+
+def _patient_lines(privacy: Mapping[str, Any], noun: str) -> list[str]:
+    """The per-patient guarantee where the task counted a patient's examples (group privacy)."""
+    patient = privacy.get("patient_level") or {}
+    k = patient.get("examples_per_patient")
+    if k is None:  # the task's example is its patient: the guarantee above is per patient
+        return []
+    delta = _float(patient.get("delta"))
+    return [
+        f"- Per patient (group privacy over a patient's {noun}s, not a per-patient accountant): "
+        f"per {noun} ε = {_fmt(_float(privacy.get('epsilon')))}, δ = {privacy.get('delta')}; "
+        f"a patient with up to {k} {noun}{'s' if k != 1 else ''} (the most one patient has in "
+        f"a hospital's training split): ε = {_fmt(_float(patient.get('epsilon')))}, "
+        f"δ = {_fmt(delta)}" + (" (δ = 1: the group bound promises nothing)" if delta >= 1 else "")
+    ]
 
 
 def _fmt(value: float) -> str:
@@ -418,6 +447,12 @@ def run(
                 mlflow.set_tag(f"dropout.{run_name}.{hospital}", f"round {at_round}")
         for h, info in privacy.get("hospitals", {}).items():
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
+            if info.get("examples_per_patient") is not None:  # counted: group privacy
+                mlflow.log_metric(f"privacy.examples_per_patient.{h}", info["examples_per_patient"])
+                for key in ("epsilon", "delta"):
+                    mlflow.log_metric(
+                        f"privacy.patient_{key}.{h}", _float(info["patient_level"][key])
+                    )
         for name, audit in audits.items():
             for key, value in audit.items():
                 mlflow.log_metric(f"audit.{name}.{key}", float(value))
