@@ -93,7 +93,8 @@ def _federation_chain(config: Any, cfg: PrivFedConfig, part: Any, cen: Any, loc:
     partitions = part.outputs["partitions"]
     fed = conf(train_federated_op(config=config, partitions=partitions), "train_federated")
     acc = conf(
-        account_privacy_op(config=config, federated=fed.outputs["models"]), "account_privacy"
+        account_privacy_op(config=config, partitions=partitions, federated=fed.outputs["models"]),
+        "account_privacy",
     )
     ev = conf(
         evaluate_models_op(

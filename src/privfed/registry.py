@@ -55,6 +55,8 @@ class Champion:
     version: str
     metric: float | None
     data_version: str | None
+    #: The split its gate read; versions registered before the gate recorded one read test.
+    split: str = "test"
 
 
 def utility_ratio(candidate: float, central: float, *, higher_is_better: bool = True) -> float:
@@ -83,30 +85,34 @@ def promotion_gate(
     require_dp: bool = False,
     champion: Champion | None = None,
     data_version: str | None = None,
+    split: str,
 ) -> GateDecision:
     """Decide promotion; every failed check contributes a reason naming the numbers.
 
-    Beside the ratio to the centralized baseline (which a poor baseline makes easy to pass),
-    ``floor`` is an absolute bound on the primary metric, ``require_dp`` refuses a model trained
-    without DP, and a current ``champion`` scored on the same ``data_version`` is never demoted
-    by a worse candidate. A champion scored on other data cannot be compared: the gate says so
-    in ``notes`` and decides on the other checks.
+    ``candidate_metric`` and ``central_metric`` are both scored on ``split`` (``val`` or
+    ``test``, named in every reason). Beside the ratio to the centralized baseline (which a
+    poor baseline makes easy to pass), ``floor`` is an absolute bound on the primary metric,
+    ``require_dp`` refuses a model trained without DP, and a current ``champion`` scored on the
+    same ``data_version`` and ``split`` is never demoted by a worse candidate. A champion scored
+    on other data or another split cannot be compared: the gate says so in ``notes`` and
+    decides on the other checks.
     """
     reasons = []
     better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
     if candidate_metric is None or math.isnan(candidate_metric):
-        reasons.append("candidate model has no primary metric")
+        reasons.append(f"candidate model has no primary metric on the {split} split")
         ratio = math.nan
     else:
         ratio = utility_ratio(candidate_metric, central_metric, higher_is_better=higher_is_better)
         if not ratio >= min_ratio:
             reasons.append(
-                f"utility ratio {ratio:.3f} to centralized ({candidate_metric:.4f} vs "
-                f"{central_metric:.4f}) is below registry min_ratio_to_central={min_ratio}"
+                f"utility ratio {ratio:.3f} to centralized on the {split} split "
+                f"({candidate_metric:.4f} vs {central_metric:.4f}) is below registry "
+                f"min_ratio_to_central={min_ratio}"
             )
         if floor is not None and better(floor, candidate_metric):
             reasons.append(
-                f"primary metric {candidate_metric:.4f} is "
+                f"primary metric {candidate_metric:.4f} on the {split} split is "
                 f"{'below' if higher_is_better else 'above'} register_model.metric_floor={floor}"
             )
     if not epsilon <= epsilon_budget:
@@ -118,11 +124,12 @@ def promotion_gate(
             "the candidate was trained without differential privacy and "
             "register_model.require_dp is true (set it to false to promote a non-DP model)"
         )
-    notes = _champion_notes(champion, data_version, candidate_metric, better, reasons)
+    notes = _champion_notes(champion, data_version, split, candidate_metric, better, reasons)
     return GateDecision(
         promote=not reasons,
         reasons=reasons,
         checks={
+            "split": split,
             "utility_ratio": ratio,
             "epsilon": epsilon,
             "validation_passed": validation_passed,
@@ -136,6 +143,7 @@ def promotion_gate(
 def _champion_notes(
     champion: Champion | None,
     data_version: str | None,
+    split: str,
     metric: float | None,
     better: Any,
     reasons: list[str],
@@ -151,16 +159,22 @@ def _champion_notes(
             f"{champion.data_version}, this candidate on {data_version}: not compared (different "
             "test data)"
         ]
+    if champion.split != split:
+        return [
+            f"current champion v{champion.version} was scored on the {champion.split} split, "
+            f"this candidate on the {split} split: not compared"
+        ]
     if better(champion.metric, metric):
         reasons.append(
             f"current champion v{champion.version} scored {champion.metric:.4f} on the same data "
-            f"version; this candidate's {metric:.4f} would demote it"
+            f"version and {split} split; this candidate's {metric:.4f} would demote it"
         )
     return []
 
 
 def current_champion(client: Any, model_name: str) -> Champion | None:
-    """The version holding alias ``champion`` and the metric and data version its gate tagged."""
+    """The version holding alias ``champion`` and the metric, data version and split its gate
+    tagged (no ``gate.split`` tag: registered before the gate read val, so it read test)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -175,6 +189,7 @@ def current_champion(client: Any, model_name: str) -> Champion | None:
         version=str(version.version),
         metric=float(metric) if metric not in (None, "nan") else None,
         data_version=version.tags.get("data_version"),
+        split=version.tags.get("gate.split", "test"),
     )
 
 

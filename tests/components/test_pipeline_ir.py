@@ -73,7 +73,7 @@ def test_all_stages_with_their_edges(main_ir) -> None:
     assert producers["partition-data"] == {"validate-data"}
     for stage in TRAINING_STAGES:
         assert producers[_task(stage)] == {"partition-data"}
-    assert producers["account-privacy"] == {"train-federated"}
+    assert producers["account-privacy"] == {"partition-data", "train-federated"}
     assert producers["evaluate-models"] == {
         "partition-data",
         "train-centralized",

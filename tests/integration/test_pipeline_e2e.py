@@ -32,6 +32,13 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert {"centralized", "federated", "federated_dp"} <= models
     # ... and the public-only model they all started from (model.init: public), at ε 0
     assert "public_only" in models and "membership_audit" not in evaluation["models"]["public_only"]
+    # the global and reference models also on the pooled val split (what the gate reads)
+    assert set(evaluation["summary"]["val"]) == {
+        "centralized",
+        "federated",
+        "federated_dp",
+        "public_only",
+    }
     assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
     report = (project / "reports/evaluation/comparison.md").read_text()
     # each local model: a row in the comparison and one in the membership-inference audit
@@ -65,6 +72,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     registration = _json(project, "reports/registration/registration.json")
     assert registration["tracking_uri"] == mlflow_server
     assert registration["alias"] == "champion", registration["reasons"]
+    assert registration["checks"]["split"] == "val"
+    assert registration["checks"]["candidate_metric"] == pytest.approx(
+        evaluation["summary"]["val"]["federated_dp"]
+    )
     client = MlflowClient(tracking_uri=mlflow_server)
     version = client.get_model_version_by_alias("privfed-readmission", "champion")
     assert version.version == registration["version"]
@@ -92,6 +103,8 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert mlflow_run.data.params["base.profile"] == "tiny"
     assert mlflow_run.data.tags["data_version"] not in ("", "unversioned")
     assert "eval.centralized" in mlflow_run.data.metrics
+    assert "eval.val.federated_dp" in mlflow_run.data.metrics
+    assert "The gate read the pooled **val** split" in card
     assert mlflow_run.data.metrics["audit.federated_dp.lira_offline_auroc"] == pytest.approx(
         audit["lira_offline_auroc"]
     )

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from privfed.config import config_from_dict
+from privfed.io import DataError
 from privfed.privacy import epsilon_from_history
 from privfed.stages import account_privacy
 from privfed.stages.account_privacy import PrivacyBudgetExceeded
@@ -12,12 +13,16 @@ from tests.conftest import raw_params
 
 
 def _rounds(tmp_path, histories: dict) -> dict:
+    """The stage's inputs: rounds.json with these DP histories, and (empty) partitions."""
     fed = tmp_path / "federated"
     fed.mkdir()
     (fed / "rounds.json").write_text(
         json.dumps({"federated_dp": {"dp_history": histories, "rounds_completed": 3}})
     )
-    return {"federated": fed}
+    for hospital in histories:
+        for split in ("train", "val", "test"):
+            (tmp_path / "partitions" / hospital / split).mkdir(parents=True, exist_ok=True)
+    return {"federated": fed, "partitions": tmp_path / "partitions"}
 
 
 def test_reports_each_hospital_and_the_max(tmp_path) -> None:
@@ -34,6 +39,11 @@ def test_reports_each_hospital_and_the_max(tmp_path) -> None:
         result["hospitals"]["hospital_1"]["epsilon"] < result["hospitals"]["hospital_2"]["epsilon"]
     )
     assert json.loads((tmp_path / "p.json").read_text())["within_budget"] is True
+    # readmission: one example per patient, nothing counted, the same guarantee per patient
+    one = result["hospitals"]["hospital_2"]
+    assert one["examples_per_patient"] is None
+    assert one["patient_level"] == {"epsilon": one["epsilon"], "delta": cfg.privacy.delta}
+    assert result["patient_level"]["examples_per_patient"] is None
 
 
 def test_fails_when_a_hospital_exceeds_the_budget(tmp_path) -> None:
@@ -62,3 +72,51 @@ def test_reported_epsilon_is_the_calibrating_accountants_not_the_max(tmp_path) -
 def test_the_calibrating_accountant_must_be_reported() -> None:
     with pytest.raises(ValueError, match=r"privacy.accountant='prv' must be one of"):
         config_from_dict(raw_params(privacy={"accountants": ["rdp"], "accountant": "prv"}))
+
+
+def test_notes_report_the_per_patient_guarantee_by_group_privacy(tmp_path) -> None:
+    """hospital_1's patient p1 wrote 3 training notes: the patient gets (3ε, 3·e^{2ε}·δ)."""
+    import math
+
+    from privfed.tasks.notes.layout import write_notes
+
+    # Prepare
+    cfg = config_from_dict(raw_params(base={"task": "notes"}, privacy={"epsilon_budget": 50.0}))
+    histories = {"hospital_1": [[1.0, 0.1, 30]], "hospital_2": [[1.0, 0.1, 30]]}
+    inputs = _rounds(tmp_path, histories)
+    notes = {"hospital_1": ["p1", "p1", "p2", "p1"], "hospital_2": ["p3", "p4"]}
+    for hospital, patients in notes.items():
+        write_notes(
+            [
+                {"note_id": f"{hospital}-{i}", "patient_id": p, "hospital": hospital, "text": "a"}
+                for i, p in enumerate(patients)
+            ],
+            tmp_path / "partitions" / hospital / "train" / "notes.jsonl",
+        )
+    # Execute
+    result = account_privacy.run(cfg, inputs, {"privacy": tmp_path / "p.json"})
+    # Assert
+    delta = cfg.privacy.delta
+    h1, h2 = result["hospitals"]["hospital_1"], result["hospitals"]["hospital_2"]
+    assert h1["examples_per_patient"] == 3 and h2["examples_per_patient"] == 1
+    assert h1["patient_level"]["epsilon"] == pytest.approx(3 * h1["epsilon"])
+    assert h1["patient_level"]["delta"] == pytest.approx(3 * math.exp(2 * h1["epsilon"]) * delta)
+    assert h2["patient_level"] == {"epsilon": h2["epsilon"], "delta": delta}
+    assert result["patient_level"] == {
+        "examples_per_patient": 3,
+        "epsilon": h1["patient_level"]["epsilon"],
+        "delta": h1["patient_level"]["delta"],
+    }
+    assert result["epsilon"] == pytest.approx(h1["epsilon"])  # the budget still reads per note
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert written["hospitals"]["hospital_1"]["patient_level"] == h1["patient_level"]
+
+
+def test_a_hospital_without_a_partition_is_named(tmp_path) -> None:
+    cfg = config_from_dict(raw_params(base={"task": "notes"}, privacy={"epsilon_budget": 50.0}))
+    inputs = _rounds(tmp_path, {"hospital_1": [[1.0, 0.1, 30]]})
+    (tmp_path / "federated" / "rounds.json").write_text(
+        json.dumps({"federated_dp": {"dp_history": {"hospital_9": [[1.0, 0.1, 30]]}}})
+    )
+    with pytest.raises(DataError, match=r"no partition folder for hospital\(s\) \['hospital_9'\]"):
+        account_privacy.run(cfg, inputs, {"privacy": tmp_path / "p.json"})

@@ -196,3 +196,31 @@ def test_user_notes_errors_name_the_file(setup, match, tmp_path: Path) -> None:
     setup(tmp_path)
     with pytest.raises(DataError, match=match):
         read_user_notes(tmp_path)
+
+
+def test_examples_per_unit_is_the_most_notes_one_patient_has(tmp_path: Path) -> None:
+    """The group size of the per-patient guarantee: p1 wrote 3 of the 5 training notes."""
+    from privfed.config import config_from_dict
+    from privfed.tasks import get_task
+    from privfed.tasks.notes.layout import write_notes
+    from tests.conftest import raw_params
+
+    # Prepare: a training split with known patient ids, and a val split the count must ignore
+    def note(note_id: str, patient: str) -> dict:
+        return {"note_id": note_id, "patient_id": patient, "hospital": "h", "text": "x y z"}
+
+    train, val = tmp_path / "h" / "train", tmp_path / "h" / "val"
+    patients = ["p1", "p2", "p1", "p3", "p1"]
+    write_notes([note(f"n{i}", p) for i, p in enumerate(patients)], train / "notes.jsonl")
+    write_notes([note(f"v{i}", "p9") for i in range(4)], val / "notes.jsonl")
+    task = get_task("notes", config_from_dict(raw_params(base={"task": "notes"})))
+    # Execute / Assert
+    assert task.examples_per_unit([train]) == 3
+    assert task.examples_per_unit([val]) == 4
+    assert task.examples_per_unit([train, val]) == 4  # p9 has its 4 only in val
+    with pytest.raises(DataError, match="cannot read"):
+        task.examples_per_unit([tmp_path / "h" / "test"])
+    # a task whose example is its patient counts nothing
+    assert (
+        get_task("readmission", config_from_dict(raw_params())).examples_per_unit([train]) is None
+    )

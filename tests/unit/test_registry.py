@@ -25,6 +25,7 @@ def _gate(**kw):
         epsilon=0.9,
         epsilon_budget=1.0,
         validation_passed=True,
+        split="val",
     )
     return promotion_gate(**{**args, **kw})
 
@@ -88,7 +89,9 @@ def test_a_floor_refuses_a_model_that_only_beats_a_poor_baseline() -> None:
     # the attack: 50 % label noise, centralized AUROC 0.357, a 0.589 DP model at ratio 1.65
     poor = _gate(candidate_metric=0.589, central_metric=0.357, floor=0.6)
     assert not poor.promote
-    assert poor.reasons == ["primary metric 0.5890 is below register_model.metric_floor=0.6"]
+    assert poor.reasons == [
+        "primary metric 0.5890 on the val split is below register_model.metric_floor=0.6"
+    ]
     assert _gate(candidate_metric=0.589, central_metric=0.357).promote  # what it did before
     # lower is better (perplexity): the floor is an upper bound
     assert not _gate(
@@ -103,17 +106,40 @@ def test_a_model_without_dp_is_champion_only_when_the_operator_allows_it() -> No
 
 
 def test_a_better_champion_on_the_same_data_is_not_demoted() -> None:
-    better = Champion(version="3", metric=0.89, data_version="d1")
+    better = Champion(version="3", metric=0.89, data_version="d1", split="val")
     kept = _gate(candidate_metric=0.88, champion=better, data_version="d1")
     assert not kept.promote
     assert kept.reasons == [
-        "current champion v3 scored 0.8900 on the same data version; this candidate's 0.8800 "
-        "would demote it"
+        "current champion v3 scored 0.8900 on the same data version and val split; this "
+        "candidate's 0.8800 would demote it"
     ]
     assert _gate(candidate_metric=0.895, champion=better, data_version="d1").promote
     # other data: scored on another test set, so not compared, and the card says so
     other = _gate(candidate_metric=0.88, champion=better, data_version="d2")
     assert other.promote and "not compared (different test data)" in other.notes[0]
+
+
+def test_the_reasons_name_the_split_the_gate_read() -> None:
+    low = _gate(candidate_metric=0.70, split="test")
+    assert low.reasons[0].startswith("utility ratio 0.778 to centralized on the test split")
+    assert low.checks["split"] == "test"
+    assert "on the val split" in _gate(candidate_metric=None).reasons[0]
+
+
+def test_a_champion_gated_on_another_split_is_not_compared() -> None:
+    """A champion's test score says nothing about whether a val score beats it."""
+    # Prepare: the champion's 0.95 was read on test (every version gated before gate_split)
+    on_test = Champion(version="2", metric=0.95, data_version="d1")
+    # Execute
+    decision = _gate(candidate_metric=0.88, champion=on_test, data_version="d1")
+    # Assert
+    assert decision.promote
+    assert decision.notes == [
+        "current champion v2 was scored on the test split, this candidate on the val split: "
+        "not compared"
+    ]
+    same = Champion(version="2", metric=0.95, data_version="d1", split="val")
+    assert not _gate(candidate_metric=0.88, champion=same, data_version="d1").promote
 
 
 def test_current_champion_reads_what_the_gate_tagged(tmp_path) -> None:
@@ -128,7 +154,9 @@ def test_current_champion_reads_what_the_gate_tagged(tmp_path) -> None:
     assert current_champion(client, "m") == Champion("1", None, None)  # tagged by no gate
     client.set_model_version_tag("m", "1", "gate.candidate_metric", "0.87")
     client.set_model_version_tag("m", "1", "data_version", "abc")
-    assert current_champion(client, "m") == Champion("1", 0.87, "abc")
+    assert current_champion(client, "m") == Champion("1", 0.87, "abc", "test")  # no gate.split
+    client.set_model_version_tag("m", "1", "gate.split", "val")
+    assert current_champion(client, "m") == Champion("1", 0.87, "abc", "val")
 
 
 def test_what_a_killed_registration_left_is_closed_by_the_next_one(tmp_path) -> None:

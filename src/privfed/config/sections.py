@@ -277,6 +277,12 @@ class RegisterModelSection(Section):
     artifact_location: str = "mlartifacts"
     candidate: Literal["federated", "federated_dp"] = "federated_dp"
     min_ratio_to_central: float = Field(0.9, gt=0.0)
+    gate_split: Literal["val", "test"] = Field(
+        "val",
+        description="the pooled split whose primary metric the gate's ratio, floor and champion "
+        "comparison read: val (test stays for reporting; deciding on test and then reporting it "
+        "is selection on test) or test (what the gate read before)",
+    )
     metric_floor: dict[str, float] = Field(
         default_factory=dict,
         description="task -> the least primary metric a champion may have (at most, for a "

@@ -8,5 +8,12 @@ from privfed.privacy.accounting import (
     history_steps,
     noise_multiplier_for_target,
 )
+from privfed.privacy.group import group_privacy
 
-__all__ = ["check_delta", "epsilon_from_history", "history_steps", "noise_multiplier_for_target"]
+__all__ = [
+    "check_delta",
+    "epsilon_from_history",
+    "group_privacy",
+    "history_steps",
+    "noise_multiplier_for_target",
+]

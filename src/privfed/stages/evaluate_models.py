@@ -1,6 +1,9 @@
 """Stage ``evaluate_models``: every model on every hospital's test split and on the pooled test set.
 
 Models: centralized, each local-only model, federated, and federated with DP (when it ran).
+The global models (and reference models such as ``public_only``) are also scored on the pooled
+validation split: that is the number the promotion gate reads by default
+(``register_model.gate_split``), so the test split stays for reporting only.
 Writes the comparison table (JSON + Markdown), DVC metrics and plots (per-round curve and
 per-hospital bars).
 """
@@ -49,6 +52,8 @@ SPEC = StageSpec(
 )
 
 POOLED = "pooled"
+#: Key of the pooled validation-split metrics (global and reference models; the gate's split).
+VAL = "val"
 #: Pooled-test confusion matrices of the global models (classification tasks only).
 CONFUSION_FILE = "confusion.json"
 #: The task's own figures of the federated model (:meth:`Task.report_figures`), in the report.
@@ -83,18 +88,18 @@ def audit_models(
     hospitals: list[Path],
     models: Mapping[str, Any],
     test_sets: Mapping[str, Any],
+    reference: Any,
 ) -> dict[str, Any]:
     """Both membership-inference attacks on every model; see :mod:`privfed.privacy.audit`.
 
     Members are what a model trained on: a local-only model its own hospital's training split,
     every other model all hospitals'. Non-members are the matching test set the evaluation
-    already loaded (``test_sets``: per hospital and pooled). The reference is every hospital's
+    already loaded (``test_sets``: per hospital and pooled). The ``reference`` is the pooled
     validation split, which no model trained on: a small hospital's own split (a handful of
     imaging cases) would be too few to fit LiRA's non-member distribution. Each split is
     loaded once, however many models use it.
     """
     train_sets: dict[str, Any] = {}
-    reference = task.load_dataset(split_dirs(hospitals, "val"))
     audits: dict[str, Any] = {}
     for name, model in models.items():
         owner = name.removeprefix("local:") if name.startswith("local:") else POOLED
@@ -156,6 +161,13 @@ def comparison_table(results: Mapping[str, Any], metric_names: list[str]) -> str
             _fmt(res["epsilon"]),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def val_table(results: Mapping[str, Any], metric: str) -> str:
+    """Markdown: each global and reference model's pooled validation-split ``metric``."""
+    lines = [f"| model | pooled val {metric} |", "|---|---|"]
+    lines += [f"| {n} | {_fmt(r[VAL][metric])} |" for n, r in results.items() if VAL in r]
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +240,7 @@ def run(
     hospitals = [h.name for h in hospitals_paths]
     test_sets = {h.name: task.load_dataset([h / "test"]) for h in hospitals_paths}
     test_sets[POOLED] = task.load_dataset(split_dirs(hospitals_paths, "test"))
+    val_set = task.load_dataset(split_dirs(hospitals_paths, "val"))
     privacy = read_json(inputs["privacy"])
     dp_eps = privacy.get("epsilon")
     results: dict[str, Any] = {}
@@ -244,6 +257,8 @@ def run(
             "mean_per_hospital": float(np.nanmean([m[metric] for m in per.values()])),
             "epsilon": 0.0 if name in references else _epsilon(name, dp_eps),
         }
+        if not name.startswith("local:"):  # what the gate may read; local models never gate
+            results[name][VAL] = task.evaluate(model, val_set)
         log.info("%s: pooled %s=%.4f", name, metric, results[name][POOLED][metric])
     local_pooled = [r[POOLED][metric] for n, r in results.items() if n.startswith("local:")]
     summary = {
@@ -253,6 +268,7 @@ def run(
         "federated": results.get("federated", {}).get(POOLED, {}).get(metric),
         "federated_dp": results.get("federated_dp", {}).get(POOLED, {}).get(metric),
         "epsilon": dp_eps,
+        VAL: {n: r[VAL][metric] for n, r in results.items() if VAL in r},
     }
     for name in ("federated", "federated_dp"):
         if summary[name] is not None:
@@ -261,7 +277,7 @@ def run(
             )
     table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
     audits = (
-        audit_models(task, cfg, hospitals_paths, loaded, test_sets)
+        audit_models(task, cfg, hospitals_paths, loaded, test_sets, val_set)
         if cfg.evaluate_models.membership_audit
         else {}
     )
@@ -281,6 +297,11 @@ def run(
         f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "
         f"'mean per-hospital' is the mean of {metric} over each hospital's own test split.\n\n"
         + table
+        + "\n## Validation split\n\nPooled validation split over the same hospitals: no model "
+        "was fitted on it (training only monitors it; the data-aware strategy also weights "
+        "hospitals by it), and it is what the promotion gate reads by default "
+        "(register_model.gate_split), so the test numbers above stay for reporting.\n\n"
+        + val_table(results, metric)
         + audit_text,
         report_dir / "comparison.md",
     )
@@ -316,6 +337,7 @@ def run(
             "models": {
                 n: {
                     POOLED: r[POOLED],
+                    **({VAL: r[VAL]} if VAL in r else {}),
                     "mean_per_hospital": r["mean_per_hospital"],
                     **({"membership_audit": _audit_summary(r)} if "membership_audit" in r else {}),
                 }

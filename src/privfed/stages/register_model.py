@@ -1,9 +1,16 @@
-"""Stage ``register_model``: log the run to MLflow, register the candidate, gate promotion."""
+"""Stage ``register_model``: log the run to MLflow, register the candidate, gate promotion.
+
+The gate reads the pooled validation split by default (``register_model.gate_split``): the test
+split is for reporting, and deciding on test then reporting test is selection on test; a single
+DP run's test score is also one noisy draw. The model card shows both splits and says which one
+the gate read.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +34,7 @@ from privfed.registry import (
     registration_owner,
     tracking_uri,
     tree_version,
+    utility_ratio,
 )
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
@@ -68,6 +76,59 @@ SPEC = StageSpec(
 
 def _float(value: Any) -> float:
     return float(value) if value is not None else math.nan
+
+
+def gate_scores(summary: Mapping[str, Any], split: str) -> Mapping[str, Any]:
+    """Model name -> pooled primary metric on ``split``, from the evaluation summary.
+
+    Raises:
+        ValueError: ``split`` is val and the summary holds no validation scores (an evaluation
+            written before evaluate_models scored the val split).
+    """
+    if split == "test":
+        return summary
+    if "val" not in summary:
+        raise ValueError(
+            "metrics/evaluation.json has no validation-split scores (summary.val) but "
+            "register_model.gate_split is 'val': rerun evaluate_models, or set gate_split: test"
+        )
+    return summary["val"]
+
+
+def metric_key(name: str) -> str:
+    """``name`` with the characters MLflow refuses in a metric name replaced by ``_``."""
+    return re.sub(r"[^\w./ -]", "_", name)
+
+
+def _split_lines(summary: Mapping[str, Any], candidate: str, split: str, higher: bool) -> str:
+    """The candidate's and the centralized model's val and test scores, and which one gated."""
+    val = summary.get("val", {})
+    rows = []
+    for name in (candidate, "centralized"):
+        rows.append(
+            f"  - `{name}`: val {_fmt(_float(val.get(name)))}, "
+            f"test {_fmt(_float(summary.get(name)))}"
+        )
+    ratios = {
+        s: utility_ratio(
+            _float(scores.get(candidate)),
+            _float(scores.get("centralized")),
+            higher_is_better=higher,
+        )
+        for s, scores in (("val", val), ("test", summary))
+    }
+    return (
+        f"- The gate read the pooled **{split}** split (register_model.gate_split); "
+        + (
+            "test is for reporting only"
+            if split == "val"
+            else "deciding on test and reporting test is selection on test"
+        )
+        + f"\n- `{summary['primary_metric']}` on both splits:\n"
+        + "\n".join(rows)
+        + f"\n- Utility ratio to centralized: val {_fmt(ratios['val'])}, "
+        f"test {_fmt(ratios['test'])}"
+    )
 
 
 def _hospitals(evaluation: dict[str, Any], rounds: Mapping[str, Any], candidate: str) -> list[str]:
@@ -136,6 +197,7 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
         f"{dp_batch_size(task, cfg)}, step size {dp_lr(task, cfg):g}; rounds: "
         f"{privacy.get('rounds')} × {dp_local_epochs(cfg)} local epoch(s)",
         f"- Unit of privacy: {task.privacy_unit}",
+        *_patient_lines(privacy, task.example_noun),
         "- What ε covers: this model and every update its run sent to the server. "
         + (
             "The same pipeline also trained a non-DP federation on the same patients "
@@ -158,8 +220,36 @@ def _dp_lines(cfg: PrivFedConfig, privacy: Mapping[str, Any], candidate: str) ->
             f"- {hospital}: noise multiplier {_fmt(_float(info.get('noise_multiplier')))}, "
             f"sample rate {_fmt(_float(info.get('sample_rate')))}, {info.get('steps')} steps, "
             f"ε {_fmt(_float(info.get('epsilon')))} ({by})"
+            + _hospital_patient(info, task.example_noun)
         )
     return "\n".join(lines)
+
+
+def _hospital_patient(info: Mapping[str, Any], noun: str) -> str:
+    """``; per patient (up to 3 notes) ε 24, δ 0.0…`` where the hospital's examples were counted."""
+    k, patient = info.get("examples_per_patient"), info.get("patient_level") or {}
+    if k is None:
+        return ""
+    return (
+        f"; per patient (up to {k} {noun}{'s' if k != 1 else ''}) "
+        f"ε {_fmt(_float(patient.get('epsilon')))}, δ {_fmt(_float(patient.get('delta')))}"
+    )
+
+
+def _patient_lines(privacy: Mapping[str, Any], noun: str) -> list[str]:
+    """The per-patient guarantee where the task counted a patient's examples (group privacy)."""
+    patient = privacy.get("patient_level") or {}
+    k = patient.get("examples_per_patient")
+    if k is None:  # the task's example is its patient: the guarantee above is per patient
+        return []
+    delta = _float(patient.get("delta"))
+    return [
+        f"- Per patient (group privacy over a patient's {noun}s, not a per-patient accountant): "
+        f"per {noun} ε = {_fmt(_float(privacy.get('epsilon')))}, δ = {privacy.get('delta')}; "
+        f"a patient with up to {k} {noun}{'s' if k != 1 else ''} (the most one patient has in "
+        f"a hospital's training split): ε = {_fmt(_float(patient.get('epsilon')))}, "
+        f"δ = {_fmt(delta)}" + (" (δ = 1: the group bound promises nothing)" if delta >= 1 else "")
+    ]
 
 
 def _fmt(value: float) -> str:
@@ -210,6 +300,8 @@ def model_card(
     notes = "\n".join(f"- Note: {n}" for n in decision.notes)
     require_dp = str(cfg.register_model.require_dp).lower()
     floor = cfg.register_model.metric_floor.get(cfg.base.task, "none")
+    higher = get_task(cfg.base.task, cfg).higher_is_better
+    split = _split_lines(summary, candidate, cfg.register_model.gate_split, higher)
     dp_run = candidate == "federated_dp" and cfg.privacy.enabled
     local_epochs = dp_local_epochs(cfg) if dp_run else cfg.train_federated.local_epochs
     return f"""# Model card: {cfg.register_model.model_name} v{version}
@@ -233,6 +325,7 @@ def model_card(
 ## Promotion decision: `{decision.alias}`
 {reasons}
 {notes}
+{split}
 - DP required for promotion (register_model.require_dp): {require_dp};
   floor on `{summary["primary_metric"]}` (register_model.metric_floor): {floor}
 
@@ -278,9 +371,10 @@ def run(
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     check_model_task(client, r.model_name, task.name)  # before anything is logged
+    scores = gate_scores(summary, r.gate_split)
     decision = promotion_gate(
-        candidate_metric=summary.get(candidate),
-        central_metric=float(summary["centralized"]),
+        candidate_metric=scores.get(candidate),
+        central_metric=float(scores["centralized"]),
         min_ratio=r.min_ratio_to_central,
         epsilon=epsilon,
         epsilon_budget=cfg.epsilon_budget,
@@ -291,6 +385,7 @@ def run(
         require_dp=r.require_dp,
         champion=current_champion(client, r.model_name),
         data_version=data_hash,
+        split=r.gate_split,
     )
     exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
     for closed in recover_interrupted(client, exp_id, r.model_name):
@@ -327,6 +422,13 @@ def run(
                 if isinstance(v, int | float) and math.isfinite(v)
             }
         )
+        mlflow.log_metrics(
+            {
+                f"eval.val.{metric_key(name)}": float(v)
+                for name, v in summary.get("val", {}).items()
+                if isinstance(v, int | float) and math.isfinite(v)
+            }
+        )
         for run_name, run_rounds in rounds.items():
             for row in run_rounds["rounds"]:
                 per_hospital = {
@@ -351,6 +453,12 @@ def run(
                 mlflow.set_tag(f"dropout.{run_name}.{hospital}", f"round {at_round}")
         for h, info in privacy.get("hospitals", {}).items():
             mlflow.log_metric(f"privacy.epsilon.{h}", _float(info["epsilon"]))
+            if info.get("examples_per_patient") is not None:  # counted: group privacy
+                mlflow.log_metric(f"privacy.examples_per_patient.{h}", info["examples_per_patient"])
+                for key in ("epsilon", "delta"):
+                    mlflow.log_metric(
+                        f"privacy.patient_{key}.{h}", _float(info["patient_level"][key])
+                    )
         for name, audit in audits.items():
             for key, value in audit.items():
                 mlflow.log_metric(f"audit.{name}.{key}", float(value))

@@ -55,6 +55,8 @@ class Task(ABC):
     uses_statistics: bool = False
     #: What one example is, hence what DP-SGD's (ε, δ) protects (the model card says it).
     privacy_unit: str = "one patient (each patient is one training example)"
+    #: One training example in words ("per note ε = …" in the model card).
+    example_noun: str = "example"
 
     def __init__(self, cfg: PrivFedConfig) -> None:
         #: The run's config, bound once: every method reads its settings from here.
@@ -91,6 +93,16 @@ class Task(ABC):
     @abstractmethod
     def load_dataset(self, split_dirs: Sequence[Path]) -> Dataset:
         """Tensors for the units stored in ``split_dirs`` (partition split folders)."""
+
+    def examples_per_unit(self, split_dirs: Sequence[Path]) -> int | None:
+        """The most training examples one patient contributes to the rows in ``split_dirs``.
+
+        DP-SGD protects one example; a patient with k examples gets the group-privacy bound
+        for k (:func:`privfed.privacy.group_privacy`), which ``account_privacy`` reports per
+        hospital. None (the default) means the task's example is its patient, as
+        :attr:`privacy_unit` states, so nothing is counted.
+        """
+        return None
 
     def local_statistics(self, split_dirs: Sequence[Path]) -> dict[str, np.ndarray] | None:
         """Additive statistics (counts, sums) of these rows that :meth:`build_model` needs.

@@ -51,9 +51,10 @@ class NotesTask(Task):
     primary_metric = "perplexity"
     higher_is_better = False
     privacy_unit = (
-        "one note (a patient with several notes is protected with group privacy only: "
-        "k notes give k·ε)"
+        "one note (a patient with several notes is protected by group privacy: "
+        "k notes give k·ε, k·e^((k−1)ε)·δ)"
     )
+    example_noun = "note"
 
     def _settings(self) -> NotesModelSection:
         """``model.notes``."""
@@ -142,6 +143,19 @@ class NotesTask(Task):
         if unknown:
             raise DataError(f"{raw_dir}: no notes for patient id(s) {unknown[:5]}")
         write_notes(records, Path(out_dir) / NOTES_FILE)
+
+    def examples_per_unit(self, split_dirs: Sequence[Path]) -> int:
+        """The most notes one ``patient_id`` has under ``split_dirs`` (each note is an example).
+
+        Raises:
+            DataError: a split has no notes file, or the splits hold no note at all.
+        """
+        per_patient: Counter[str] = Counter()
+        for d in split_dirs:
+            per_patient.update(str(r["patient_id"]) for r in read_notes(Path(d) / NOTES_FILE))
+        if not per_patient:
+            raise DataError(f"no notes in {[str(d) for d in split_dirs]}")
+        return max(per_patient.values())
 
     def load_dataset(self, split_dirs: Sequence[Path]) -> Dataset:
         """Every note under ``split_dirs`` as tokens (cut to ``max_length``), in file order."""
