@@ -116,3 +116,10 @@ def test_public_model_reads_no_hospital_setting() -> None:
     )
     # Execute / Assert: one and the same public model
     assert public_model(a).folder == public_model(b).folder
+
+
+def test_notes_card_says_it_starts_from_its_public_base() -> None:
+    """Notes ignore ``model.init`` (they always start from a base); the card must say so."""
+    task = get_task("notes", config_from_dict(raw_params(base={"task": "notes"})))
+    assert "public GPT-2 base" in task.init_description()
+    assert "fresh" not in task.init_description()

@@ -213,6 +213,17 @@ class NotesTask(Task):
 
         return build_notes_model(self._settings(), self.assets())
 
+    def init_description(self) -> str:
+        """Notes always start from a base, never from ``model.init``: the user's
+        ``model.notes.checkpoint``, else the public GPT-2 base."""
+        checkpoint = self._settings().checkpoint
+        if checkpoint:
+            return f"the user's GPT-2 checkpoint `{checkpoint}` (model.notes.checkpoint)"
+        return (
+            "the public GPT-2 base (tokenizer and weights trained on the public note corpus "
+            "only, no hospital's notes)"
+        )
+
     def reference_models(self) -> dict[str, nn.Module]:
         """The shared public base before any fine-tuning: what the hospitals' notes add to it."""
         return {PUBLIC_BASE: self.build_model()}
