@@ -24,6 +24,7 @@ Wisconsin table dealt to three sites), scored by accuracy.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -266,19 +267,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 3.0, 8.0])
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
-    t0 = time.monotonic()
     studies = []
     with tempfile.TemporaryDirectory(prefix="privfed-bench-pu-") as tmp:
         for task_name in args.tasks:
+            started = time.monotonic()
             study = _study(task_name, args.profile, args.epsilons, args.seeds, Path(tmp))
             study["summary"] = _summary(study)
+            study["wall_s"] = time.monotonic() - started
             studies.append(study)
+    fresh = list(studies)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    studies = _kept_studies(args.profile, [s["task"] for s in studies]) + studies
     plot = _plot(studies)
     markdown = _markdown(studies, args.profile) + f"\nPlot: `benchmarks/results/{plot}`\n"
-    cmd = (
-        f"python -m benchmarks privacy_utility --tasks {' '.join(args.tasks)} "
-        f"--profile {args.profile} --seeds {args.seeds}"
+    cmd = " ; ".join(
+        f"python -m benchmarks privacy_utility --tasks {s['task']} --profile {args.profile} "
+        f"--seeds {len(s['seeds'])}"
+        for s in studies
     )
     write_result(
         "privacy_utility",
@@ -286,11 +291,32 @@ def main(argv: list[str] | None = None) -> None:
             "profile": args.profile,
             "studies": studies,
             "plot": plot,
-            "wall_s": time.monotonic() - t0,
+            "wall_s": {**_kept_walls(args.profile), **{s["task"]: s["wall_s"] for s in fresh}},
         },
         markdown,
         cmd,
     )
+
+
+def _previous(profile: str) -> dict[str, Any]:
+    """The results file of an earlier run on the same profile (empty if none)."""
+    path = RESULTS / "privacy_utility.json"
+    if not path.is_file():
+        return {}
+    previous = json.loads(path.read_text())
+    return previous if previous.get("profile") == profile else {}
+
+
+def _kept_studies(profile: str, rerun: list[str]) -> list[dict]:
+    """Studies of tasks this run did not repeat: one task's study takes tens of minutes, so a
+    run of one task keeps the others' measured rows (each records its own seeds and wall time).
+    """
+    return [s for s in _previous(profile).get("studies", []) if s["task"] not in rerun]
+
+
+def _kept_walls(profile: str) -> dict[str, float]:
+    walls = _previous(profile).get("wall_s")
+    return walls if isinstance(walls, dict) else {}
 
 
 if __name__ == "__main__":
