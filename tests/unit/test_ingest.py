@@ -344,3 +344,25 @@ def test_training_refuses_data_ingested_with_another_schema(table, schema, tmp_p
     cfg = _cfg(source, edited)
     with pytest.raises(DataError, match="differs from the one .* was ingested with"):
         get_task("tabular", cfg).load_dataset([raw])
+
+
+def test_validation_names_the_site_values_and_rows(table, schema, tmp_path: Path) -> None:
+    """Values that reach validate_data (ingest missed them, or the table was edited) are
+    reported per hospital, with the distinct values and how many rows hold them."""
+    # Prepare: an ingested table whose site_b rows then get two unknown diagnoses
+    source = tmp_path / "export.csv"
+    table.to_csv(source, index=False)
+    cfg = _cfg(source, schema)
+    raw = _ingest(cfg, tmp_path)
+    ingested = read_parquet(raw / "table.parquet")
+    at_b = ingested.index[ingested["hospital"] == "site_b"][:2]
+    ingested.loc[at_b, "diagnosis"] = "unknown"
+    ingested.to_parquet(raw / "table.parquet", index=False)
+    # Execute
+    with pytest.raises(validate_data.ValidationFailed) as err:
+        validate_data.run(cfg, {"raw": raw}, {"report": tmp_path / "v"})
+    # Assert
+    assert str(err.value).splitlines()[1:] == [
+        "  - table table[hospital=site_b]: expect_column_values_to_be_in_set on diagnosis: "
+        "observed 2 unexpected row(s), e.g. value(s) ['unknown']"
+    ]
