@@ -265,6 +265,13 @@ def test_integer_coded_categories_with_gaps_and_shared_row_ids(table, tmp_path: 
     assert set(out["grade"].dropna()) == {"1", "2", "3"}
     assert out["grade"].isna().sum() == 1
     assert {"site_a-1", "site_b-1", "site_c-1"} <= set(out["unit_id"])
+    # a site repeating an id is named with the value and its rows
+    frame.loc[frame.index[frame["site"] == "site_b"][1], "row"] = 1
+    frame.to_csv(source, index=False)
+    with pytest.raises(
+        DataError, match=r"site 'site_b' .*: id column 'row' repeats value\(s\) \['1'\] \(1 row\)"
+    ):
+        _ingest(_cfg(source, schema), tmp_path / "repeated")
 
 
 def test_folder_with_both_layouts_is_refused(table, tmp_path: Path) -> None:

@@ -127,14 +127,15 @@ def _unit_ids(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFr
     ids = frame[schema.id_column]
     if ids.isna().any():
         raise DataError(
-            f"{file}: id column {schema.id_column!r} is empty in {int(ids.isna().sum())} row(s)"
+            f"site {hospital!r} ({file}): id column {schema.id_column!r} is empty in "
+            f"{int(ids.isna().sum())} row(s)"
         )
     texts = _texts(ids)
     repeated = texts[texts.duplicated()]
     if len(repeated):
         raise DataError(
-            f"{file}: id column {schema.id_column!r} repeats value(s) "
-            f"{sorted(repeated.unique())[:5]}"
+            f"site {hospital!r} ({file}): id column {schema.id_column!r} repeats value(s) "
+            f"{_which(repeated)}"
         )
     return [f"{hospital}-{t}" for t in texts]
 
