@@ -51,7 +51,12 @@ def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
     infer = actions.add_parser("infer", help="draft a schema from the data, to review and edit")
     infer.add_argument("--data", required=True, help="folder per hospital, or one file")
     infer.add_argument("--target", required=True, help="the column to predict")
-    infer.add_argument("--site-column", default="site", help="with one file: its hospital column")
+    infer.add_argument(
+        "--site-column",
+        default="site",
+        help="with one file: the column naming each row's hospital, recorded in the schema so "
+        "ingest_data reads it too (default: %(default)s)",
+    )
     infer.add_argument("--id-column", help="a row identifier column (not a feature)")
     infer.add_argument("--kind", choices=["classification", "regression"])
     infer.add_argument("--exclude", action="append", default=[], help="a column to leave out")
@@ -64,18 +69,28 @@ def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_schema_command(args: argparse.Namespace) -> None:
     from privfed.ingest import concat_sites, site_tables
-    from privfed.tasks.tabular.schema import infer_schema, write_schema
+    from privfed.tasks.tabular.schema import dominant_values, infer_schema, write_schema
 
-    tables = site_tables(Path(args.data), table=None, site_column=args.site_column)
-    frame = concat_sites(tables).drop(columns=["hospital"])
+    tables = site_tables(
+        Path(args.data),
+        table=None,
+        site_column=args.site_column,
+        setting="pass --site-column",
+    )
+    one_file = len({t.file for t in tables}) == 1  # split by the site column, not by folder
+    by_site = concat_sites(tables)
+    frame = by_site.drop(columns=["hospital"])
     schema = infer_schema(
         frame,
         target=args.target,
         kind=args.kind,
         exclude=tuple(args.exclude),
         id_column=args.id_column,
+        site_column=args.site_column if one_file else None,
         max_categories=args.max_categories,
     )
+    numeric = [n for n, f in schema["features"].items() if f["type"] == "numeric"]
+    checks = dominant_values(by_site, columns=numeric)
     out = Path(args.out)
     if out.exists():
         raise ConfigError(f"{out} exists; remove it or pass another --out (nothing written)")
@@ -85,9 +100,11 @@ def run_schema_command(args: argparse.Namespace) -> None:
         comment=(
             f"Drafted by `privfed schema infer` from {len(frame)} rows of {args.data} "
             f"({len(tables)} hospitals).\nReview before use: ranges are the observed ones, "
-            "categories the values seen."
+            "categories the values seen." + "".join(f"\nCHECK: {w}" for w in checks)
         ),
     )
+    for check in checks:
+        log.warning("%s: %s", out, check)
     log.info(
         "wrote %s: target %r (%s), %d features",
         out,

@@ -16,6 +16,7 @@ import pandas as pd
 from privfed.io import DataError
 
 __all__ = [
+    "DEFAULT_SITE_COLUMN",
     "TABLE_SUFFIXES",
     "SiteTable",
     "check_site_sizes",
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+#: The site column read when neither ``ingest_data.site_column`` nor a schema names one.
+DEFAULT_SITE_COLUMN = "site"
+#: How a user of ``ingest_data`` names the site column (the CLI's ``schema infer`` says its flag).
+SITE_COLUMN_SETTING = "ingest_data.site_column"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -78,11 +83,13 @@ def _site_name(value: object, file: Path, column: str) -> str:
     return name
 
 
-def _split_by_site(file: Path, frame: pd.DataFrame, site_column: str) -> list[SiteTable]:
+def _split_by_site(
+    file: Path, frame: pd.DataFrame, site_column: str, setting: str
+) -> list[SiteTable]:
     if site_column not in frame.columns:
         raise DataError(
             f"{file}: site column {site_column!r} not found (columns: {list(frame.columns)}); "
-            "set ingest_data.site_column, or give one folder per hospital"
+            f"{setting} (the column naming each row's hospital), or give one folder per hospital"
         )
     if frame[site_column].isna().any():
         rows = frame.index[frame[site_column].isna()].tolist()[:5]
@@ -94,17 +101,24 @@ def _split_by_site(file: Path, frame: pd.DataFrame, site_column: str) -> list[Si
     return out
 
 
-def site_tables(source: Path, *, table: str | None, site_column: str) -> list[SiteTable]:
+def site_tables(
+    source: Path,
+    *,
+    table: str | None,
+    site_column: str,
+    setting: str = f"set {SITE_COLUMN_SETTING}",
+) -> list[SiteTable]:
     """One :class:`SiteTable` per hospital, sorted by hospital name.
 
     ``source`` is a table file with a site column, a folder holding such a file, or a folder
     with one sub-folder per hospital (named after it). ``table`` names the file to read
     (``patients`` reads ``patients.csv`` or ``patients.parquet``); None takes a folder's only
-    table file.
+    table file. ``setting`` tells a user how to name another site column when it is missing
+    (``"pass --site-column"`` for ``schema infer``).
     """
     source = Path(source)
     if source.is_file():
-        tables = _split_by_site(source, read_table(source), site_column)
+        tables = _split_by_site(source, read_table(source), site_column, setting)
     elif source.is_dir():
         folders = sorted(
             p for p in source.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
@@ -126,7 +140,7 @@ def site_tables(source: Path, *, table: str | None, site_column: str) -> list[Si
                 )
         else:
             file = _table_file(source, table)
-            tables = _split_by_site(file, read_table(file), site_column)
+            tables = _split_by_site(file, read_table(file), site_column, setting)
     else:
         raise DataError(f"ingest_data.path={str(source)!r} does not exist")
     if len(tables) < 2:

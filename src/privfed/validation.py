@@ -152,7 +152,9 @@ def format_failures(failures: list[dict[str, Any]]) -> str:
         where = f["table"] + (f" {f['group']}" if f["group"] else "")
         observed = f["observed_value"]
         if observed is None and f["unexpected_count"]:
-            observed = f"{f['unexpected_count']} unexpected, e.g. {f['partial_unexpected_list']}"
+            # GX's sample repeats values ('0', '0', '1', …): the distinct ones say what is wrong
+            values = sorted({str(v) for v in f["partial_unexpected_list"] or []})
+            observed = f"{f['unexpected_count']} unexpected row(s), e.g. value(s) {values}"
         if f["exception"]:
             observed = f"error: {f['exception']}"
         lines.append(f"  - {where}: {f['expectation']} on {f['column']!s}: observed {observed}")

@@ -41,8 +41,12 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     }
     assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
     report = (project / "reports/evaluation/comparison.md").read_text()
-    # each local model: a row in the comparison and one in the membership-inference audit
-    assert report.count("| local:") == 6 and "## Membership-inference audit" in report
+    # each local model: a row in the comparison, in the per-hospital tables (primary metric
+    # and accuracy) and in the membership-inference audit
+    comparison, rest = report.split("## Per hospital", 1)
+    per_hospital, audit = rest.split("## Membership-inference audit", 1)
+    assert comparison.count("| local:") == 3 and audit.count("| local:") == 3
+    assert "### accuracy" in per_hospital and per_hospital.count("| local:") == 6
     assert (project / "plots/federated_rounds.png").stat().st_size > 1000
     assert (project / "plots/per_hospital.png").stat().st_size > 1000
 

@@ -75,12 +75,16 @@ def test_category_outside_the_schema_names_file_column_and_value(table, tmp_path
     schema["features"]["grade"]["categories"] = ["G1"]
     source = tmp_path / "export.csv"
     frame.to_csv(source, index=False)
+    last_site = frame["site"].iloc[-1]
     # Execute / Assert
     with pytest.raises(DataError) as err:
         _ingest(_cfg(source, schema), tmp_path)
     assert str(source) in str(err.value)
-    assert "column 'grade'" in str(err.value)
-    assert "['G9']" in str(err.value)
+    assert (
+        f"site {last_site!r} ({source}): column 'grade' has value(s) ['G9'] (1 row) "
+        "outside the schema's categories ['G1']"
+    ) in str(err.value)
+    assert str(err.value).count("column 'grade'") == 1  # the other sites' G1 rows are valid
 
 
 def test_site_with_too_few_rows_names_file_site_and_count(table, schema, tmp_path: Path) -> None:
@@ -98,7 +102,11 @@ def test_value_out_of_schema_range_names_file_column_and_value(
     frame.loc[frame.index[frame["site"] == "site_b"][0], "mean_radius"] = 999.0
     source = tmp_path / "export.csv"
     frame.to_csv(source, index=False)
-    with pytest.raises(DataError, match=rf"{source}: column 'mean_radius' .* e\.g\. \[999\.0\]"):
+    with pytest.raises(
+        DataError,
+        match=rf"site 'site_b' \({source}\): column 'mean_radius' has value\(s\) \['999\.0'\] "
+        r"\(1 row\) outside the schema's range",
+    ):
         _ingest(_cfg(source, schema), tmp_path)
 
 
@@ -110,6 +118,127 @@ def test_infinite_or_text_numbers_are_refused(table, schema, tmp_path: Path) -> 
         frame.to_csv(source, index=False)
         with pytest.raises(DataError, match=r"column 'mean_texture' must hold finite numbers"):
             _ingest(_cfg(source, schema), tmp_path)
+
+
+def test_question_mark_in_a_numeric_column_names_site_values_and_rows(
+    table, schema, tmp_path: Path
+) -> None:
+    # Prepare: site_b writes '?' for three unknown textures, site_c one 'unk'
+    frame = table.astype({"mean_texture": object})
+    site_b = frame.index[frame["site"] == "site_b"][:3]
+    frame.loc[site_b, "mean_texture"] = "?"
+    frame.loc[frame.index[frame["site"] == "site_c"][0], "mean_texture"] = "unk"
+    source = tmp_path / "export.csv"
+    frame.to_csv(source, index=False)
+    # Execute
+    with pytest.raises(DataError) as err:
+        _ingest(_cfg(source, schema), tmp_path)
+    # Assert: each site named with its own values and row count, site_a not blamed
+    message = str(err.value)
+    assert message.startswith("2 problem(s)")
+    assert (
+        f"site 'site_b' ({source}): column 'mean_texture' must hold finite numbers but has "
+        "value(s) ['?'] (3 rows)"
+    ) in message
+    assert "site 'site_c'" in message and "['unk'] (1 row)" in message
+    assert "site_a" not in message
+
+
+def test_boolean_spelled_differently_per_site_is_read_as_the_schema_spells_it(
+    table, tmp_path: Path
+) -> None:
+    # Prepare: one yes/no column, 0/1 at site_a, True/False at site_b, yes/NO at site_c
+    flags = table.groupby("site").cumcount() % 2 == 0
+    spelled = {"site_a": ("1", "0"), "site_b": ("True", "False"), "site_c": ("yes", "NO")}
+    smoker = [spelled[s][0 if f else 1] for s, f in zip(table["site"], flags, strict=True)]
+    frame = table.assign(smoker=smoker)
+    source = tmp_path / "export.csv"
+    frame.to_csv(source, index=False)
+    schema = infer_schema(frame, target="diagnosis", exclude=("site",))
+    # Execute
+    raw = _ingest(_cfg(source, schema), tmp_path)
+    # Assert: the draft calls it boolean; ingest stores every spelling as the schema's
+    assert schema["features"]["smoker"]["categories"] == ["false", "true"]
+    out = read_parquet(raw / "table.parquet")
+    expected = frame.assign(smoker=["true" if f else "false" for f in flags])
+    expected = expected.sort_values("site", kind="stable")  # ingest orders rows by site
+    assert out["smoker"].tolist() == expected["smoker"].tolist()
+
+
+def test_value_that_is_not_a_boolean_names_its_site_not_the_others(table, tmp_path: Path) -> None:
+    # Prepare: a true/false column where site_b also wrote 'unknown' in 4 rows
+    frame = table.assign(smoker=["True", "False"] * (len(table) // 2) + ["True"] * (len(table) % 2))
+    frame.loc[frame.index[frame["site"] == "site_b"][:4], "smoker"] = "unknown"
+    schema = infer_schema(frame, target="diagnosis", exclude=("site", "smoker"))
+    schema["features"]["smoker"] = {"type": "categorical", "categories": ["false", "true"]}
+    source = tmp_path / "export.csv"
+    frame.to_csv(source, index=False)
+    # Execute
+    with pytest.raises(DataError) as err:
+        _ingest(_cfg(source, schema), tmp_path)
+    # Assert
+    assert str(err.value) == (
+        "1 problem(s) with values the schema does not allow:\n"
+        f"  site 'site_b' ({source}): column 'smoker' has value(s) ['unknown'] (4 rows) "
+        "outside the schema's categories ['false', 'true']"
+    )
+
+
+def test_schema_records_the_site_column_and_ingest_reads_it(table, tmp_path: Path) -> None:
+    # Prepare: a multi-centre export whose site column is 'centre', drafted with the CLI
+    source = tmp_path / "export.csv"
+    table.rename(columns={"site": "centre"}).to_csv(source, index=False)
+    drafted = tmp_path / "schema.yaml"
+    args = ["schema", "infer", "--data", str(source), "--target", "diagnosis"]
+    # Execute: without the flag the error says which flag to pass
+    assert main([*args, "--out", str(drafted)]) == 1
+    assert not drafted.exists()
+    assert main([*args, "--site-column", "centre", "--out", str(drafted)]) == 0
+    schema = yaml.safe_load(drafted.read_text())
+    raw = _ingest(_cfg(source, schema), tmp_path)  # ingest_data.site_column left unset
+    # Assert
+    assert schema["site_column"] == "centre"
+    assert "centre" not in schema["features"]
+    out = read_parquet(raw / "table.parquet")
+    assert sorted(out["hospital"].unique()) == ["site_a", "site_b", "site_c"]
+    # the same column named twice is fine; two different names stop ingest naming both
+    _ingest(_cfg(source, schema, site_column="centre"), tmp_path / "again")
+    with pytest.raises(
+        DataError, match="site_column is 'centre' but ingest_data.site_column is 'site'"
+    ):
+        _ingest(_cfg(source, schema, site_column="site"), tmp_path / "clash")
+
+
+def test_drafted_schema_flags_a_likely_missing_value_code(table, tmp_path: Path) -> None:
+    # Prepare: site_c writes 0 for every area it did not measure (half its rows)
+    frame = table.copy()
+    rows = frame.index[frame["site"] == "site_c"]
+    frame.loc[rows[: len(rows) // 2], "mean_area"] = 0.0
+    source = tmp_path / "export.csv"
+    frame.to_csv(source, index=False)
+    drafted = tmp_path / "schema.yaml"
+    # Execute
+    code = main(["schema", "infer", "--data", str(source), "--target", "diagnosis",
+                 "--out", str(drafted)])  # fmt: skip
+    # Assert: a comment in the draft names the column, the value and the site
+    assert code == 0
+    checks = [line for line in drafted.read_text().splitlines() if line.startswith("# CHECK:")]
+    assert len(checks) == 1
+    assert checks[0].startswith("# CHECK: column 'mean_area': value 0 fills 50% of the rows at "
+                                "site 'site_c' (62 of 125) but 0.0% elsewhere")  # fmt: skip
+
+
+def test_missing_site_column_says_where_to_name_it(table, schema, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "export.csv"
+    table.rename(columns={"site": "centre"}).to_csv(source, index=False)
+    with pytest.raises(
+        DataError, match=r"site column 'site' not found .*set site_column in the schema"
+    ):
+        _ingest(_cfg(source, schema), tmp_path)
+    code = main(["schema", "infer", "--data", str(source), "--target", "diagnosis",
+                 "--out", str(tmp_path / "s.yaml")])  # fmt: skip
+    assert code == 1
+    assert "pass --site-column (the column naming" in " ".join(capsys.readouterr().err.split())
 
 
 def test_integer_coded_categories_with_gaps_and_shared_row_ids(table, tmp_path: Path) -> None:
@@ -136,6 +265,13 @@ def test_integer_coded_categories_with_gaps_and_shared_row_ids(table, tmp_path: 
     assert set(out["grade"].dropna()) == {"1", "2", "3"}
     assert out["grade"].isna().sum() == 1
     assert {"site_a-1", "site_b-1", "site_c-1"} <= set(out["unit_id"])
+    # a site repeating an id is named with the value and its rows
+    frame.loc[frame.index[frame["site"] == "site_b"][1], "row"] = 1
+    frame.to_csv(source, index=False)
+    with pytest.raises(
+        DataError, match=r"site 'site_b' .*: id column 'row' repeats value\(s\) \['1'\] \(1 row\)"
+    ):
+        _ingest(_cfg(source, schema), tmp_path / "repeated")
 
 
 def test_folder_with_both_layouts_is_refused(table, tmp_path: Path) -> None:
@@ -215,3 +351,25 @@ def test_training_refuses_data_ingested_with_another_schema(table, schema, tmp_p
     cfg = _cfg(source, edited)
     with pytest.raises(DataError, match="differs from the one .* was ingested with"):
         get_task("tabular", cfg).load_dataset([raw])
+
+
+def test_validation_names_the_site_values_and_rows(table, schema, tmp_path: Path) -> None:
+    """Values that reach validate_data (ingest missed them, or the table was edited) are
+    reported per hospital, with the distinct values and how many rows hold them."""
+    # Prepare: an ingested table whose site_b rows then get two unknown diagnoses
+    source = tmp_path / "export.csv"
+    table.to_csv(source, index=False)
+    cfg = _cfg(source, schema)
+    raw = _ingest(cfg, tmp_path)
+    ingested = read_parquet(raw / "table.parquet")
+    at_b = ingested.index[ingested["hospital"] == "site_b"][:2]
+    ingested.loc[at_b, "diagnosis"] = "unknown"
+    ingested.to_parquet(raw / "table.parquet", index=False)
+    # Execute
+    with pytest.raises(validate_data.ValidationFailed) as err:
+        validate_data.run(cfg, {"raw": raw}, {"report": tmp_path / "v"})
+    # Assert
+    assert str(err.value).splitlines()[1:] == [
+        "  - table table[hospital=site_b]: expect_column_values_to_be_in_set on diagnosis: "
+        "observed 2 unexpected row(s), e.g. value(s) ['unknown']"
+    ]

@@ -14,7 +14,12 @@ from privfed.federated.server import make_strategy
 from privfed.metrics import regression_metrics
 from privfed.tasks.tabular.features import encode, local_statistics, normalizers
 from privfed.tasks.tabular.model import TabularMLP
-from privfed.tasks.tabular.schema import TabularSchema, infer_schema
+from privfed.tasks.tabular.schema import (
+    TabularSchema,
+    boolean_spelling,
+    dominant_values,
+    infer_schema,
+)
 from tests.conftest import raw_params
 
 SCHEMA = TabularSchema.parse(
@@ -163,3 +168,35 @@ def test_adaptive_server_optimizers(name: str, cls: str) -> None:
     strategy = make_strategy(cfg, num_nodes=3)
     assert type(strategy).__name__ == cls
     assert (strategy.eta, strategy.tau) == (0.05, 0.01)
+
+
+def test_infer_drafts_one_boolean_for_mixed_spellings() -> None:
+    frame = pd.DataFrame(
+        {"smoker": ["0", "1", "True", "False", "1"], "outcome": ["a", "b", "a", "b", "a"]}
+    )
+    schema = infer_schema(frame, target="outcome")
+    assert schema["features"]["smoker"]["categories"] == ["false", "true"]
+    assert boolean_spelling(["No", "Yes"]) == {True: "Yes", False: "No"}
+    assert boolean_spelling(["G1", "G2"]) is None
+
+
+def test_value_filling_one_site_but_rare_elsewhere_is_flagged() -> None:
+    # Prepare: creatinine is 0 in 12 of site 'b's 20 rows (its missing-value code), 1 of 40
+    # rows elsewhere; 'visits' is 0 at half of every site's rows (a real count, not flagged)
+    rng = np.random.default_rng(0)
+    hospital = ["a"] * 20 + ["b"] * 20 + ["c"] * 20
+    creatinine = rng.uniform(0.5, 1.5, 60)
+    creatinine[20:32] = 0.0
+    creatinine[5] = 0.0
+    frame = pd.DataFrame(
+        {"hospital": hospital, "creatinine": creatinine, "visits": [0, 1, 2, 3] * 15}
+    )
+    frame.loc[[0, 1, 40, 41], "visits"] = 0
+    # Execute
+    found = dominant_values(frame, columns=["creatinine", "visits"])
+    # Assert
+    assert found == [
+        "column 'creatinine': value 0 fills 60% of the rows at site 'b' (12 of 20) but 2.5% "
+        "elsewhere; if it codes a missing value, blank it and set missing: impute, and "
+        "check min/max"
+    ]

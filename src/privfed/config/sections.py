@@ -141,7 +141,8 @@ class IngestDataSection(Section):
     """
 
     path: str = "data/external"
-    site_column: str = "site"
+    #: None: the tabular schema's ``site_column``, else ``site``.
+    site_column: str | None = None
     min_rows_per_site: int = Field(20, ge=2)
 
     model_config = ConfigDict(

@@ -22,6 +22,9 @@ from privfed.federated.secagg.hospital import (
     secure_train_reply,
 )
 from privfed.federated.server import exit_when_orphaned, run_server
+from privfed.logs import print_flower_lines_once
+
+print_flower_lines_once()  # opacus' import-time basicConfig would print each Flower line twice
 
 # Flower redirects a ServerApp's stdout into the log stream that `flwr run --stream` shows, by
 # repointing its own handler. Our records go through that handler, so they are streamed too.

@@ -25,6 +25,8 @@ import os
 import sys
 import time
 
+from privfed.logs import print_flower_lines_once
+
 __all__ = ["serve"]
 
 log = logging.getLogger("privfed.executor")
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per 50 ms poll otherwise
+    print_flower_lines_once()  # Flower's own handler prints its lines; the root one would too
     serve(args.runtime_api_address, poll_interval=args.poll_interval, parent_pid=args.parent_pid)
 
 

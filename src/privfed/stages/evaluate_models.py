@@ -149,19 +149,70 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: Why a hospital's metric can be undefined (NaN) on its own small test split.
+UNDEFINED_BECAUSE = {
+    "macro_auroc": "one class in its test split",
+    "r2": "constant targets in its test split",
+}
+
+
+def mean_per_hospital_cell(per: Mapping[str, Mapping[str, float]], metric: str) -> str:
+    """The mean of ``metric`` over hospitals, naming each hospital it leaves out and why.
+
+    ``nanmean`` silently drops a hospital whose metric is undefined (AUROC on a test split
+    holding one class): a bare number would claim an average over every hospital.
+    """
+    undefined = [h for h, m in per.items() if math.isnan(m[metric])]
+    defined = [float(m[metric]) for h, m in per.items() if h not in undefined]
+    mean = _fmt(float(np.mean(defined))) if defined else "n/a"
+    if not undefined:
+        return mean
+    why = UNDEFINED_BECAUSE.get(metric, "no value")
+    return (
+        f"{mean} ({len(defined)} of {len(per)} hospitals; "
+        f"{', '.join(undefined)}: {metric} undefined, {why})"
+    )
+
+
 def comparison_table(results: Mapping[str, Any], metric_names: list[str]) -> str:
-    """Markdown: one row per model, pooled metrics, mean over hospitals and ε."""
+    """Markdown: one row per model, pooled metrics, mean over hospitals (of the first, the
+    primary metric) and ε."""
     header = ["model", *[f"pooled {m}" for m in metric_names], "mean per-hospital", "ε"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, res in results.items():
         row = [
             name,
             *[_fmt(res[POOLED][m]) for m in metric_names],
-            _fmt(res["mean_per_hospital"]),
+            mean_per_hospital_cell(res["per_hospital"], metric_names[0]),
             _fmt(res["epsilon"]),
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_hospital_tables(results: Mapping[str, Any], hospitals: list[str], metric: str) -> str:
+    """Markdown: each model on each hospital's own test split, for ``metric`` and accuracy.
+
+    The JSON holds every metric; these are the ones a reader compares hospitals by.
+    """
+    first = next(iter(results.values()))["per_hospital"]
+    shown = [metric] + (
+        ["accuracy"] if metric != "accuracy" and "accuracy" in first[hospitals[0]] else []
+    )
+    sizes = [f"{h} (n={first[h]['n']})" if "n" in first[h] else h for h in hospitals]
+    out = []
+    for name in shown:
+        lines = [
+            f"### {name}\n",
+            "| model | " + " | ".join(sizes) + " |",
+            "|" + "---|" * (len(hospitals) + 1),
+        ]
+        lines += [
+            f"| {model} | " + " | ".join(_fmt(r["per_hospital"][h][name]) for h in hospitals) + " |"
+            for model, r in results.items()
+        ]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def val_table(results: Mapping[str, Any], metric: str) -> str:
@@ -295,8 +346,12 @@ def run(
     )
     write_text(
         f"# Model comparison ({task.name})\n\nPooled test set over {len(hospitals)} hospitals; "
-        f"'mean per-hospital' is the mean of {metric} over each hospital's own test split.\n\n"
+        f"'mean per-hospital' is the mean of {metric} over each hospital's own test split; a "
+        "hospital where it is undefined is left out of that mean, and the cell names it.\n\n"
         + table
+        + "\n## Per hospital\n\nEach model on each hospital's own test split (n: its rows or "
+        "cases); n/a: undefined there. comparison.json holds every metric.\n\n"
+        + per_hospital_tables(results, hospitals, metric)
         + "\n## Validation split\n\nPooled validation split over the same hospitals: no model "
         "was fitted on it (training only monitors it; the data-aware strategy also weights "
         "hospitals by it), and it is what the promotion gate reads by default "

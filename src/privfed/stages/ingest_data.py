@@ -17,6 +17,7 @@ from privfed.config import PrivFedConfig
 from privfed.io import DataError, atomic_dir, read_json, write_json
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
+from privfed.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ SPEC = StageSpec(
 )
 
 
-def source_of(cfg: PrivFedConfig, generated: Path) -> tuple[Path, str]:
+def source_of(cfg: PrivFedConfig, generated: Path, task: Task) -> tuple[Path, str]:
     """The folder or file to read, and the column naming each row's hospital."""
     if cfg.base.data_source == "synthetic":
         manifest = read_json(generated / "manifest.json")
@@ -40,14 +41,14 @@ def source_of(cfg: PrivFedConfig, generated: Path) -> tuple[Path, str]:
             f"ingest_data.path={cfg.ingest_data.path!r} does not exist "
             f"(base.data_source is 'directory'; working directory {Path.cwd()})"
         )
-    return source, cfg.ingest_data.site_column
+    return source, task.site_column(cfg.ingest_data.site_column)
 
 
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
     task = get_task(cfg.base.task, cfg)
-    source, site_column = source_of(cfg, Path(inputs["generated"]))
+    source, site_column = source_of(cfg, Path(inputs["generated"]), task)
     log.info("ingesting %s data from %s (site column %r)", task.name, source, site_column)
     with atomic_dir(outputs["raw"]) as tmp:
         manifest = task.ingest(source, tmp, site_column=site_column)

@@ -78,6 +78,16 @@ class Task(ABC):
         file, column and value at fault (:mod:`privfed.ingest` has the shared readers).
         """
 
+    def site_column(self, configured: str | None) -> str:
+        """The column naming each row's hospital in a user's one-file export.
+
+        ``configured`` is ``ingest_data.site_column`` (None when unset); a task whose own
+        settings record the column (the tabular schema) overrides this to read it there.
+        """
+        from privfed.ingest import DEFAULT_SITE_COLUMN
+
+        return configured or DEFAULT_SITE_COLUMN
+
     @abstractmethod
     def table_checks(self, raw_dir: Path) -> list[TableCheck]:
         """Load the raw tables (raising a clear error if unreadable) with their expectations."""

@@ -13,15 +13,24 @@ from privfed.tasks.tabular.schema import CategoricalFeature, NumericFeature, Tab
 __all__ = ["table_checks"]
 
 
-def _expectations(schema: TabularSchema, hospitals: Sequence[str]) -> list:
+def _table_expectations(schema: TabularSchema, hospitals: Sequence[str]) -> list:
+    """What holds for the whole table: its columns, unique ids, the hospitals ingested."""
     target = schema.target.column
-    exps = [
+    return [
         gxe.ExpectTableColumnsToMatchSet(
             column_set=["unit_id", "hospital", *schema.features, target], exact_match=True
         ),
         gxe.ExpectColumnValuesToNotBeNull(column="unit_id"),
         gxe.ExpectColumnValuesToBeUnique(column="unit_id"),
         gxe.ExpectColumnDistinctValuesToEqualSet(column="hospital", value_set=list(hospitals)),
+    ]
+
+
+def _value_expectations(schema: TabularSchema, min_rows: int) -> list:
+    """What each hospital's rows must hold, run per hospital so a failure names the site."""
+    target = schema.target.column
+    exps = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
         gxe.ExpectColumnValuesToNotBeNull(column=target),
     ]
     if schema.is_classification:
@@ -51,8 +60,8 @@ def table_checks(
         TableCheck(
             name="table",
             frame=table,
-            expectations=_expectations(schema, hospitals),
+            expectations=_table_expectations(schema, hospitals),
             group_column="hospital",
-            per_group=[gxe.ExpectTableRowCountToBeBetween(min_value=min_rows)],
+            per_group=_value_expectations(schema, min_rows),
         )
     ]

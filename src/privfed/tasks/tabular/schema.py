@@ -16,12 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "boolean_spelling",
     "category_text",
     "CategoricalFeature",
     "NumericFeature",
     "TabularSchema",
     "Target",
+    "dominant_values",
     "infer_schema",
+    "normalize_booleans",
     "write_schema",
 ]
 
@@ -33,6 +36,83 @@ def category_text(value: Any) -> str:
     if isinstance(value, np.bool_ | bool):
         return str(bool(value)).lower()
     return str(value).strip()
+
+
+_TRUE = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE = frozenset({"false", "0", "no", "n", "f"})
+
+
+def _truth(value: Any) -> bool | None:
+    """True/False for a boolean spelling (any case; 1/0, 1.0/0.0, yes/no); None otherwise."""
+    text = category_text(value).lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def boolean_spelling(categories: list[str]) -> dict[bool, str] | None:
+    """For a yes/no column, the schema's own spelling of True and of False; None otherwise.
+
+    Sites export one boolean as 0/1, True/False or yes/no: a categorical feature whose two
+    categories are one true and one false spelling accepts every spelling and stores the
+    schema's, so one site's ``True`` is not refused against the schema's ``true``.
+    """
+    if len(categories) != 2:
+        return None
+    truths = {_truth(c): c for c in categories}
+    if set(truths) != {True, False}:
+        return None
+    return {True: truths[True], False: truths[False]}
+
+
+def normalize_booleans(values: pd.Series, categories: list[str]) -> pd.Series:
+    """``values`` with every boolean spelling in the schema's; others (and gaps) unchanged."""
+    spelling = boolean_spelling(categories)
+    if spelling is None:
+        return values
+
+    def one(value: Any) -> Any:
+        if pd.isna(value):
+            return value
+        truth = _truth(value)
+        return value if truth is None else spelling[truth]
+
+    return values.map(one)
+
+
+def dominant_values(
+    frame: pd.DataFrame,
+    *,
+    columns: list[str],
+    site_column: str = "hospital",
+    share: float = 0.3,
+    rare_elsewhere: float = 0.05,
+) -> list[str]:
+    """Numeric values that fill a site's column but are rare at the others: a likely missing-value
+    code (0 or -1 written where a lab result is absent), which the draft would take as data.
+
+    Returns one sentence per (column, site, value), naming all three and both shares.
+    """
+    found = []
+    for column in columns:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        for site, rows in numbers.groupby(frame[site_column], sort=True):
+            present = rows.dropna()
+            if len(present) < 10:
+                continue
+            counts = present.value_counts()
+            value, count = counts.index[0], int(counts.iloc[0])
+            if count / len(present) < share:
+                continue
+            others = numbers[(frame[site_column] != site) & numbers.notna()]
+            elsewhere = float((others == value).mean()) if len(others) else 0.0
+            if elsewhere >= rare_elsewhere:
+                continue
+            found.append(
+                f"column {column!r}: value {category_text(value)} fills {count / len(present):.0%} "
+                f"of the rows at site {site!r} ({count} of {len(present)}) but {elsewhere:.1%} "
+                "elsewhere; if it codes a missing value, blank it and set missing: impute, and "
+                "check min/max"
+            )
+    return found
 
 
 class _Strict(BaseModel):
@@ -90,6 +170,9 @@ class TabularSchema(_Strict):
     version: Literal[1] = 1
     target: Target
     id_column: str | None = None
+    #: With one file for all hospitals: the column naming each row's hospital. Recorded here
+    #: by ``privfed schema infer --site-column`` so ``ingest_data`` reads the same column.
+    site_column: str | None = None
     features: dict[str, Feature] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -102,6 +185,14 @@ class TabularSchema(_Strict):
             raise ValueError(f"target column {self.target.column!r} is also listed as a feature")
         if self.id_column and self.id_column in self.features:
             raise ValueError(f"id column {self.id_column!r} is also listed as a feature")
+        if self.site_column and self.site_column in {
+            *self.features,
+            self.target.column,
+            self.id_column,
+        }:
+            raise ValueError(
+                f"site column {self.site_column!r} is also the target, id or a feature column"
+            )
         return self
 
     @classmethod
@@ -147,6 +238,7 @@ def infer_schema(
     kind: str | None = None,
     exclude: tuple[str, ...] = (),
     id_column: str | None = None,
+    site_column: str | None = None,
     max_categories: int = 20,
 ) -> dict[str, Any]:
     """Draft a schema from a table, for a user to review before trusting it.
@@ -154,6 +246,7 @@ def infer_schema(
     Numeric columns get their observed range; other columns with at most ``max_categories``
     values become categorical; a column with gaps gets ``missing: impute``. The target is a
     classification target when it is not numeric or has at most 10 distinct values.
+    ``site_column`` (one file for all hospitals) is recorded, so ingest reads the same column.
     """
     if target not in frame.columns:
         raise ValueError(f"target column {target!r} not found; columns: {list(frame.columns)}")
@@ -165,7 +258,7 @@ def infer_schema(
     if kind == "classification":
         target_spec["classes"] = sorted({category_text(v) for v in y.unique()})
     features: dict[str, Any] = {}
-    skipped = {target, id_column, *exclude} - {None}
+    skipped = {target, id_column, site_column, *exclude} - {None}
     for column in frame.columns:
         if column in skipped:
             continue
@@ -180,20 +273,22 @@ def infer_schema(
                 "missing": missing,
             }
         elif present.nunique() <= max_categories:
-            features[column] = {
-                "type": "categorical",
-                "categories": sorted({category_text(v) for v in present.unique()}),
-                "missing": missing,
-            }
+            texts = sorted({category_text(v) for v in present.unique()})
+            if len(texts) > 2 and all(_truth(t) is not None for t in texts):
+                texts = ["false", "true"]  # one yes/no column spelled 0/1 here, True/False there
+            features[column] = {"type": "categorical", "categories": texts, "missing": missing}
         else:
             raise ValueError(
                 f"column {column!r} is neither numeric nor categorical "
                 f"({present.nunique()} distinct values > max_categories={max_categories}); "
                 "drop it from the data or pass it in exclude"
             )
-    schema = {"version": 1, "target": target_spec, "features": features}
+    schema: dict[str, Any] = {"version": 1, "target": target_spec}
     if id_column:
         schema["id_column"] = id_column
+    if site_column:
+        schema["site_column"] = site_column
+    schema["features"] = features
     TabularSchema.parse(schema)  # a draft must at least be a valid schema
     return schema
 

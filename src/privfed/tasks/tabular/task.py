@@ -33,6 +33,7 @@ from privfed.tasks.tabular.schema import (
     NumericFeature,
     TabularSchema,
     category_text,
+    normalize_booleans,
 )
 
 if TYPE_CHECKING:
@@ -77,31 +78,44 @@ def _unknown_values(values: pd.Series, allowed: Sequence[str]) -> pd.Series:
     return present[~present.isin(list(allowed))]
 
 
-def _numbers(file: Path, column: str, values: pd.Series) -> pd.Series:
-    """A numeric column; text or non-finite values stop ingest naming file, column, values."""
+def _which(bad: pd.Series) -> str:
+    """``['0', '1'] (412 rows)``: the distinct values at fault and how many rows hold them."""
+    values = sorted(map(str, bad.unique()))
+    shown = values[:8] + ([f"... {len(values) - 8} more"] if len(values) > 8 else [])
+    return f"{shown} ({len(bad)} row{'' if len(bad) == 1 else 's'})"
+
+
+def _numbers(where: str, column: str, values: pd.Series, problems: list[str]) -> pd.Series:
+    """A numeric column; text or non-finite values are problems naming site, values and rows."""
     numbers = pd.to_numeric(values, errors="coerce")
     bad = values[(numbers.isna() & values.notna()) | np.isinf(numbers.fillna(0.0))]
     if len(bad):
-        raise DataError(
-            f"{file}: column {column!r} must hold finite numbers but has {len(bad)} other "
-            f"value(s), e.g. {sorted(map(str, bad.unique()))[:5]}"
+        problems.append(
+            f"{where}: column {column!r} must hold finite numbers but has value(s) {_which(bad)}"
         )
-    return numbers.astype("float64")
+    return numbers.where(np.isfinite(numbers)).astype("float64")
 
 
-def _check_numeric(file: Path, name: str, feature: NumericFeature, numbers: pd.Series) -> None:
-    """The schema's range and missing-value rule, named by file and column (GX re-checks)."""
+def _check_numeric(
+    where: str,
+    name: str,
+    feature: NumericFeature,
+    numbers: pd.Series,
+    gaps: pd.Series,
+    problems: list[str],
+) -> None:
+    """The schema's range and missing-value rule, named by site, file and column (GX re-checks)."""
     low = numbers < feature.min if feature.min is not None else numbers < -np.inf
     high = numbers > feature.max if feature.max is not None else numbers > np.inf
     outside = numbers[low | high]
     if len(outside):
-        raise DataError(
-            f"{file}: column {name!r} has {len(outside)} value(s) outside the schema's range "
-            f"[{feature.min}, {feature.max}], e.g. {sorted(outside.unique().tolist())[:5]}"
+        problems.append(
+            f"{where}: column {name!r} has value(s) {_which(outside)} outside the schema's range "
+            f"[{feature.min}, {feature.max}]"
         )
-    if feature.missing == "reject" and numbers.isna().any():
-        raise DataError(
-            f"{file}: column {name!r} is empty in {int(numbers.isna().sum())} row(s) and the "
+    if feature.missing == "reject" and gaps.any():  # not the text already reported
+        problems.append(
+            f"{where}: column {name!r} is empty in {int(gaps.sum())} row(s) and the "
             "schema says missing: reject (use impute to fill gaps with the federated mean)"
         )
 
@@ -113,55 +127,64 @@ def _unit_ids(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFr
     ids = frame[schema.id_column]
     if ids.isna().any():
         raise DataError(
-            f"{file}: id column {schema.id_column!r} is empty in {int(ids.isna().sum())} row(s)"
+            f"site {hospital!r} ({file}): id column {schema.id_column!r} is empty in "
+            f"{int(ids.isna().sum())} row(s)"
         )
     texts = _texts(ids)
     repeated = texts[texts.duplicated()]
     if len(repeated):
         raise DataError(
-            f"{file}: id column {schema.id_column!r} repeats value(s) "
-            f"{sorted(repeated.unique())[:5]}"
+            f"site {hospital!r} ({file}): id column {schema.id_column!r} repeats value(s) "
+            f"{_which(repeated)}"
         )
     return [f"{hospital}-{t}" for t in texts]
 
 
-def _coerce(schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Schema types for one site's rows; values the schema does not allow name file and column."""
+def _coerce(
+    schema: TabularSchema, file: Path, hospital: str, frame: pd.DataFrame, problems: list[str]
+) -> pd.DataFrame:
+    """Schema types for one site's rows; each value the schema refuses is added to ``problems``
+    naming the site, file, column, the values and how many rows hold them.
+    """
+    where = f"site {hospital!r} ({file})"
     out = pd.DataFrame(index=frame.index)
     out["unit_id"] = _unit_ids(schema, file, hospital, frame)
     for name, feature in schema.features.items():
         if isinstance(feature, NumericFeature):
-            out[name] = _numbers(file, name, frame[name])
-            _check_numeric(file, name, feature, out[name])
+            out[name] = _numbers(where, name, frame[name], problems)
+            _check_numeric(where, name, feature, out[name], frame[name].isna(), problems)
         elif isinstance(feature, CategoricalFeature):
-            bad = _unknown_values(frame[name], feature.categories)
+            values = normalize_booleans(_texts(frame[name]), feature.categories)
+            bad = _unknown_values(values, feature.categories)
             if len(bad):
-                raise DataError(
-                    f"{file}: column {name!r} has value(s) outside the schema's categories "
-                    f"{feature.categories}: {sorted(bad.unique())[:5]} ({len(bad)} row(s))"
+                problems.append(
+                    f"{where}: column {name!r} has value(s) {_which(bad)} outside the schema's "
+                    f"categories {feature.categories}"
                 )
-            if feature.missing == "reject" and frame[name].isna().any():
-                raise DataError(
-                    f"{file}: column {name!r} is empty in {int(frame[name].isna().sum())} row(s) "
+            if feature.missing == "reject" and values.isna().any():
+                problems.append(
+                    f"{where}: column {name!r} is empty in {int(values.isna().sum())} row(s) "
                     "and the schema says missing: reject (impute fills gaps with the mode)"
                 )
-            out[name] = _texts(frame[name])
+            out[name] = values
     target = frame[schema.target.column]
     if target.isna().any():
-        raise DataError(
-            f"{file}: target column {schema.target.column!r} is empty in "
+        problems.append(
+            f"{where}: target column {schema.target.column!r} is empty in "
             f"{int(target.isna().sum())} row(s); drop those rows or fill them"
         )
     if schema.is_classification:
-        bad = _unknown_values(target, schema.target.classes or [])
+        classes = schema.target.classes or []
+        labels = normalize_booleans(_texts(target), classes)
+        bad = _unknown_values(labels, classes)
         if len(bad):
-            raise DataError(
-                f"{file}: target column {schema.target.column!r} has value(s) outside the "
-                f"schema's classes {schema.target.classes}: {sorted(bad.unique())[:5]}"
+            problems.append(
+                f"{where}: target column {schema.target.column!r} has value(s) {_which(bad)} "
+                f"outside the schema's classes {classes}"
             )
-        out[schema.target.column] = _texts(target)
+        out[schema.target.column] = labels
     else:
-        out[schema.target.column] = _numbers(file, schema.target.column, target)
+        out[schema.target.column] = _numbers(where, schema.target.column, target, problems)
     return out
 
 
@@ -203,17 +226,39 @@ class TabularTask(Task):
             "files": [TABLE_FILE],
         }
 
+    def site_column(self, configured: str | None) -> str:
+        """The schema's ``site_column``; ``ingest_data.site_column`` only if it agrees."""
+        recorded = task_schema(self.cfg).site_column
+        if recorded and configured and recorded != configured:
+            raise DataError(
+                f"the schema's site_column is {recorded!r} but ingest_data.site_column is "
+                f"{configured!r}; set the column once (in the schema) and leave "
+                "ingest_data.site_column null"
+            )
+        return recorded or super().site_column(configured)
+
     def ingest(self, source: Path, out_dir: Path, *, site_column: str) -> dict[str, Any]:
         cfg = self.cfg
         schema = task_schema(cfg)
-        tables = site_tables(source, table=None, site_column=site_column)
+        tables = site_tables(
+            source,
+            table=None,
+            site_column=site_column,
+            setting="set site_column in the schema file (ingest_data.schema)",
+        )
         for t in tables:
             _check_columns(schema, t.file, t.frame)
         check_site_sizes(tables, minimum=cfg.ingest_data.min_rows_per_site)
+        problems: list[str] = []
         coerced = [
-            type(t)(t.hospital, t.file, _coerce(schema, t.file, t.hospital, t.frame))
+            type(t)(t.hospital, t.file, _coerce(schema, t.file, t.hospital, t.frame, problems))
             for t in tables
         ]
+        if problems:  # every site's at once: a user fixes their exports in one pass
+            raise DataError(
+                f"{len(problems)} problem(s) with values the schema does not allow:\n  "
+                + "\n  ".join(problems)
+            )
         table = concat_sites(coerced)
         table = table[["unit_id", "hospital", *schema.features, schema.target.column]]
         write_parquet(table, out_dir / TABLE_FILE)
