@@ -311,7 +311,18 @@ def _kept_studies(profile: str, rerun: list[str]) -> list[dict]:
     """Studies of tasks this run did not repeat: one task's study takes tens of minutes, so a
     run of one task keeps the others' measured rows (each records its own seeds and wall time).
     """
-    return [s for s in _previous(profile).get("studies", []) if s["task"] not in rerun]
+    return [
+        _numbers(s) for s in _previous(profile).get("studies", []) if s["task"] not in rerun
+    ]
+
+
+def _numbers(study: dict) -> dict:
+    """A study read back from JSON, where ε = ∞ is stored as the string "inf"."""
+    for row in study["rows"].values():
+        row["epsilon"] = float(row["epsilon"])
+        if row.get("spent") is not None:
+            row["spent"] = [float(v) for v in row["spent"]]
+    return study
 
 
 def _kept_walls(profile: str) -> dict[str, float]:
