@@ -156,3 +156,36 @@ def test_notes_summary_ratios() -> None:
     assert out["lora_federated_to_centralized_tokens_per_s"] == pytest.approx(0.75)
     assert out["bytes_full_to_lora"] == pytest.approx(80.0)
     assert out["perplexity_lora_to_full"] == pytest.approx(1.1)
+
+
+def test_privacy_utility_keeps_other_tasks_studies_through_json(tmp_path, monkeypatch) -> None:
+    """A run of one task keeps the studies of others as written (ε = ∞ comes back as "inf")."""
+    import benchmarks.privacy_utility as pu
+
+    from privfed.io import write_json
+
+    # Prepare: an earlier run's file with one study holding ∞ rows
+    def study(task: str) -> dict:
+        rows = {
+            "public_only": {"epsilon": 0.0, "scores": [0.5]},
+            "federated": {"epsilon": math.inf, "scores": [0.9, 0.8], "spent": [math.inf] * 2},
+            "federated_dp ε=1": {"epsilon": 1.0, "scores": [0.7, 0.8], "spent": [0.99, 0.98]},
+        }
+        for row in rows.values():
+            row["spread"] = pu.spread(row["scores"])
+        return {"task": task, "metric": "m", "pooled_test_n": 3, "seeds": [1, 2], "rows": rows}
+
+    monkeypatch.setattr(pu, "RESULTS", tmp_path)
+    write_json(
+        {"profile": "default", "studies": [study("old"), study("redo")]},
+        tmp_path / "privacy_utility.json",
+    )
+    # Execute
+    kept = pu._kept_studies("default", ["redo"])
+    plot = pu._plot([*kept, study("redo")])
+    # Assert: only the other task kept, with numbers again, and plotted beside the new one
+    assert [s["task"] for s in kept] == ["old"]
+    assert kept[0]["rows"]["federated"]["epsilon"] == math.inf
+    assert kept[0]["rows"]["federated"]["spent"] == [math.inf, math.inf]
+    assert (tmp_path / plot).is_file()
+    assert pu._kept_studies("tiny", []) == []  # another profile's results are never mixed in
