@@ -115,7 +115,7 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
 
     mu = a.mean(0) - b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(ca @ cb, disp=False)
+    covmean = linalg.sqrtm(ca @ cb)
     return float(mu @ mu + np.trace(ca + cb - 2 * np.real(covmean)))
 
 
