@@ -161,23 +161,23 @@ def render_fundus(grade: int, camera: Camera, rng: np.random.Generator) -> np.nd
     # lesions: counts grow with the grade; sizes are relative to the field, so they survive
     # binning to small grids as darker or brighter patches
     counts = {
-        "microaneurysm": (0, 4, 10, 14, 14)[grade],
-        "haemorrhage": (0, 0, 3, 9, 10)[grade],
-        "exudate": (0, 0, 5, 9, 10)[grade],
-        "cotton_wool": (0, 0, 0, 3, 4)[grade],
+        "microaneurysm": (0, 6, 12, 16, 16)[grade],
+        "haemorrhage": (0, 0, 4, 12, 14)[grade],
+        "exudate": (0, 0, 6, 12, 14)[grade],
+        "cotton_wool": (0, 0, 0, 4, 6)[grade],
     }
     for _ in range(rng.poisson(counts["microaneurysm"])):
         x, y = spot()
-        _blob(canvas, xx, yy, x=x, y=y, radius=0.012, amount=-0.35)
+        _blob(canvas, xx, yy, x=x, y=y, radius=0.02, amount=-0.45)
     for _ in range(rng.poisson(counts["haemorrhage"])):
         x, y = spot()
-        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.025, 0.045), amount=-0.3)
+        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.035, 0.06), amount=-0.4)
     for _ in range(rng.poisson(counts["exudate"])):
         x, y = spot()
-        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.012, 0.022), amount=0.45)
+        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.02, 0.035), amount=0.5)
     for _ in range(rng.poisson(counts["cotton_wool"])):
         x, y = spot()
-        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.04, 0.06), amount=0.22)
+        _blob(canvas, xx, yy, x=x, y=y, radius=rng.uniform(0.05, 0.08), amount=0.3)
     if grade == 4:  # new vessels: a tangle of short fine curls on and near the disc
         from PIL import Image, ImageDraw
 
@@ -196,11 +196,11 @@ def render_fundus(grade: int, camera: Camera, rng: np.random.Generator) -> np.nd
                         ((nx + 1) * size * 2, (ny + 1) * size * 2),
                     ],
                     fill=255,
-                    width=max(1, size // 40),
+                    width=max(2, size // 24),
                 )
                 x, y = nx, ny
         nv = np.asarray(img, dtype=np.float32).reshape(size, 4, size, 4).mean(axis=(1, 3))
-        canvas -= 0.35 * nv / 255.0
+        canvas -= 0.5 * nv / 255.0
 
     # the camera: illumination, vignetting, blur, contrast, noise
     canvas *= camera.brightness * (1 + camera.tilt[0] * xx + camera.tilt[1] * yy)
