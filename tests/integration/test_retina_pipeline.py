@@ -26,7 +26,9 @@ def _json(project: Path, rel: str) -> dict:
 
 def test_retina_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     # Prepare
-    env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
+    # one intra-op thread per process: the GAN's small convolutions run several times slower
+    # with two threads on two cores that other processes (SuperNodes, a benchmark) share
+    env = project_env(MLFLOW_TRACKING_URI=mlflow_server, OMP_NUM_THREADS="1")
     set_params(
         project,
         {
