@@ -282,3 +282,17 @@ def test_report_figures_and_section_show_sample_grids(cfg, parts, tmp_path) -> N
     assert [p.name for p in figures] == ["samples_federated.png", "real_test.png"]
     assert (tmp_path / "samples_local_hospital_1.png").stat().st_size > 1000
     assert "| federated |" in section and "figures/samples_local_hospital_1.png" in section
+
+
+def test_retina_has_optimizer_and_dp_settings_of_its_own(cfg) -> None:
+    from privfed.training import dp_batch_size, dp_lr, dp_max_grad_norm
+
+    task = get_task("retina", cfg)
+    # tiny profile: model.retina.{batch_size, dp_batch_size} 16, lr and dp_lr 2e-4, clip 1.0
+    assert (task.train_batch_size(), task.train_lr(), task.baseline_epochs(10)) == (16, 2e-4, 2)
+    assert (dp_batch_size(task, cfg), dp_lr(task, cfg), dp_max_grad_norm(task, cfg)) == (
+        16,
+        2e-4,
+        1.0,
+    )
+    assert task.primary_metric == "fid" and task.higher_is_better is False
