@@ -12,12 +12,20 @@ figures), and the ratios to centralized are reported: FID central/federated (>= 
 least as good) and train-on-synthetic accuracy federated/central.
 
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
+        [--models centralized federated federated_dp]
+
+``federated_dp`` is the same federation with DP-SGD on every hospital's discriminator steps
+on real images (``privacy.*``: noise calibrated for ``privacy.target_epsilon`` over
+``rounds x privacy.local_epochs`` epochs, the accountant's history carried over rounds, as
+the deployed client does); its ε per hospital is reported. Results go to
+``results/retina.json``, or ``results/retina_<models>.json`` for another model list.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +52,60 @@ def _fedavg(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[s
     }
 
 
-def run_size(profile: str, hospitals: int, scheme: str, work: Path) -> dict[str, Any]:
+def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.Module, dict]:
+    """FedAvg rounds in process; with ``dp`` each hospital's fit is DP-SGD (its own history)."""
+    from privfed.federated.client import _noise_multiplier
+    from privfed.privacy import epsilon_from_history
+    from privfed.training import DPSettings, dp_batch_size, dp_local_epochs, dp_lr
+
+    s = cfg.model.retina
+    fed = task.initial_model()
+    histories: list[list] = [[] for _ in trains]
+    sigmas = [_noise_multiplier(cfg, len(t)) for t in trains] if dp else []
+    for rnd in range(cfg.train_federated.rounds):
+        states = []
+        for i, train in enumerate(trains):
+            local = copy.deepcopy(fed)
+            seed = cfg.base.seed + 1000 * (rnd + 1) + i
+            if dp:
+                settings = DPSettings(
+                    noise_multiplier=sigmas[i],
+                    max_grad_norm=task.dp_max_grad_norm(),
+                    history=histories[i],
+                )
+                plan = FitPlan(
+                    epochs=dp_local_epochs(cfg),
+                    batch_size=dp_batch_size(task, cfg),
+                    lr=dp_lr(task, cfg),
+                    seed=seed,
+                    dp=settings,
+                )
+            else:
+                plan = FitPlan(
+                    epochs=cfg.train_federated.local_epochs,
+                    batch_size=s.batch_size,
+                    lr=s.lr,
+                    seed=seed,
+                )
+            result = task.fit(local, train, plan)
+            if dp:
+                histories[i] = result.history
+            states.append(local.state_dict())
+        fed.load_state_dict(_fedavg(states, [len(t) for t in trains]))
+    info: dict[str, Any] = {}
+    if dp:
+        info["noise_multiplier"] = sigmas
+        info["epsilon"] = [
+            epsilon_from_history(h, delta=cfg.privacy.delta, accountant=cfg.privacy.accountant)
+            for h in histories
+        ]
+    return fed, info
+
+
+def run_size(
+    profile: str, hospitals: int, scheme: str, work: Path, models: list[str] | None = None
+) -> dict[str, Any]:
+    models = models or ["centralized", "federated"]
     cfg = make_config(
         profile,
         {
@@ -61,35 +122,39 @@ def run_size(profile: str, hospitals: int, scheme: str, work: Path) -> dict[str,
     test = task.load_dataset([d / "test" for d in dirs])
     plan = {"batch_size": s.batch_size, "lr": s.lr}
 
-    start = time.perf_counter()
-    central = task.initial_model()
-    task.fit(central, pooled_train, FitPlan(epochs=s.baseline_epochs, seed=cfg.base.seed, **plan))
-    central_s = time.perf_counter() - start
+    trained, seconds, info = {}, {}, {}
+    if "centralized" in models:
+        start = time.perf_counter()
+        central = task.initial_model()
+        task.fit(
+            central, pooled_train, FitPlan(epochs=s.baseline_epochs, seed=cfg.base.seed, **plan)
+        )
+        seconds["centralized"] = time.perf_counter() - start
+        trained["centralized"] = central
+    for name in ("federated", "federated_dp"):
+        if name in models:
+            start = time.perf_counter()
+            trained[name], info[name] = _federate(task, cfg, trains, dp=name == "federated_dp")
+            seconds[name] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    fed = task.initial_model()
-    for rnd in range(cfg.train_federated.rounds):
-        states = []
-        for i, train in enumerate(trains):
-            local = copy.deepcopy(fed)
-            seed = cfg.base.seed + 1000 * (rnd + 1) + i
-            task.fit(
-                local, train, FitPlan(epochs=cfg.train_federated.local_epochs, seed=seed, **plan)
-            )
-            states.append(local.state_dict())
-        fed.load_state_dict(_fedavg(states, [len(t) for t in trains]))
-    federated_s = time.perf_counter() - start
-
-    scores = {"centralized": task.evaluate(central, test), "federated": task.evaluate(fed, test)}
-    c, f = scores["centralized"], scores["federated"]
+    scores = {name: task.evaluate(model, test) for name, model in trained.items()}
+    ratios: dict[str, float] = {}
+    if "centralized" in scores:
+        c = scores["centralized"]
+        for name in scores:
+            if name != "centralized":
+                ratios[f"{name}_fid_ratio"] = c["fid"] / scores[name]["fid"]
+                ratios[f"{name}_tstr_to_central"] = scores[name]["tstr_accuracy"] / max(
+                    c["tstr_accuracy"], 1e-12
+                )
     return {
         "hospitals": hospitals,
         "train_images": len(pooled_train),
         "test_images": len(test),
-        "seconds": {"centralized": central_s, "federated": federated_s},
+        "seconds": seconds,
         "scores": scores,
-        "fid_ratio": c["fid"] / f["fid"],
-        "tstr_ratio_to_central": f["tstr_accuracy"] / max(c["tstr_accuracy"], 1e-12),
+        "ratios": ratios,
+        "privacy": info.get("federated_dp", {}),
     }
 
 
@@ -98,29 +163,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--hospitals", type=int, nargs="+", default=[3])
     parser.add_argument("--scheme", default="origin", choices=("origin", "dirichlet"))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["centralized", "federated"],
+        choices=("centralized", "federated", "federated_dp"),
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="privfed-retina-bench-") as tmp:
         for n in args.hospitals:
-            result = run_size(args.profile, n, args.scheme, Path(tmp))
+            result = run_size(args.profile, n, args.scheme, Path(tmp), args.models)
             results.append(result)
-            for name in ("centralized", "federated"):
-                sc = result["scores"][name]
+            for name, sc in result["scores"].items():
+                r = result["ratios"]
                 rows.append(
                     [n, name, *(sc[k] for k in FIGURES), result["seconds"][name]]
-                    + (
-                        [result["fid_ratio"], result["tstr_ratio_to_central"]]
-                        if name == "federated"
-                        else ["", ""]
-                    )
+                    + [r.get(f"{name}_fid_ratio", ""), r.get(f"{name}_tstr_to_central", "")]
                 )
     markdown = md_table(
-        ["hospitals", "model", *FIGURES, "train s", "FID central/fed", "TSTR fed/central"], rows
+        ["hospitals", "model", *FIGURES, "train s", "FID central/model", "TSTR model/central"],
+        rows,
     )
-    command = "python -m benchmarks retina " + " ".join(argv or [])
+    command = "python -m benchmarks retina " + " ".join(argv if argv is not None else sys.argv[2:])
+    name = (
+        "retina"
+        if args.models == ["centralized", "federated"]
+        else "retina_" + "_".join(args.models)
+    )
     write_result(
-        "retina",
+        name,
         {"profile": args.profile, "scheme": args.scheme, "runs": results},
         markdown,
         command,
