@@ -101,7 +101,7 @@ class RetinaTask(Task):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
-        self._scores: dict[tuple[str, int], dict[str, float]] = {}
+        self._scores: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
         self._train_sets: dict[tuple[str, ...], RetinaDataset] = {}
         self._figures_dir: Path | None = None
 
@@ -363,19 +363,22 @@ class RetinaTask(Task):
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> dict[str, float]:
         """The figures of :mod:`.metrics` on ``dataset``'s real images, and the
-        discriminator's loss on them (``loss``). Scores are memoized per model weights."""
+        discriminator's loss on them (``loss``). Scores are memoized per model weights and
+        image files, so the report's table reuses the evaluation stage's figures."""
         from privfed.tasks.retina.metrics import score_generator
 
         base = self._base(dataset)
         images, labels = base.images, base.labels
         if isinstance(dataset, Subset):
             images, labels = images[list(dataset.indices)], labels[list(dataset.indices)]
-        key = (self._digest(model), id(dataset))
+        files = base.files
+        if isinstance(dataset, Subset):
+            files = [files[i] for i in dataset.indices]
+        key = (self._digest(model), tuple(str(f) for f in files))
         if key in self._scores:
             return dict(self._scores[key])
         s = self._settings()
         train = self._train_set(base)
-        model = model.cpu()
         out = score_generator(
             model,
             images,
