@@ -32,6 +32,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "privacy_utility",
         "ε 0.5-8 and ∞ against utility per task, mean ± sd over seeds, public-only row",
     ),
+    "retina": (
+        "retina",
+        "retina task (FedGAN): federated vs centralized generator quality by federation size",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

@@ -1,0 +1,1 @@
+"""Task ``retina``: a federated class-conditional DCGAN of retinal fundus images (FedGAN)."""

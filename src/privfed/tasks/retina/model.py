@@ -1,0 +1,137 @@
+"""The DCGAN: a generator and a discriminator in one module, so both travel and are averaged.
+
+Both use GroupNorm, never BatchNorm: DP-SGD (Opacus) needs per-sample gradients, which batch
+statistics mix. The generator upsamples with nearest-neighbour + 3x3 convolutions (no
+checkerboard artefacts of transposed convolutions); the discriminator is strided 4x4
+convolutions. With ``conditional`` the generator adds a grade embedding to its latent code and
+the discriminator is a projection discriminator (Miyato & Koyama, 2018): its score adds the
+inner product of a grade embedding with its features, so it judges "a real grade-g image".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["Discriminator", "Generator", "RetinaGAN", "build_gan"]
+
+NUM_GRADES = 5
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(4, channels)
+
+
+class Generator(nn.Module):
+    """``(z [B, latent], grade [B]) -> image [B, 1, S, S]`` in [-1, 1]."""
+
+    def __init__(self, *, image_size: int, latent_dim: int, channels: int, conditional: bool):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.conditional = conditional
+        blocks = int(math.log2(image_size // 4))
+        widths = [min(channels * 2 ** (blocks - i), channels * 8) for i in range(blocks + 1)]
+        self.embed = nn.Embedding(NUM_GRADES, latent_dim) if conditional else None
+        self.project = nn.Linear(latent_dim, widths[0] * 16)
+        self.start = nn.Sequential(_norm(widths[0]), nn.ReLU())
+        layers: list[nn.Module] = []
+        for i in range(blocks):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
+                _norm(widths[i + 1]),
+                nn.ReLU(),
+            ]
+        self.blocks = nn.Sequential(*layers)
+        self.out = nn.Conv2d(widths[-1], 1, 3, padding=1)
+        self.widths = widths
+
+    def forward(self, z: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if grade is None:
+                raise ValueError("a conditional generator needs the grades")
+            z = z + self.embed(grade)
+        h = self.project(z).view(len(z), self.widths[0], 4, 4)
+        return torch.tanh(self.out(self.blocks(self.start(h))))
+
+
+class Discriminator(nn.Module):
+    """``(image, grade) -> logit [B]`` that the image is a real one (of that grade)."""
+
+    def __init__(self, *, image_size: int, channels: int, conditional: bool):
+        super().__init__()
+        blocks = int(math.log2(image_size // 4))
+        widths = [min(channels * 2**i, channels * 8) for i in range(blocks)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, widths[0], 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+        ]
+        for i in range(1, blocks):
+            layers += [
+                nn.Conv2d(widths[i - 1], widths[i], 4, stride=2, padding=1),
+                _norm(widths[i]),
+                nn.LeakyReLU(0.2),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.Flatten()
+        features = widths[-1] * 16
+        self.head = nn.Linear(features, 1)
+        self.embed = nn.Embedding(NUM_GRADES, features) if conditional else None
+
+    def forward(self, image: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.pool(self.features(image))
+        logit = self.head(h)[:, 0]
+        if self.embed is not None:
+            if grade is None:
+                raise ValueError("a conditional discriminator needs the grades")
+            logit = logit + (self.embed(grade) * h).sum(dim=1) / math.sqrt(h.shape[1])
+        return logit
+
+
+class RetinaGAN(nn.Module):
+    """Generator and discriminator in one module: one state dict travels and is averaged.
+
+    Calling the module runs the discriminator, so Opacus (which wraps what it is given) and
+    the membership audit see the only network that reads real images.
+    """
+
+    def __init__(self, generator: Generator, discriminator: Discriminator) -> None:
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+
+    def forward(self, image: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
+        return self.discriminator(image, grade)
+
+    @torch.no_grad()
+    def sample(
+        self, grades: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images of ``grades`` from seeded latent codes (eval mode; the mode is restored)."""
+        was = self.training
+        self.eval()
+        try:
+            z = torch.randn(len(grades), self.generator.latent_dim, generator=generator)
+            device = next(self.parameters()).device
+            return self.generator(z.to(device), grades.to(device))
+        finally:
+            self.train(was)
+
+
+def build_gan(settings: object) -> RetinaGAN:
+    """The DCGAN ``model.retina`` describes."""
+    return RetinaGAN(
+        Generator(
+            image_size=settings.image_size,
+            latent_dim=settings.latent_dim,
+            channels=settings.g_channels,
+            conditional=settings.conditional,
+        ),
+        Discriminator(
+            image_size=settings.image_size,
+            channels=settings.d_channels,
+            conditional=settings.conditional,
+        ),
+    )

@@ -1,0 +1,298 @@
+"""Task ``retina``: generator, preprocessing, validation, the GAN's fit under DP, the metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from privfed.config import PrivFedConfig, config_from_dict
+from privfed.io import DataError
+from privfed.stages import validate_data
+from privfed.stages.validate_data import ValidationFailed
+from privfed.tasks import get_task
+from privfed.tasks.retina.generate import generate_hospitals
+from privfed.tasks.retina.metrics import fid, kid, nearest_distances, precision_recall
+from privfed.tasks.retina.transforms import clahe, preprocess
+from privfed.training import DPSettings, FitPlan
+from tests.conftest import raw_params
+
+HOSPITALS = ["hospital_1", "hospital_2", "hospital_3"]
+
+
+@pytest.fixture(scope="module")
+def cfg() -> PrivFedConfig:
+    return config_from_dict(raw_params(base={"task": "retina", "profile": "tiny"}))
+
+
+@pytest.fixture(scope="module")
+def raw(cfg: PrivFedConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny profile's synthetic images, generated and ingested (shared, read-only)."""
+    task = get_task("retina", cfg)
+    base = tmp_path_factory.mktemp("retina")
+    manifest = task.generate(base / "generated")
+    task.ingest(base / "generated", base / "raw", site_column=manifest["site_column"])
+    (base / "raw" / "manifest.json").write_text(json.dumps({"hospitals": HOSPITALS}))
+    return base / "raw"
+
+
+@pytest.fixture(scope="module")
+def parts(cfg: PrivFedConfig, raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<hospital>/{train,test}`` folders: every fourth image of a hospital is a test image."""
+    task = get_task("retina", cfg)
+    root = tmp_path_factory.mktemp("parts")
+    units = task.units(raw)
+    for hospital, group in units.groupby("hospital"):
+        ids = group["unit_id"].tolist()
+        task.write_subset(raw, [u for i, u in enumerate(ids) if i % 4], root / hospital / "train")
+        task.write_subset(raw, ids[::4], root / hospital / "test")
+    return root
+
+
+# -- generator ----------------------------------------------------------------------------------
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path) -> None:
+    # Execute
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        generate_hospitals(
+            HOSPITALS[:2], tmp_path / name, seed=seed, images_per_hospital=3, image_size=32
+        )
+
+    # Assert
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.*"))}
+
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a") != files(tmp_path / "c")
+
+
+def test_layout_cameras_and_case_mix_differ_by_hospital(cfg, raw) -> None:
+    # Assert: one labels CSV per hospital naming its PNGs, grades 0-4
+    sizes, grades = {}, {}
+    for hospital in HOSPITALS:
+        labels = pd.read_csv(raw / hospital / "labels.csv")
+        assert list(labels.columns) == ["image", "grade"]
+        assert len(labels) == cfg.generate_data.retina.images_per_hospital
+        assert labels["grade"].between(0, 4).all()
+        grades[hospital] = np.bincount(labels["grade"], minlength=5)
+        with Image.open(raw / hospital / labels["image"][0]) as img:
+            sizes[hospital] = img.size
+    # cameras store 1x, 1.5x, 2x the base size; case mixes differ
+    assert sizes == {"hospital_1": (32, 32), "hospital_2": (48, 48), "hospital_3": (64, 64)}
+    assert len({tuple(g) for g in grades.values()}) == 3
+
+
+def test_preprocessing_bins_to_the_grid_and_rescales_to_minus_one_one() -> None:
+    # Prepare: a 64 x 64 ramp whose 2 x 2 blocks are constant, in [0.4, 0.6]
+    ramp = np.repeat(np.repeat(np.linspace(0.4, 0.6, 32)[None, :].repeat(32, 0), 2, 0), 2, 1)
+    # Execute
+    binned = preprocess(ramp, size=32, use_clahe=False)
+    enhanced = preprocess(ramp, size=32, use_clahe=True, clahe_tiles=1, clahe_clip=1.0)
+    # Assert: binning a 2x2-constant image is exact; rescaling maps v to 2v - 1
+    assert binned.shape == (32, 32) and binned.dtype == np.float32
+    np.testing.assert_allclose(binned, 2 * ramp[::2, ::2] - 1, atol=1e-6)
+    # one tile and no clipping is plain histogram equalization: the 32 equally common ramp
+    # values map to their cumulative shares 1/32 ... 32/32 (as scikit-image maps them)
+    np.testing.assert_allclose(np.unique(enhanced), 2 * np.arange(1, 33) / 32 - 1, atol=1e-6)
+
+
+def test_clahe_clip_limit_bounds_the_contrast_gain() -> None:
+    # Prepare: a low-contrast image (values in [0.45, 0.55])
+    rng = np.random.default_rng(0)
+    image = 0.45 + 0.1 * rng.random((32, 32))
+    # Execute
+    mild = clahe(image, tiles=2, clip=0.005)
+    strong = clahe(image, tiles=2, clip=1.0)
+    # Assert: both in [0, 1], and a lower clip limit stretches less
+    for out in (mild, strong):
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    assert mild.std() < strong.std()
+
+
+# -- validation ---------------------------------------------------------------------------------
+def test_clean_images_pass_and_broken_files_are_named(cfg, raw, tmp_path) -> None:
+    # Prepare: clean data first, then one image per fault
+    report = validate_data.run(cfg, {"raw": raw}, {"report": tmp_path / "ok"})
+    assert report["success"] is True
+    bad = tmp_path / "raw"
+    shutil.copytree(raw, bad)
+    h1 = bad / "hospital_1"
+    Image.new("RGB", (20, 20), (90, 40, 10)).save(h1 / "hospital_1_00001.png")  # too small
+    Image.new("RGB", (32, 32), (90, 40, 10)).save(h1 / "hospital_1_00002.png")  # constant
+    (h1 / "hospital_1_00003.png").write_bytes(b"not a png")  # unreadable
+    labels = pd.read_csv(h1 / "labels.csv")
+    labels.loc[4, "grade"] = 7
+    labels.to_csv(h1 / "labels.csv", index=False)
+    # Execute
+    with pytest.raises(ValidationFailed) as err:
+        validate_data.run(cfg, {"raw": bad}, {"report": tmp_path / "bad"})
+    # Assert
+    message = str(err.value)
+    assert "hospital_1_00001.png: 20x20 pixels; need a square image of at least 32x32" in message
+    assert "hospital_1_00002.png: constant image" in message
+    assert "hospital_1_00003.png: unreadable" in message
+    assert "hospital_1_00004.png: grade 7 is not an integer in 0-4" in message
+    assert "hospital_1_00000.png" not in message  # clean images stay out of it
+
+
+def test_own_images_ingest_from_one_folder_per_hospital(cfg, tmp_path) -> None:
+    # Prepare: two hospitals of JPEGs with their labels; then a single hospital
+    task = get_task("retina", cfg)
+    for hospital in ("site_a", "site_b"):
+        folder = tmp_path / "own" / hospital
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(len(hospital))
+        for i in range(3):
+            pixels = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"eye{i}.jpg")
+        pd.DataFrame({"image": [f"eye{i}.jpg" for i in range(3)], "grade": [0, 2, 4]}).to_csv(
+            folder / "labels.csv", index=False
+        )
+    # Execute
+    manifest = task.ingest(tmp_path / "own", tmp_path / "raw", site_column="site")
+    units = task.units(tmp_path / "raw")
+    task.write_subset(tmp_path / "raw", ["site_a/eye1.jpg", "site_b/eye1.jpg"], tmp_path / "split")
+    dataset = task.load_dataset([tmp_path / "split"])
+    # Assert: the same file name at two hospitals stays two images
+    assert manifest["hospitals"] == ["site_a", "site_b"]
+    assert set(units["unit_id"]) >= {"site_a/eye0.jpg", "site_b/eye2.jpg"}
+    assert sorted(p.name for p in (tmp_path / "split").glob("*.jpg")) == [
+        "eye1.jpg",
+        "site_b__eye1.jpg",
+    ]
+    assert dataset.images.shape == (2, 1, 32, 32) and dataset.labels.tolist() == [2, 2]
+    shutil.rmtree(tmp_path / "own" / "site_b")
+    with pytest.raises(DataError, match="a federation needs at least 2"):
+        task.ingest(tmp_path / "own", tmp_path / "raw2", site_column="site")
+
+
+# -- model and training -------------------------------------------------------------------------
+def test_discriminator_has_per_sample_gradients_under_opacus(cfg) -> None:
+    from opacus import GradSampleModule
+
+    # Prepare
+    model = get_task("retina", cfg).build_model()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    d = GradSampleModule(model.discriminator)
+    image, grade = torch.randn(3, 1, 32, 32), torch.tensor([0, 2, 4])
+    # Execute
+    d(image, grade).sum().backward()
+    # Assert: one gradient per image for every discriminator weight (the grade embedding too)
+    for name, p in d.named_parameters():
+        assert p.grad_sample.shape == (3, *p.shape), name
+
+
+def test_fit_trains_both_networks_and_charges_one_dp_step_per_real_batch(cfg, parts) -> None:
+    # Prepare
+    task = get_task("retina", cfg)
+    train = task.load_dataset([parts / "hospital_1" / "train"])
+    model = task.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    carried = [(1.0, 0.1, 4)]
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, history=carried)
+    # Execute
+    result = task.fit(model, train, FitPlan(epochs=2, batch_size=8, lr=2e-4, seed=0, dp=dp))
+    # Assert: exactly one private step per expected batch (Poisson), on top of the carried 4
+    assert result.dp_steps(carried) == 2 * task.dp_steps_per_epoch(len(train), 8)
+    assert result.history[0] == carried[0]
+    for prefix in ("generator.", "discriminator."):
+        changed = [
+            k
+            for k in before
+            if k.startswith(prefix) and not torch.equal(before[k], model.state_dict()[k])
+        ]
+        assert changed, prefix
+    assert not hasattr(model.discriminator, "_module")  # Opacus' hooks are gone
+
+
+def test_fit_refuses_fedprox_rather_than_ignoring_it(cfg, parts) -> None:
+    task = get_task("retina", cfg)
+    train = task.load_dataset([parts / "hospital_1" / "train"])
+    with pytest.raises(ValueError, match="proximal_mu=0.1"):
+        task.fit(
+            task.build_model(), train, FitPlan(epochs=1, batch_size=8, lr=1e-3, proximal_mu=0.1)
+        )
+
+
+def test_an_empty_poisson_batch_is_a_zero_gradient_step(cfg) -> None:
+    task = get_task("retina", cfg)
+    model = task.build_model()
+    loss = task.loss(model, [torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long)])
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(not p.grad.any() for p in model.discriminator.parameters() if p.grad is not None)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_of_a_copy_is_small() -> None:
+    # Prepare: b is a shifted by c, so both covariances are equal and FID = ||c||^2
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 4))
+    c = np.array([1.0, 2.0, 0.0, 2.0])
+    # Execute / Assert
+    assert fid(a, a + c) == pytest.approx(9.0, abs=1e-6)
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert abs(kid(a, rng.normal(size=(200, 4)))) < 0.05 < kid(a, a + c)
+
+
+def test_precision_recall_and_nearest_distances_by_hand() -> None:
+    # Prepare: real points 0..9 on a line; fakes half on it, half far away
+    real = np.arange(10, dtype=np.float64)[:, None]
+    fake = np.array([[0.5], [3.5], [100.0], [200.0]])
+    # Execute
+    precision, recall = precision_recall(real, fake, k=3)
+    # Assert: 2 of 4 fakes inside a real 3-NN ball (radius 3 around 0, 3); the fakes' balls
+    # (3rd neighbour: 0.5 -> 200 at 199.5, ...) are wide enough to cover every real point
+    assert precision == 0.5 and recall == 1.0
+    # RMS over 4 pixels: an image 1 away in every pixel is at distance 1
+    ref = torch.zeros(2, 1, 2, 2)
+    ref[1] = 5.0
+    assert nearest_distances(torch.ones(1, 1, 2, 2), ref).tolist() == [1.0]
+
+
+def test_evaluate_scores_every_figure_and_uses_the_hospitals_training_images(cfg, parts) -> None:
+    # Prepare
+    task = get_task("retina", cfg)
+    test = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    model = task.build_model()
+    # Execute
+    scores = task.evaluate(model, test)
+    again = task.evaluate(model, test)
+    # Assert: an untrained generator's samples are easy to spot and far from real images
+    assert scores == again
+    assert scores["fid"] > 0 and scores["realism"] < 0.5
+    assert 0.0 <= scores["tstr_accuracy"] <= 1.0 and 0.0 <= scores["trtr_accuracy"] <= 1.0
+    assert scores["nn_ratio"] > 1.0 and scores["copy_rate"] == 0.0
+    assert task._train_sets  # the pooled training folders of the same hospitals
+    (key,) = task._train_sets
+    assert sorted(Path(k).parent.name for k in key) == HOSPITALS
+
+
+def test_report_figures_and_section_show_sample_grids(cfg, parts, tmp_path) -> None:
+    task = get_task("retina", cfg)
+    test = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    model = task.build_model()
+    figures = task.report_figures(model, test, tmp_path, label="federated")
+    section = task.report_section({"federated": model, "local:hospital_1": model}, test)
+    assert [p.name for p in figures] == ["samples_federated.png", "real_test.png"]
+    assert (tmp_path / "samples_local_hospital_1.png").stat().st_size > 1000
+    assert "| federated |" in section and "figures/samples_local_hospital_1.png" in section
+
+
+def test_retina_has_optimizer_and_dp_settings_of_its_own(cfg) -> None:
+    from privfed.training import dp_batch_size, dp_lr, dp_max_grad_norm
+
+    task = get_task("retina", cfg)
+    # tiny profile: model.retina.{batch_size, dp_batch_size} 16, lr and dp_lr 2e-4, clip 1.0
+    assert (task.train_batch_size(), task.train_lr(), task.baseline_epochs(10)) == (16, 2e-4, 2)
+    assert (dp_batch_size(task, cfg), dp_lr(task, cfg), dp_max_grad_norm(task, cfg)) == (
+        16,
+        2e-4,
+        1.0,
+    )
+    assert task.primary_metric == "fid" and task.higher_is_better is False
