@@ -45,6 +45,7 @@ os.environ.setdefault("PRIVFED_CACHE_DIR", tempfile.mkdtemp(prefix="privfed-test
 START_FIRST = (
     "integration/test_notes_pipeline.py",
     "integration/test_segmentation_pipeline.py",
+    "integration/test_retina_pipeline.py",
     "integration/test_resume.py",
     "integration/test_pipeline_e2e.py",
     "integration/test_bring_your_own_data.py",
