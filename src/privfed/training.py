@@ -146,12 +146,7 @@ def dp_trainable(task: Task, cfg: PrivFedConfig) -> tuple[str, ...] | None:
 def _selects(name: str, module: str) -> bool:
     """Whether parameter ``name`` lies under ``module``: a module name or an fnmatch pattern
     (``*.adn.N``: every normalization layer of a MONAI UNet; ``*``: everything)."""
-    return (
-        name == module
-        or name.startswith(f"{module}.")
-        or fnmatch.fnmatchcase(name, module)
-        or fnmatch.fnmatchcase(name, f"{module}.*")
-    )
+    return fnmatch.fnmatchcase(name, module) or fnmatch.fnmatchcase(name, f"{module}.*")
 
 
 def dp_local_epochs(cfg: PrivFedConfig) -> int:

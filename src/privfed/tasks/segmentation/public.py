@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,11 +84,7 @@ def _build(settings: dict[str, Any], task: Task, folder: Path) -> None:
             batch_size=m.batch_size,
             label="public segmentation model",
         )
-    for case in case_dirs:  # the weights are the build; the scans were only its input
-        for file in case.iterdir():
-            file.unlink()
-        case.rmdir()
-    scans.rmdir()
+    shutil.rmtree(scans)  # the weights are the build; the scans were only its input
     write_public_model(
         folder,
         best,
