@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from privfed.stale import owned_prefix, remove_stale
+
 __all__ = [
     "DataError",
     "atomic_path",
@@ -46,7 +48,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale(path.parent, f".{path.name}.")  # what a killed writer of ``path`` left
+    fd, tmp = tempfile.mkstemp(
+        prefix=owned_prefix(f".{path.name}."), suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -62,7 +67,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` whole when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale(path.parent, f".{path.name}.")  # a half-written folder of a killed run
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(f".{path.name}."), dir=path.parent))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the published folder is not
     try:
         yield tmp

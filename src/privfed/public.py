@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from privfed.stale import owned_prefix, remove_stale
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -104,7 +106,8 @@ def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # SuperNodes and the ServerApp may start together
         if not (folder / DONE_FILE).is_file():
             log.info("building %s in %s (once)", kind, folder)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+            remove_stale(root, f".{key}.")  # a build killed before its cleanup ran
+            tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(f".{key}."), dir=root))
             try:
                 build(tmp)
                 if not (tmp / DONE_FILE).is_file():

@@ -28,13 +28,15 @@ def _saved_round(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["round"])
 
 
-def _kill_after_round(cmd: list[str], cwd: Path, state: Path, timeout: float = 600) -> dict:
+def _kill_after_round(
+    cmd: list[str], cwd: Path, state: Path, env: dict[str, str], timeout: float = 600
+) -> dict:
     """Run ``cmd``; SIGKILL its process group once ``state`` holds round 1; return that state."""
     log = open(cwd / "first-attempt.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=project_env(),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -63,15 +65,19 @@ def test_killed_stage_resumes_from_last_round(project: Path) -> None:
     # Prepare: three rounds per run (the tiny profile has two), DP on
     set_params(project, {"profiles.tiny.train_federated.rounds": ROUNDS})
     cmd = ["dvc", "repro", "train_federated"]
+    tmp = project / "tmp"  # the stages' temporary folders (TLS and SuperNode keys among them)
+    tmp.mkdir()
+    env = project_env(TMPDIR=str(tmp))
     # Execute: kill dvc and the stage (process group, SIGKILL) once the DP run saved round 1
-    killed = _kill_after_round(cmd, project, project / STATE)
+    killed = _kill_after_round(cmd, project, project / STATE, env)
     steps_round_1 = {
         h: sum(n for *_, n in hist) for h, hist in json.loads(killed["dp_history"]).items()
     }
     assert not (project / "models/federated").exists()  # nothing published by the killed stage
-    rerun = subprocess.run(
-        cmd, cwd=project, env=project_env(), capture_output=True, text=True, timeout=600
-    )
+    # ... but its debris is there: the keys' folder and the half-written output folder
+    assert [p for p in tmp.glob("privfed-federation-*") if (p / "keys").is_dir()]
+    assert list((project / "models").glob(".federated.*"))
+    rerun = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     # Assert: the rerun completed, said it resumed, and trained only the rounds left
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     output = rerun.stdout + rerun.stderr
@@ -90,3 +96,10 @@ def test_killed_stage_resumes_from_last_round(project: Path) -> None:
     # the resumed rounds trained at every hospital, and the resume state is gone
     assert all(result["rounds"][r]["train"] for r in range(2, ROUNDS + 1))
     assert not (project / "models/federated-resume").exists()
+    # every round's checkpoint is published, those trained before the kill too
+    for name in ("federated", "federated_dp"):
+        kept = sorted(p.name for p in (project / "models/federated" / name).glob("checkpoints/*"))
+        assert kept == [f"round_{r:03d}.pt" for r in range(1, ROUNDS + 1)], (name, kept)
+    # the rerun removed what the killed stage left: no keys, no half-written output
+    assert not list(tmp.glob("privfed-federation-*"))
+    assert not list((project / "models").glob(".federated.*"))

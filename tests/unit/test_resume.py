@@ -229,3 +229,24 @@ def test_steps_whose_update_reached_the_server_count_even_if_the_round_never_end
     assert sum(n for *_, n in rerun.full_dp_history()["hospital_1"]) == 60
     # a store of another run's spent steps is not read
     assert ResumeStore(tmp_path / "resume", "other").load_spent() == {}
+
+
+def test_kept_checkpoints_survive_the_discarded_output_and_are_restored(tmp_path: Path) -> None:
+    store = ResumeStore(tmp_path / "resume", "key")
+    killed_output = tmp_path / ".federated.123-4.tmp" / "checkpoints"
+    killed_output.mkdir(parents=True)
+    for n in (1, 2):
+        torch.save({"round": n}, killed_output / f"round_{n:03d}.pt")
+        store.keep_checkpoint(killed_output / f"round_{n:03d}.pt")
+    torch.save({"round": 2, "rewritten": True}, killed_output / "round_002.pt.new")
+    (killed_output / "round_002.pt.new").replace(killed_output / "round_002.pt")
+    store.keep_checkpoint(killed_output / "round_002.pt")  # a rewritten round replaces its copy
+    for child in sorted(killed_output.parent.rglob("*"), reverse=True):  # the stage discards it
+        child.unlink() if child.is_file() else child.rmdir()
+
+    restored = store.restore_checkpoints(tmp_path / "out" / "checkpoints", 2)
+
+    assert [p.name for p in restored] == ["round_001.pt", "round_002.pt"]
+    assert torch.load(restored[1])["rewritten"]
+    with pytest.raises(FileNotFoundError, match="round_003.pt"):
+        store.restore_checkpoints(tmp_path / "out" / "checkpoints", 3)

@@ -19,15 +19,18 @@ Usage: ``python -m privfed.federated.executor --runtime-api-address 127.0.0.1:PO
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
+from privfed.federated.processes import die_with_parent
 from privfed.logs import print_flower_lines_once
 
-__all__ = ["serve"]
+__all__ = ["fork_task", "serve"]
 
 log = logging.getLogger("privfed.executor")
 
@@ -105,6 +108,34 @@ def warm_up() -> None:
     f1_score([0, 1], [0, 1], average="macro")
 
 
+def fork_task(task: Callable[[], object]) -> int:
+    """Run ``task`` in a forked child and return its pid; the child dies with this process.
+
+    Without the parent-death signal a child outlives an executor that was killed (with its
+    stage, ``kill -9``): it would retry pushing its reply to a SuperNode that is gone.
+    """
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0  # child: one task, then exit without running the parent's cleanup
+    try:
+        die_with_parent()
+        if os.getppid() != parent:  # the executor died before the signal was armed
+            code = 1
+        else:
+            task()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        log.exception("ClientApp task failed")
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def serve(runtime_api_address: str, *, poll_interval: float, parent_pid: int | None) -> None:
     """Acquire ClientApp tasks from the SuperNode's Runtime API and run each in a forked child."""
     for module in PRELOAD:
@@ -130,26 +161,16 @@ def serve(runtime_api_address: str, *, poll_interval: float, parent_pid: int | N
         _reap()
         response = client.AcquireTask(request)
         if response.HasField("task") and response.token:
-            pid = os.fork()
-            if pid == 0:  # child: one task, then exit without running the parent's cleanup
-                code = 0
-                try:
-                    run_clientapp(
-                        runtime_api_address=runtime_api_address,
-                        token=response.token,
-                        insecure=True,
-                        parent_pid=None,
-                        runtime_dependency_install=False,
-                    )
-                except SystemExit as exit_:
-                    code = exit_.code if isinstance(exit_.code, int) else 1
-                except BaseException:
-                    log.exception("ClientApp task failed")
-                    code = 1
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(code)
+            fork_task(
+                functools.partial(
+                    run_clientapp,
+                    runtime_api_address=runtime_api_address,
+                    token=response.token,
+                    insecure=True,
+                    parent_pid=None,
+                    runtime_dependency_install=False,
+                )
+            )
             continue  # look for the next task right away (other runs may be queued)
         time.sleep(poll_interval)
     log.info("SuperNode %s is gone; executor exits", parent_pid)

@@ -321,8 +321,9 @@ class RoundRecorder:
             v["train_loss"] * v["num_examples"] for v in row["train"].values()
         ) / max(n, 1)
         self._pending = []
+        checkpoint = self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt"
         save_model(
-            self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt",
+            checkpoint,
             arrays.to_torch_state_dict(),
             task=self.task_name,
             meta={"round": server_round},
@@ -338,5 +339,6 @@ class RoundRecorder:
             prev,
         )
         if self.store is not None:
+            self.store.keep_checkpoint(checkpoint)
             self.store.save(self.snapshot(arrays, dict(strategy_state or {})))
         return None

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,39 @@ class ResumeStore:
         }
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
+
+    @property
+    def checkpoints(self) -> Path:
+        """Each completed round's checkpoint, kept beside the state."""
+        return self.path.parent / "checkpoints"
+
+    def keep_checkpoint(self, path: Path) -> None:
+        """Keep a round's published checkpoint with the state (a hard link where it can).
+
+        A killed stage's output folder is discarded; without this a resumed run would
+        publish only the checkpoints of the rounds it trained itself.
+        """
+        kept = self.checkpoints / Path(path).name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(kept) as tmp:
+            tmp.unlink()
+            try:
+                os.link(path, tmp)
+            except OSError:  # another file system
+                shutil.copy2(path, tmp)
+
+    def restore_checkpoints(self, folder: Path, rounds: int) -> list[Path]:
+        """Put the kept checkpoints of rounds 1..``rounds`` into ``folder``; return them."""
+        restored = []
+        for n in range(1, rounds + 1):
+            kept = self.checkpoints / f"round_{n:03d}.pt"
+            if not kept.is_file():
+                raise FileNotFoundError(f"resume state of round {rounds} lacks {kept}")
+            target = Path(folder) / kept.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(kept, target)
+            restored.append(target)
+        return restored
 
     def save_spent(self, dp_history: Mapping[str, list]) -> None:
         """Each hospital's DP history as of its latest reply that reached the server.

@@ -229,6 +229,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         else:
             recorder.resume(resumed)
         arrays = ArrayRecord(resumed.arrays)
+        store.restore_checkpoints(out_dir / "checkpoints", resumed.round)
         log.info(
             "resuming from the checkpoint of round %d of %d (%s): %d round(s) left; the "
             "completed rounds are not trained again and their DP steps are counted once",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
 from privfed.privacy import check_delta
 from privfed.stages.spec import StageSpec
+from privfed.stale import owned_tempdir
 from privfed.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,9 @@ def run(
     resume_root: Path | None = None
     with (
         atomic_dir(outputs["models"]) as out,
-        tempfile.TemporaryDirectory(prefix="privfed-federation-") as work,
+        owned_tempdir("privfed-federation-") as work,  # a killed stage's keys go next time
     ):
-        federation = _federation(cfg, inputs, Path(work), kube_api)
+        federation = _federation(cfg, inputs, work, kube_api)
         # DVC deletes a stage's outputs before it reruns it, and the after-round state of a
         # crashed run must outlive that: it lives where the launcher says, outside them
         # (removed once the stage succeeds), bound to the params and the data it was run on
