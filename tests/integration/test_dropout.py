@@ -1,4 +1,4 @@
-"""A hospital's SuperNode is killed mid-run: the round finishes without it, so does the run."""
+"""A SuperNode killed mid-run: the run finishes without it; the next run restarts it once."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def test_killed_supernode_is_a_recorded_dropout(tmp_path: Path) -> None:
         finally:
             stop.set()
             killer.join()
-        # a second run on the same federation goes on with the two that are left
+        # before the second run on the same federation, the dead SuperNode is restarted once
         again = federation.run(RunSpec(name="after", out_dir=tmp_path / "again", dp=False))
+        restarted = federation.restarted
     # Assert: the run completed all rounds
     assert victim.poll() == -signal.SIGKILL
     assert result["rounds_completed"] == 3
@@ -70,4 +71,7 @@ def test_killed_supernode_is_a_recorded_dropout(tmp_path: Path) -> None:
     others = {h.name for h in hospitals} - {VICTIM}
     for row in result["rounds"][dropped_in[0] + 1 :]:
         assert set(row["train"]) == others
-    assert set(again["rounds"][1]["train"]) == others
+    # the restarted hospital trains again, on a fresh node; the dead one's log is kept
+    assert set(restarted) == {VICTIM} and restarted[VICTIM].is_file()
+    assert all(set(row["train"]) == others | {VICTIM} for row in again["rounds"][1:])
+    assert again["dropouts"] == {}

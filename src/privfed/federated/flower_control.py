@@ -27,6 +27,7 @@ __all__ = [
     "run_status",
     "stop_run",
     "submit_run",
+    "unregister_supernode",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,22 @@ def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -
         return str(json.loads(done.stdout).get("node-id", ""))
     except json.JSONDecodeError:
         return done.stdout.strip()
+
+
+def unregister_supernode(node_id: int, connection: str, env: dict[str, str]) -> None:
+    """Remove a node from the SuperLink (``flwr supernode unregister``): its key is void."""
+    done = subprocess.run(
+        [flower_binary("flwr"), "supernode", "unregister", str(node_id), connection],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise FederationError(
+            f"flwr supernode unregister {node_id} failed ({done.returncode}): "
+            f"{(done.stdout + done.stderr).strip()[-800:]}"
+        )
 
 
 def submit_run(

@@ -35,6 +35,7 @@ from privfed.federated.flower_control import (
     register_supernode,
     run_status,
     submit_run,
+    unregister_supernode,
 )
 from privfed.federated.processes import ProcessGroup, free_port
 from privfed.federated.resume import data_digest
@@ -106,6 +107,8 @@ class LocalFederation(Federation):
         self.enrolled: dict[str, NodeKey] = {}
         #: hospital -> the node id the SuperLink gave its enrolled key
         self.node_ids: dict[str, int] = {}
+        #: hospital -> the kept log of its SuperNode that died and was restarted (once)
+        self.restarted: dict[str, Path] = {}
 
     def _present_hospitals(self) -> list[str]:
         """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
@@ -123,6 +126,50 @@ class LocalFederation(Federation):
         for hospital in sorted(gone - {n.split("-", 1)[-1] for n in expendable}):
             log.warning("%s's SuperNode is gone (dropout); this run goes on without it", hospital)
         return [d.name for d in self.hospital_dirs if d.name not in gone]
+
+    def _restart_dead_supernodes(self) -> None:
+        """Give a hospital whose SuperNode died since the last run one new SuperNode.
+
+        A SuperNode can die between the two federations of a stage (e.g. under memory
+        pressure); failing the stage for it would waste the first run. The new SuperNode gets
+        a fresh enrolled key, and the dead one's node is unregistered (the SuperLink would
+        list it, and refuse to activate it again, until its heartbeat expired). A hospital whose
+        SuperNode dies again is a dropout (:meth:`_present_hospitals`).
+        """
+        warm = self.cfg.train_federated.clientapp_launcher == "warm"
+        for hospital_dir in self.hospital_dirs:
+            hospital = hospital_dir.name
+            proc = self.processes.get(f"supernode-{hospital}")
+            if proc is None or proc.poll() is None or hospital in self.restarted:
+                continue
+            kept = self.processes.retire(f"supernode-{hospital}")
+            self.processes.retire(f"executor-{hospital}")
+            log.warning(
+                "%s's SuperNode exited with code %s since the last run (its log: %s); "
+                "restarting it once",
+                hospital,
+                proc.returncode,
+                kept,
+            )
+            self.restarted[hospital] = kept
+            if hospital in self.enrolled:  # its old node and key are void from now on
+                unregister_supernode(self.node_ids[hospital], "local", self._env)
+                self.enroll(hospital)
+            self.start_supernode(hospital_dir, warm=warm)
+
+    def _deaths(self) -> str:
+        """Which hospitals' SuperNodes have exited, with the end of each one's log."""
+        lines = []
+        for hospital_dir in self.hospital_dirs:
+            name = f"supernode-{hospital_dir.name}"
+            proc = self.processes.get(name)
+            if proc is not None and proc.poll() is not None:
+                lines.append(
+                    f"\n{hospital_dir.name}'s SuperNode exited with code {proc.returncode} "
+                    f"({name}.log, kept with the stage's Flower logs); last lines:\n"
+                    + self.processes.tail(name)
+                )
+        return "".join(lines)
 
     # -- the Federation interface ---------------------------------------------------------
     def resume_root(self, models: Path) -> Path:
@@ -244,9 +291,12 @@ class LocalFederation(Federation):
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """Submit one run, stream its logs, and return its result (or raise).
 
-        A hospital whose SuperNode died in an earlier run (a dropout) is left out of this one,
-        with a warning; the ServerApp still requires ``min_train_nodes`` hospitals.
+        A hospital whose SuperNode died since the last run gets a new one, once; one whose
+        SuperNode died again is left out (a dropout), with a warning; the ServerApp still
+        requires ``min_train_nodes`` hospitals. A failed run's error names each hospital whose
+        SuperNode exited, with the end of its log.
         """
+        self._restart_dead_supernodes()
         present = self._present_hospitals()
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         run_config = build_run_config(
@@ -272,7 +322,9 @@ class LocalFederation(Federation):
         if status.get("status") != "finished:completed":
             raise FederationError(
                 f"run {spec.name!r} (id {run_id}) ended as {status.get('status')!r}: "
-                f"{status.get('status-details')}\nSuperLink log:\n"
+                f"{status.get('status-details')}"
+                + self._deaths()
+                + "\nSuperLink log:\n"
                 + self.processes.tail("superlink")
             )
         return read_run_result(spec, status, t0)

@@ -75,6 +75,30 @@ class ProcessGroup:
         log.debug("started %s (pid %d): %s", name, proc.pid, " ".join(args))
         return proc
 
+    def get(self, name: str) -> subprocess.Popen | None:
+        """The process started as ``name`` (None if there is none)."""
+        return dict(self.procs).get(name)
+
+    def retire(self, name: str) -> Path:
+        """Stop ``name`` (if it still runs) and forget it; its log is kept, renamed.
+
+        Returns the kept log, ``<name>.exited-<n>.log``, so that a restarted process of the
+        same name does not write over the record of why the first one died.
+        """
+        proc = self.get(name)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.procs = [(n, p) for n, p in self.procs if n != name]
+        log_file = self.log_dir / f"{name}.log"
+        kept = (
+            self.log_dir / f"{name}.exited-{len(list(self.log_dir.glob(f'{name}.exited-*')))}.log"
+        )
+        if log_file.is_file():
+            log_file.rename(kept)
+        return kept
+
     def exited(self, name: str, proc: subprocess.Popen) -> FederationError:
         """The error that says ``name`` exited, with its code and the end of its log."""
         return FederationError(

@@ -64,14 +64,15 @@ def roll_call(
     gone = [r for r in replies if r.has_error() and r.error.code == ErrorCode.NODE_UNAVAILABLE]
     errors = [r.error.reason for r in replies if r.has_error() and r not in gone]
     replies = [r for r in replies if not r.has_error()]
+    names = {r.metadata.src_node_id: str(r.content["ident"]["hospital"]) for r in replies}
+    enrolled = grid.enrolled or {}
     if errors or len(replies) < num_nodes:
         raise RuntimeError(
             f"roll call: {len(replies)} of {num_nodes} hospitals answered "
             f"within {timeout} s (train_federated.round_timeout_s)"
+            + _silent(enrolled, names, gone)
             + (f"; errors: {errors}" if errors else "")
         )
-    names = {r.metadata.src_node_id: str(r.content["ident"]["hospital"]) for r in replies}
-    enrolled = grid.enrolled or {}
     impostors = {n: name for n, name in names.items() if n in enrolled and enrolled[n] != name}
     if impostors:
         raise RuntimeError(
@@ -92,6 +93,19 @@ def roll_call(
         total, hospitals = sum_statistics([r.content for r in replies])
         return RollCall(names=names, statistics=total, statistics_from=hospitals)
     return RollCall(names=names, statistics=None, statistics_from=[])
+
+
+def _silent(enrolled: dict[int, str], names: dict[int, str], gone: list[Message]) -> str:
+    """Which enrolled hospitals did not answer, and how many nodes the SuperLink says are gone."""
+    silent = [
+        f"{hospital} (node {node})"
+        for node, hospital in sorted(enrolled.items(), key=lambda item: item[1])
+        if hospital not in names.values()
+    ]
+    text = f"; no answer from {', '.join(silent)}" if silent else ""
+    if gone:
+        text += f"; the SuperLink reports {len(gone)} node(s) unavailable (SuperNode gone)"
+    return text + ("; see those hospitals' SuperNode and executor logs" if text else "")
 
 
 def sum_statistics(contents: list[RecordDict]) -> tuple[dict[str, np.ndarray], list[str]]:
