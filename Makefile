@@ -10,7 +10,7 @@ export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING := false
 
 .PHONY: install run test lint lock clean-outputs
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed .dvc/plots-offline.html
 
 # torch first, pinned to the CPU build on local disk, so nothing else can pull a newer one.
 # Every package is constrained to the exact version in requirements.lock: a new machine
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
+
+# `dvc plots show` without the internet: DVC's page with Vega inlined (.dvc/config names it).
+.dvc/plots-offline.html: $(VENV)/.installed
+	$(BIN)/python -m privfed.offline $@
 
 # Re-resolve pyproject.toml's ranges in a fresh environment and write the exact versions.
 LOCK_VENV := .venv-lock

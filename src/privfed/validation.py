@@ -10,13 +10,14 @@ import os
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from html import escape  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from privfed.tasks.base import TableCheck  # noqa: E402
 
-__all__ = ["ValidationOutcome", "run_checks", "format_failures"]
+__all__ = ["ValidationOutcome", "format_failures", "render_html", "run_checks"]
 
 _SITE = "privfed_site"
 
@@ -27,6 +28,8 @@ class ValidationOutcome:
     failures: list[dict[str, Any]]
     results: list[dict[str, Any]]
     docs_index: Path
+    #: one row per expectation per suite run (what :func:`render_html` shows)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _context(docs_dir: Path) -> Any:
@@ -81,6 +84,33 @@ def _failures(table: str, group: str | None, result: Any) -> list[dict[str, Any]
     return out
 
 
+def _expectation_rows(table: str, run_name: str, result: Any) -> list[dict[str, Any]]:
+    """Every expectation of one suite run: what it checked and what it observed."""
+    rows = []
+    for r in result.results:
+        j = r.to_json_dict()
+        kwargs = j["expectation_config"]["kwargs"]
+        res = j.get("result") or {}
+        observed = res.get("observed_value")
+        if observed is None and res.get("unexpected_count") is not None:
+            observed = f"{res['unexpected_count']} unexpected row(s)"
+        if (j.get("exception_info") or {}).get("raised_exception"):
+            observed = f"error: {j['exception_info'].get('exception_message')}"
+        rows.append(
+            {
+                "table": table,
+                "run": run_name,
+                "expectation": j["expectation_config"]["type"],
+                "column": kwargs.get("column")
+                or kwargs.get("column_list")
+                or kwargs.get("column_set"),
+                "success": bool(r.success),
+                "observed": observed,
+            }
+        )
+    return rows
+
+
 def _run_suite(context: Any, name: str, expectations: list[Any], frames: dict[str, Any]) -> list:
     """Validate each (run name -> DataFrame) against one suite; results are kept for Data Docs."""
     import great_expectations as gx
@@ -117,6 +147,7 @@ def run_checks(checks: list[TableCheck], docs_dir: Path) -> ValidationOutcome:
     context = _context(docs_dir)
     failures: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
+    expectations: list[dict[str, Any]] = []
     for check in checks:
         runs = _run_suite(context, check.name, list(check.expectations), {check.name: check.frame})
         if check.group_column and check.per_group:
@@ -128,6 +159,7 @@ def run_checks(checks: list[TableCheck], docs_dir: Path) -> ValidationOutcome:
         for run_name, result in runs:
             group = run_name if run_name != check.name else None
             failures += _failures(check.name, group, result)
+            expectations += _expectation_rows(check.name, run_name, result)
             summaries.append(
                 {
                     "table": check.name,
@@ -142,7 +174,69 @@ def run_checks(checks: list[TableCheck], docs_dir: Path) -> ValidationOutcome:
         failures=failures,
         results=summaries,
         docs_index=docs_dir / "index.html",
+        expectations=expectations,
     )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 2em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+tr.failed td { background: #fde2e2; }
+.pass { color: #176f2c; font-weight: bold; }
+.fail { color: #b00020; font-weight: bold; }
+"""
+
+
+def render_html(outcome: ValidationOutcome, *, task: str) -> str:
+    """A self-contained validation report: inline style, no script, nothing fetched.
+
+    Great Expectations' Data Docs load Bootstrap, jQuery and Vega from CDNs and show empty
+    tables without them; this page reads the same results and opens offline.
+    """
+    verdict = (
+        '<span class="pass">passed</span>'
+        if outcome.success
+        else '<span class="fail">FAILED</span>'
+    )
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>PrivFed validation: {escape(task)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Data validation ({escape(task)}): {verdict}</h1>",
+        f"<p>{len(outcome.results)} suite run(s), {len(outcome.expectations)} expectation "
+        f"result(s), {len(outcome.failures)} failed. Failed expectations show sample values, "
+        "which for the id checks are patient ids: treat this page as patient data.</p>",
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for row in outcome.expectations:
+        runs.setdefault(row["run"], []).append(row)
+    for run, rows in runs.items():
+        failed = sum(not r["success"] for r in rows)
+        parts.append(f"<h2>{escape(run)}: {len(rows) - failed}/{len(rows)} passed</h2>")
+        parts.append("<table><tr><th>expectation</th><th>column</th><th>result</th>")
+        parts.append("<th>observed</th></tr>")
+        for r in rows:
+            mark = (
+                '<span class="pass">pass</span>'
+                if r["success"]
+                else '<span class="fail">fail</span>'
+            )
+            parts.append(
+                f"<tr class='{'passed' if r['success'] else 'failed'}'>"
+                f"<td>{escape(r['expectation'])}</td><td>{escape(str(r['column'] or ''))}</td>"
+                f"<td>{mark}</td><td>{escape(_short(r['observed']))}</td></tr>"
+            )
+        parts.append("</table>")
+    for failure in outcome.failures:  # the sample values of each failure, as the log shows
+        parts.append(f"<pre>{escape(format_failures([failure]))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def format_failures(failures: list[dict[str, Any]]) -> str:

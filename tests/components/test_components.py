@@ -56,7 +56,7 @@ def test_data_components_produce_a_validated_dataset(tmp_path: Path) -> None:
     assert sorted(f.name for f in Path(validated.path).iterdir()) == sorted(
         f.name for f in Path(raw.path).iterdir()
     )
-    assert "validation passed" in Path(page.path).read_text()
+    assert 'Data validation (readmission): <span class="pass">passed' in Path(page.path).read_text()
 
 
 def test_invalid_data_stops_before_a_validated_dataset_exists(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from privfed.offline import remote_references
 from tests.integration.conftest import project_env, run, set_params
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,18 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert "### accuracy" in per_hospital and per_hospital.count("| local:") == 6
     assert (project / "plots/federated_rounds.png").stat().st_size > 1000
     assert (project / "plots/per_hospital.png").stat().st_size > 1000
+
+    # Offline viewing: `dvc plots show` with the template `make install` writes, and the
+    # validation report, load nothing from the internet (a hospital network has none)
+    made = run([str(project / ".venv/bin/python"), "-m", "privfed.offline"], project, env)
+    assert made.returncode == 0, made.stderr[-2000:]
+    shown = run(["dvc", "plots", "show", "-o", "plots-page"], project, env)
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    page = (project / "plots-page/index.html").read_text()
+    assert "vegaEmbed('#plots_federated_rounds_json'" in page and "window.vegaEmbed=" in page
+    validation = (project / "reports/validation/report.html").read_text()
+    assert "passed</span></h1>" in validation and "hospital_3" in validation
+    assert remote_references(page) == [] and remote_references(validation) == []
 
     # Federated run: all rounds, one checkpoint per round, each hospital reported every round
     rounds = _json(project, "models/federated/rounds.json")
@@ -166,6 +179,9 @@ def test_failed_validation_stops_the_pipeline_and_registers_nothing(
     output = result.stdout + result.stderr
     assert "expectation(s) failed" in output
     assert "expect_table_row_count_to_be_between" in output
+    # the offline report says so too (it is written before the stage fails)
+    validation = (project / "reports/validation/report.html").read_text()
+    assert "FAILED</span></h1>" in validation and "fail</span>" in validation
     assert not (project / "data/partitions").exists()
     assert not any((project / "models").glob("*/model.pt"))
     assert not (project / "models/federated").exists()

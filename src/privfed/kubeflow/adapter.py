@@ -171,33 +171,10 @@ def plots_html(plots_dir: str | Path, out: str | Path, *, title: str = "PrivFed 
 
 
 def validation_html(report_dir: str | Path, out: str | Path) -> None:
-    """A readable, self-contained summary of ``report.json`` (GX Data Docs stay in the folder)."""
-    from privfed.validation import format_failures  # imports Great Expectations: only here
+    """The stage's self-contained ``report.html`` as the step's HTML output (KFP UI shows it)."""
+    from privfed.stages.validate_data import HTML_FILE
 
-    report = json.loads((Path(report_dir) / "report.json").read_text())
-    verdict = "passed" if report.get("success") else "FAILED"
-    rows = []
-    for run in report.get("runs", []):
-        stats = run.get("statistics") or {}
-        ok = run.get("success")
-        rows.append(
-            f"<tr><td>{html.escape(str(run.get('table')))}</td>"
-            f"<td>{html.escape(str(run.get('run')))}</td>"
-            f"<td>{stats.get('successful_expectations', '?')}/"
-            f"{stats.get('evaluated_expectations', '?')}</td>"
-            f"<td class='{'' if ok else 'bad'}'>{'passed' if ok else 'failed'}</td></tr>"
-        )
-    lines = format_failures(report.get("failures", [])).splitlines()
-    failures = "".join(f"<li class='bad'>{html.escape(line)}</li>" for line in lines)
-    body = (
-        f"<p>Task <code>{html.escape(str(report.get('task')))}</code>: validation {verdict}.</p>"
-        "<table><tr><th>table</th><th>run</th><th>expectations met</th><th>result</th></tr>"
-        f"{''.join(rows)}</table>"
-        + (f"<h2>Failures</h2><ul>{failures}</ul>" if failures else "")
-        + f"<p>Full Great Expectations Data Docs: <code>{html.escape(report['data_docs'])}</code>"
-        " in the <em>validation</em> artifact.</p>"
-    )
-    Path(out).write_text(_page("Data validation", body))
+    shutil.copyfile(Path(report_dir) / HTML_FILE, out)
 
 
 def record_pipeline_status(

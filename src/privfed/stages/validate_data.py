@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
-from privfed.io import write_json
+from privfed.io import write_json, write_text
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
-from privfed.validation import format_failures, run_checks
+from privfed.validation import format_failures, render_html, run_checks
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ SPEC = StageSpec(
 )
 
 REPORT_FILE = "report.json"
+#: the offline report (Data Docs need Bootstrap, jQuery and Vega from CDNs)
+HTML_FILE = "report.html"
 
 
 class ValidationFailed(RuntimeError):
@@ -50,16 +52,19 @@ def run(
         "failures": outcome.failures,
         "runs": outcome.results,
         "data_docs": str(outcome.docs_index.relative_to(out)),
+        "html": HTML_FILE,  # self-contained: opens without the internet
     }
     write_json(report, out / REPORT_FILE)
+    write_text(render_html(outcome, task=task.name), out / HTML_FILE)
     if not outcome.success:
         raise ValidationFailed(
             f"{len(outcome.failures)} expectation(s) failed (report: {out / REPORT_FILE}):\n"
             + format_failures(outcome.failures)
         )
     log.info(
-        "all expectations passed (%d suite runs); Data Docs at %s",
+        "all expectations passed (%d suite runs); report at %s (offline), Data Docs at %s",
         len(outcome.results),
+        out / HTML_FILE,
         outcome.docs_index,
     )
     return report
