@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import yaml
 
@@ -27,6 +28,7 @@ __all__ = [
     "current_champion",
     "data_version",
     "git_commit",
+    "metric_chart_route",
     "promotion_gate",
     "recover_interrupted",
     "tracking_uri",
@@ -215,9 +217,42 @@ def experiment_id(client: Any, uri: str, name: str, artifact_location: str, root
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return str(experiment.experiment_id)
     location = (root / artifact_location).resolve().as_uri() if uri.startswith("sqlite:") else None
-    return str(client.create_experiment(name, artifact_location=location))
+    return str(
+        client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+        )
+    )
+
+
+#: MLflow 3's experiment type: without it the UI may open an experiment on its GenAI pages
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+
+
+def metric_chart_route(run_id: str, experiment: str, keys: list[str]) -> str:
+    """The MLflow UI's page charting ``keys`` of one run over steps (a route after ``/#``).
+
+    The query is what the UI's own "metric page" links carry; step = federated round.
+    """
+    compact = {"separators": (",", ":")}
+    query = [
+        ("runs", json.dumps([run_id], **compact)),
+        ("metric", json.dumps(keys[0])),
+        ("experiments", json.dumps([experiment], **compact)),
+        ("plot_metric_keys", json.dumps(keys, **compact)),
+        ("plot_layout", "{}"),
+        ("x_axis", "step"),
+        ("y_axis_scale", "linear"),
+        ("line_smoothness", "1"),
+        ("show_point", "true"),
+        ("deselected_curves", "[]"),
+        ("last_linear_y_axis_range", "[]"),
+    ]
+    return "/metric/?" + urlencode(query, quote_via=quote)
 
 
 #: Registered-model tag naming the task whose models a name holds.

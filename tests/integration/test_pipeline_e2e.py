@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -131,6 +132,17 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         registration["run_id"], "federated.hospital_2.val_macro_auroc"
     )
     assert [m.step for m in per_hospital] == [0, 1, 2]
+    # the MLflow UI opens the experiment as model development (not its GenAI pages), and the
+    # run's description links charts of per-round metrics that exist, each run a curve
+    experiment = client.get_experiment(mlflow_run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = mlflow_run.data.tags["mlflow.note.content"]
+    links = [unquote(part.split(")")[0]) for part in note.split("](#")[1:]]
+    keys = [json.loads(link.split("plot_metric_keys=")[1].split("&")[0]) for link in links]
+    assert keys[0] == ["federated.macro_auroc", "federated_dp.macro_auroc"]
+    assert keys[1][:1] == ["federated.hospital_1.val_macro_auroc"] and len(keys[1]) == 3
+    for key in {k for group in keys for k in group}:
+        assert len(client.get_metric_history(registration["run_id"], key)) >= 2, key
     # and the same per-round, per-hospital rows in metrics/
     fed_metrics = _json(project, "metrics/train_federated.json")["runs"]["federated"]["rounds"]
     assert [r["round"] for r in fed_metrics] == [0, 1, 2]

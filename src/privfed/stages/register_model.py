@@ -29,6 +29,7 @@ from privfed.registry import (
     data_version,
     experiment_id,
     git_commit,
+    metric_chart_route,
     promotion_gate,
     recover_interrupted,
     registration_owner,
@@ -93,6 +94,34 @@ def gate_scores(summary: Mapping[str, Any], split: str) -> Mapping[str, Any]:
             "register_model.gate_split is 'val': rerun evaluate_models, or set gate_split: test"
         )
     return summary["val"]
+
+
+def _curves_note(
+    run_id: str, experiment: str, rounds: dict[str, Any], metric: str, uri: str
+) -> str:
+    """Markdown linking the MLflow UI's per-round charts (step = round); logged with the URL.
+
+    MLflow lists a run's metrics alphabetically, single-value ones (``audit.*``) first: the
+    description is where the per-round curves can be put in front of a user.
+    """
+    every_run = metric_chart_route(run_id, experiment, [f"{name}.{metric}" for name in rounds])
+    lines = [f"**Per-round validation `{metric}`** (step = federated round):", ""]
+    lines.append(f"- [{' vs '.join(rounds)}](#{every_run})")
+    for name, run in rounds.items():
+        hospitals = sorted(run["rounds"][-1].get("val_per_hospital", {}))
+        keys = [f"{name}.{h}.val_{metric}" for h in hospitals]
+        if keys:
+            lines.append(
+                f"- [{name}, per hospital](#{metric_chart_route(run_id, experiment, keys)})"
+            )
+    lines.append(
+        f"- [{', '.join(rounds)}: train loss](#"
+        + metric_chart_route(run_id, experiment, [f"{n}.train_loss" for n in rounds])
+        + ")"
+    )
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    log.info("per-round curves in the MLflow UI: %s/#%s", base, every_run)
+    return "\n".join(lines)
 
 
 def metric_key(name: str) -> str:
@@ -446,6 +475,11 @@ def run(
                 for key, value in values.items():
                     if isinstance(value, int | float) and math.isfinite(value):
                         mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
+        if rounds:  # the run's description, the first thing its page shows: the curves
+            mlflow.set_tag(
+                "mlflow.note.content",
+                _curves_note(run.info.run_id, exp_id, rounds, task.primary_metric, uri),
+            )
         mlflow.log_dict(_events(rounds, "rejected"), "federation/rejected_updates.json")
         mlflow.log_dict(_events(rounds, "dropouts"), "federation/dropouts.json")
         for run_name, run_rounds in rounds.items():
