@@ -21,6 +21,7 @@ SPEC = StageSpec(
         "base",
         "generate_data.n_genes",
         "generate_data.notes",
+        "model.retina.image_size",  # retina: the smallest image the model's grid accepts
         "ingest_data",
         "validate_data",
         "profiles",
