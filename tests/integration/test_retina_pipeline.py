@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -79,10 +80,18 @@ def test_retina_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert set(privacy["hospitals"]) == HOSPITALS
     assert 0 < privacy["epsilon"] <= privacy["budget"]
 
-    # Registered: the GAN (generator and discriminator) with FID in the card
+    # Registered: the generator alone (the discriminator saw real images), FID in the card
     registration = _json(project, "reports/registration/registration.json")
     assert registration["alias"] == "champion", registration["reasons"]
     version = MlflowClient(tracking_uri=mlflow_server).get_model_version_by_alias(
         "privfed-retina", "champion"
     )
     assert "fid" in version.description
+    assert (
+        "This version, a `Generator`"
+        in (project / "reports/registration/model_card.md").read_text()
+    )
+    mlflow.set_tracking_uri(mlflow_server)
+    generator = mlflow.pytorch.load_model(f"models:/privfed-retina/{version.version}")
+    assert type(generator).__name__ == "Generator"
+    assert not any("discriminator" in name for name, _ in generator.named_modules())

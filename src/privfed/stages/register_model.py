@@ -361,7 +361,8 @@ def model_card(
 ## Evaluation
 {table}
 ## Loading
-This version: `mlflow.pytorch.load_model("models:/{cfg.register_model.model_name}/{version}")`
+This version, a `{summary.get("released", "model")}`:
+`mlflow.pytorch.load_model("models:/{cfg.register_model.model_name}/{version}")`
 (it holds alias `{decision.alias}`{_alias_note(decision.alias)}), in an environment with
 `privfed` installed and task `{cfg.base.task}` registered (its `task.py` defines the network).
 
@@ -500,8 +501,9 @@ def run(
         mlflow.log_artifacts(str(inputs["report"]), artifact_path="reports")
         # pickle: the class lives in the installed privfed package (torch.export's pt2 format
         # would need an input example per modality and gains nothing for our consumers).
+        released = task.released_model(model)  # e.g. a GAN's generator alone
         info = mlflow.pytorch.log_model(
-            model,
+            released,
             name="model",
             registered_model_name=r.model_name,
             serialization_format="pickle",
@@ -514,6 +516,7 @@ def run(
                 **summary,
                 "epsilon": epsilon,
                 "hospitals": _hospitals(evaluation, rounds, candidate),
+                "released": type(released).__name__,
             },
             decision,
             version=version,

@@ -320,6 +320,14 @@ class Task(ABC):
             ) from err
         return model
 
+    def released_model(self, model: nn.Module) -> nn.Module:
+        """The part of a trained model that is registered and served (default: all of it).
+
+        A GAN's discriminator is a training device that saw real images: only the generator
+        is released (:class:`~privfed.tasks.retina.task.RetinaTask`).
+        """
+        return model
+
     def init_description(self) -> str:
         """Where training starts, in words (the model card), without building anything."""
         init = self.cfg.model.init

@@ -230,6 +230,10 @@ class RetinaTask(Task):
         torch.manual_seed(self.cfg.base.seed)
         return build_gan(self._settings())
 
+    def released_model(self, model: nn.Module) -> nn.Module:
+        """Only the generator is registered: the discriminator saw the real images."""
+        return model.generator
+
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """The discriminator's loss on real images (labelled real): what DP-SGD clips."""
         image, grade = batch[0], batch[1]
