@@ -59,43 +59,12 @@ def _context(docs_dir: Path) -> Any:
     return gx.get_context(mode="ephemeral", project_config=cfg)
 
 
-def _failures(table: str, group: str | None, result: Any) -> list[dict[str, Any]]:
-    out = []
-    for r in result.results:
-        if r.success:
-            continue
-        j = r.to_json_dict()
-        kwargs = j["expectation_config"]["kwargs"]
-        res = j.get("result") or {}
-        out.append(
-            {
-                "table": table,
-                "group": group,
-                "expectation": j["expectation_config"]["type"],
-                "column": kwargs.get("column")
-                or kwargs.get("column_list")
-                or kwargs.get("column_set"),
-                "observed_value": res.get("observed_value"),
-                "unexpected_count": res.get("unexpected_count"),
-                "partial_unexpected_list": res.get("partial_unexpected_list"),
-                "exception": (j.get("exception_info") or {}).get("exception_message"),
-            }
-        )
-    return out
-
-
-def _expectation_rows(table: str, run_name: str, result: Any) -> list[dict[str, Any]]:
-    """Every expectation of one suite run: what it checked and what it observed."""
+def _described(table: str, run_name: str, result: Any) -> list[dict[str, Any]]:
+    """Every expectation of one suite run: what it checked, on what, and GX's result."""
     rows = []
     for r in result.results:
         j = r.to_json_dict()
         kwargs = j["expectation_config"]["kwargs"]
-        res = j.get("result") or {}
-        observed = res.get("observed_value")
-        if observed is None and res.get("unexpected_count") is not None:
-            observed = f"{res['unexpected_count']} unexpected row(s)"
-        if (j.get("exception_info") or {}).get("raised_exception"):
-            observed = f"error: {j['exception_info'].get('exception_message')}"
         rows.append(
             {
                 "table": table,
@@ -105,10 +74,45 @@ def _expectation_rows(table: str, run_name: str, result: Any) -> list[dict[str, 
                 or kwargs.get("column_list")
                 or kwargs.get("column_set"),
                 "success": bool(r.success),
-                "observed": observed,
+                "result": j.get("result") or {},
+                "exception": (j.get("exception_info") or {}).get("exception_message"),
+                "raised": bool((j.get("exception_info") or {}).get("raised_exception")),
             }
         )
     return rows
+
+
+def _failures(table: str, group: str | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "table": table,
+            "group": group,
+            "expectation": row["expectation"],
+            "column": row["column"],
+            "observed_value": row["result"].get("observed_value"),
+            "unexpected_count": row["result"].get("unexpected_count"),
+            "partial_unexpected_list": row["result"].get("partial_unexpected_list"),
+            "exception": row["exception"],
+        }
+        for row in rows
+        if not row["success"]
+    ]
+
+
+def _expectation_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the HTML report shows of each expectation: pass or fail and what was observed."""
+    out = []
+    for row in rows:
+        observed = row["result"].get("observed_value")
+        if observed is None and row["result"].get("unexpected_count") is not None:
+            observed = f"{row['result']['unexpected_count']} unexpected row(s)"
+        if row["raised"]:
+            observed = f"error: {row['exception']}"
+        out.append(
+            {k: row[k] for k in ("table", "run", "expectation", "column", "success")}
+            | {"observed": observed}
+        )
+    return out
 
 
 def _run_suite(context: Any, name: str, expectations: list[Any], frames: dict[str, Any]) -> list:
@@ -158,8 +162,9 @@ def run_checks(checks: list[TableCheck], docs_dir: Path) -> ValidationOutcome:
             runs += _run_suite(context, f"{check.name}_per_group", list(check.per_group), groups)
         for run_name, result in runs:
             group = run_name if run_name != check.name else None
-            failures += _failures(check.name, group, result)
-            expectations += _expectation_rows(check.name, run_name, result)
+            rows = _described(check.name, run_name, result)
+            failures += _failures(check.name, group, rows)
+            expectations += _expectation_rows(rows)
             summaries.append(
                 {
                     "table": check.name,

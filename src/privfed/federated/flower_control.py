@@ -55,18 +55,10 @@ def flwr_connection_toml(
     )
 
 
-def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -> str:
-    """Enroll one SuperNode key with the SuperLink (``flwr supernode register``); its node id."""
+def _flwr_supernode(args: list[str], env: dict[str, str]) -> str:
+    """``flwr supernode ARGS``'s output; raises with its output when it fails."""
     done = subprocess.run(
-        [
-            flower_binary("flwr"),
-            "supernode",
-            "register",
-            str(public_key),
-            connection,
-            "--format",
-            "json",
-        ],
+        [flower_binary("flwr"), "supernode", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -74,29 +66,24 @@ def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -
     )
     if done.returncode != 0:
         raise FederationError(
-            f"flwr supernode register {public_key} failed ({done.returncode}): "
+            f"flwr supernode {' '.join(args)} failed ({done.returncode}): "
             f"{(done.stdout + done.stderr).strip()[-800:]}"
         )
+    return done.stdout
+
+
+def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -> str:
+    """Enroll one SuperNode key with the SuperLink (``flwr supernode register``); its node id."""
+    out = _flwr_supernode(["register", str(public_key), connection, "--format", "json"], env)
     try:
-        return str(json.loads(done.stdout).get("node-id", ""))
+        return str(json.loads(out).get("node-id", ""))
     except json.JSONDecodeError:
-        return done.stdout.strip()
+        return out.strip()
 
 
 def unregister_supernode(node_id: int, connection: str, env: dict[str, str]) -> None:
     """Remove a node from the SuperLink (``flwr supernode unregister``): its key is void."""
-    done = subprocess.run(
-        [flower_binary("flwr"), "supernode", "unregister", str(node_id), connection],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise FederationError(
-            f"flwr supernode unregister {node_id} failed ({done.returncode}): "
-            f"{(done.stdout + done.stderr).strip()[-800:]}"
-        )
+    _flwr_supernode(["unregister", str(node_id), connection], env)
 
 
 def submit_run(
