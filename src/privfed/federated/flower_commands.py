@@ -17,7 +17,9 @@ __all__ = [
     "SUPEREXEC_POLL_S",
     "executor_command",
     "flower_binary",
+    "forkserver_command",
     "node_config_arg",
+    "serverapp_executor_command",
     "superlink_command",
     "supernode_command",
     "toml_string",
@@ -44,12 +46,14 @@ def superlink_command(
     host: str = "127.0.0.1",
     tls: TlsFiles | None = None,
     supernode_auth: bool = False,
+    warm: bool = False,
 ) -> list[str]:
     """``flower-superlink``: flwr 1.41 serves the Runtime, Control and Fleet APIs on one port.
 
     With ``supernode_auth`` only SuperNodes whose public keys were registered
     (:func:`~privfed.federated.flower_control.register_supernode`) may connect; Flower
-    requires TLS for it.
+    requires TLS for it. ``warm``: our executor runs its ServerApps
+    (:func:`serverapp_executor_command`), not a SuperExec it starts itself.
     """
     if supernode_auth and tls is None:
         raise ValueError("SuperNode authentication needs TLS (Flower refuses it in plaintext)")
@@ -70,6 +74,7 @@ def superlink_command(
         *security,
         *(["--enable-supernode-auth"] if supernode_auth else []),
         "--disable-runtime-dependency-installation",
+        *(["--isolation", "process"] if warm else []),
         "--host",
         host,
         "--port",
@@ -127,6 +132,32 @@ def executor_command(runtime_port: int, *, parent_pid: int | None) -> list[str]:
         SUPEREXEC_POLL_S,
         *(["--parent-pid", str(parent_pid)] if parent_pid is not None else []),
     ]
+
+
+def serverapp_executor_command(
+    port: int, *, root_certificates: str | None, parent_pid: int | None
+) -> list[str]:
+    """The warm ServerApp executor serving the SuperLink whose Runtime API is on this port."""
+    return [
+        sys.executable,
+        "-m",
+        "privfed.federated.serverapp_executor",
+        "--runtime-api-address",
+        f"127.0.0.1:{port}",
+        *(
+            ["--insecure"]
+            if root_certificates is None
+            else ["--root-certificates", root_certificates]
+        ),
+        "--poll-interval",
+        SUPEREXEC_POLL_S,
+        *(["--parent-pid", str(parent_pid)] if parent_pid is not None else []),
+    ]
+
+
+def forkserver_command() -> list[str]:
+    """The warm template the local launcher forks its executors from (requests on stdin)."""
+    return [sys.executable, "-m", "privfed.federated.forkserver"]
 
 
 def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None = None) -> str:
