@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated.data_cache import DATA_CACHE_ENV
 from privfed.federated.federation import Federation, FederationError, RunSpec, read_run_result
 from privfed.federated.flower_app import build_run_config, write_app_dir
 from privfed.federated.flower_commands import (
@@ -100,6 +101,8 @@ class LocalFederation(Federation):
             "FLWR_HOME": str(self.flwr_home),
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
             "PYTHONUNBUFFERED": "1",
+            # ClientApp tasks keep featurized splits across rounds here (removed with workdir)
+            DATA_CACHE_ENV: str(self.workdir / "data-cache"),
             # SuperLink/SuperNode spawn flower-superexec and flwr-* by name: use this venv's.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
