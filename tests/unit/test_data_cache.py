@@ -70,3 +70,20 @@ def test_an_unreadable_entry_is_ignored(split, tmp_path, monkeypatch) -> None:
         entry.write_bytes(b"torn")
     assert load_split(task, split, "{}").tensors[0].tolist() == [1, 2, 3]
     assert task.loads == 2
+
+
+def test_memo_computes_once_per_arguments(tmp_path, monkeypatch) -> None:
+    from privfed.federated.data_cache import memo
+
+    monkeypatch.setenv(DATA_CACHE_ENV, str(tmp_path / "cache"))
+    calls: list[int] = []
+
+    def compute() -> float:
+        calls.append(1)
+        return 0.75
+
+    assert memo("sigma", {"eps": 1.0}, compute) == 0.75
+    assert memo("sigma", {"eps": 1.0}, compute) == 0.75
+    assert len(calls) == 1
+    memo("sigma", {"eps": 8.0}, compute)
+    assert len(calls) == 2

@@ -22,7 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated.adversary import corrupt
 from privfed.federated.data_aware import TRAINED_VAL_FLAG, TRAINED_VAL_LOSS
-from privfed.federated.data_cache import load_split
+from privfed.federated.data_cache import load_split, memo
 from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import Task, get_task
@@ -96,13 +96,14 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     total = (
         cfg.train_federated.rounds * dp_local_epochs(cfg) * task.dp_steps_per_epoch(n_train, batch)
     )
-    return noise_multiplier_for_target(
-        target_epsilon=float(p.target_epsilon),
-        delta=p.delta,
-        sample_rate=1.0 / steps_per_epoch(n_train, batch),  # Poisson rate: batch / examples
-        steps=total,
-        accountant=p.accountant,
-    )
+    params = {
+        "target_epsilon": float(p.target_epsilon),
+        "delta": p.delta,
+        "sample_rate": 1.0 / steps_per_epoch(n_train, batch),  # Poisson rate: batch / examples
+        "steps": total,
+        "accountant": p.accountant,
+    }
+    return memo("noise_multiplier", params, lambda: noise_multiplier_for_target(**params))
 
 
 def _check_dp_steps(
