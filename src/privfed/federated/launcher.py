@@ -101,6 +101,9 @@ class LocalFederation(Federation):
             "FLWR_HOME": str(self.flwr_home),
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
             "PYTHONUNBUFFERED": "1",
+            # Flower's usage telemetry: an HTTPS attempt (TLS context, DNS) from every
+            # ClientApp task and ServerApp, ~0.2 s of CPU each on 2 cores; nothing to reach here
+            "FLWR_TELEMETRY_ENABLED": "0",
             # ClientApp tasks keep featurized splits across rounds here (removed with workdir)
             DATA_CACHE_ENV: str(self.workdir / "data-cache"),
             # SuperLink/SuperNode spawn flower-superexec and flwr-* by name: use this venv's.
