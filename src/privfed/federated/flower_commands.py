@@ -27,6 +27,8 @@ __all__ = [
 
 #: How often flower-superexec looks for new ServerApp/ClientApp work (Flower's default is 1 s).
 SUPEREXEC_POLL_S = "0.05"
+#: Cap on the capped SuperNode's in-memory waits (its ClientApp's reply; Flower's is 0.5 s).
+SUPERNODE_LOCAL_POLL_S = "0.01"
 
 
 def flower_binary(name: str) -> str:
@@ -95,7 +97,8 @@ def supernode_command(
     """``flower-supernode`` for one hospital; ``warm``: our executor runs its ClientApps.
 
     With ``idle_poll_s``, Flower's SuperNode runs through :mod:`privfed.federated.supernode`,
-    which caps its hard-coded 3 s idle sleep and 0.5 s reply poll at that many seconds.
+    which caps its hard-coded 3 s idle sleep at that many seconds and its 0.5 s in-memory
+    polls (for its ClientApp's reply) at :data:`SUPERNODE_LOCAL_POLL_S`.
     """
     security = (
         ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
@@ -103,7 +106,15 @@ def supernode_command(
     binary = (
         [flower_binary("flower-supernode")]
         if idle_poll_s is None
-        else [sys.executable, "-m", "privfed.federated.supernode", "--idle-poll", str(idle_poll_s)]
+        else [
+            sys.executable,
+            "-m",
+            "privfed.federated.supernode",
+            "--idle-poll",
+            str(idle_poll_s),
+            "--local-poll",
+            SUPERNODE_LOCAL_POLL_S,
+        ]
     )
     return [
         *binary,
