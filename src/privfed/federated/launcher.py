@@ -28,6 +28,7 @@ from privfed.federated.flower_app import build_run_config, write_app_dir
 from privfed.federated.flower_commands import (
     SUPEREXEC_POLL_S,
     executor_command,
+    executor_poll_s,
     forkserver_command,
     node_config_arg,
     serverapp_executor_command,
@@ -266,7 +267,11 @@ class LocalFederation(Federation):
             ),
         )
         if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
-            command = executor_command(runtime_port, parent_pid=supernode.pid)
+            command = executor_command(
+                runtime_port,
+                parent_pid=supernode.pid,
+                poll_s=executor_poll_s(len(self.hospital_dirs)),
+            )
             if self._template is not None:
                 self._fork(
                     f"executor-{name or hospital}", "privfed.federated.executor", command[3:]
