@@ -146,8 +146,9 @@ def _measure(
 
 
 def profile_run(cfg: PrivFedConfig, parts: Path, work: Path, out_dir: Path) -> None:
-    """One extra stock run under py-spy (not timed): SuperLink (+ ServerApp), hospital 1's
-    SuperNode and its executor (+ forked ClientApp tasks)."""
+    """One extra stock run under py-spy (not timed): SuperLink, hospital 1's SuperNode, and the
+    warm template with everything forked from it (executors, their ClientApp tasks, the
+    ServerApp executor and its ServerApps)."""
     from benchmarks.profiling import PySpy
 
     with _federation("stock", cfg, parts, work / "profiled") as federation:
@@ -156,7 +157,7 @@ def profile_run(cfg: PrivFedConfig, parts: Path, work: Path, out_dir: Path) -> N
         pids = {
             name: proc.pid
             for name, proc in federation.processes.procs
-            if name in ("superlink", f"supernode-{first}", f"executor-{first}")
+            if name in ("superlink", f"supernode-{first}", "warm-template")
         }
         with PySpy({f"federation_{k}": v for k, v in pids.items()}, out_dir):
             federation.run(RunSpec(name="profiled", out_dir=work / "profiled-out", dp=False))

@@ -84,12 +84,21 @@ class MemorySampler(threading.Thread):
         kinds: dict[str, int] = {}
         per: dict[str, int] = {}
         per_pss: dict[str, int] = {}
+        hospitals = [d.name for d in self.federation.hospital_dirs]
         for name, popen in list(self.federation.processes.procs):
             try:
                 r, q = self._tree(psutil.Process(popen.pid))
             except psutil.NoSuchProcess:
                 continue
             kind, _, hospital = name.partition("-")
+            if name == "warm-template":
+                # every executor (and its tasks) is forked from the one template, beside the
+                # ServerApp executor: its tree's memory is shared out evenly per hospital
+                kinds[kind] = kinds.get(kind, 0) + r
+                for h in hospitals:
+                    per[h] = per.get(h, 0) + r // len(hospitals)
+                    per_pss[h] = per_pss.get(h, 0) + q // len(hospitals)
+                continue
             kinds[kind] = kinds.get(kind, 0) + r
             if hospital:
                 per[hospital] = per.get(hospital, 0) + r

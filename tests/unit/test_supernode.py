@@ -29,4 +29,13 @@ def test_supernode_command_uses_the_wrapper_only_when_asked() -> None:
     capped = supernode_command("127.0.0.1:1", **args, idle_poll_s=0.2)
     assert stock[0].endswith("flower-supernode")
     assert capped[1:5] == ["-m", "privfed.federated.supernode", "--idle-poll", "0.2"]
-    assert capped[5:] == stock[1:]  # the same Flower arguments either way
+    assert capped[5] == "--local-poll"
+    assert capped[7:] == stock[1:]  # the same Flower arguments either way
+
+
+def test_in_memory_waits_have_their_own_cap() -> None:
+    capped = CappedSleep(5.0, local_cap=0.01)
+    t0 = time.perf_counter()
+    capped.sleep(0.5)  # flwr 1.41's wait for the ClientApp's reply
+    assert time.perf_counter() - t0 < 0.3
+    assert CappedSleep(0.2).local_cap == 0.2  # without one, both share the idle cap

@@ -16,6 +16,7 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.federated.client import evaluate_reply, query_reply, train_reply
+from privfed.federated.flat import flat_arrays_mod
 from privfed.federated.secagg.hospital import (
     is_secure_fit,
     secure_aggregation_mod,
@@ -35,7 +36,8 @@ for _handler in FLOWER_LOGGER.handlers:
     _privfed_logger.addHandler(_handler)
 
 server_app = ServerApp()
-client_app = ClientApp()
+# outermost: every handler (and SecAgg+'s mod) sees per-tensor records, however they travelled
+client_app = ClientApp(mods=[flat_arrays_mod])
 
 
 @server_app.main()

@@ -22,6 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from privfed.config import PrivFedConfig, resolved_config
 from privfed.federated.adversary import corrupt
 from privfed.federated.data_aware import TRAINED_VAL_FLAG, TRAINED_VAL_LOSS
+from privfed.federated.data_cache import load_split, memo
 from privfed.federated.scaffold import CONTROL_KEY, DELTA_KEY, control_variate
 from privfed.privacy import noise_multiplier_for_target
 from privfed.tasks import Task, get_task
@@ -95,13 +96,14 @@ def _noise_multiplier(cfg: PrivFedConfig, n_train: int) -> float:
     total = (
         cfg.train_federated.rounds * dp_local_epochs(cfg) * task.dp_steps_per_epoch(n_train, batch)
     )
-    return noise_multiplier_for_target(
-        target_epsilon=float(p.target_epsilon),
-        delta=p.delta,
-        sample_rate=1.0 / steps_per_epoch(n_train, batch),  # Poisson rate: batch / examples
-        steps=total,
-        accountant=p.accountant,
-    )
+    params = {
+        "target_epsilon": float(p.target_epsilon),
+        "delta": p.delta,
+        "sample_rate": 1.0 / steps_per_epoch(n_train, batch),  # Poisson rate: batch / examples
+        "steps": total,
+        "accountant": p.accountant,
+    }
+    return memo("noise_multiplier", params, lambda: noise_multiplier_for_target(**params))
 
 
 def _check_dp_steps(
@@ -157,8 +159,8 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
         seconds, clock[0] = now - clock[0], now
         return seconds
 
-    train = task.load_dataset([data_path / "train"])
-    val = task.load_dataset([data_path / "val"])
+    train = load_split(task, data_path / "train", str(config[CONFIG_KEY]))
+    val = load_split(task, data_path / "val", str(config[CONFIG_KEY]))
     timings = {"load_s": lap()}
     model = _model(cfg, content["arrays"])
     timings["deserialize_s"] = lap()
@@ -314,11 +316,11 @@ def evaluate_reply(
     Also returns the node's DP accountant history: it is the complete record of what this
     hospital spent, even if one of its train replies never reached the server.
     """
-    cfg, _ = _config(content)
+    cfg, config = _config(content)
     hospital, data_path = _node(node_config)
     task = get_task(cfg.base.task, cfg)
     torch.set_num_threads(1)
-    val = task.load_dataset([data_path / "val"])
+    val = load_split(task, data_path / "val", str(config[CONFIG_KEY]))
     metrics = task.evaluate(_model(cfg, content["arrays"]), val)
     ident: dict[str, Any] = {"hospital": hospital}
     if STATE_KEY in state:

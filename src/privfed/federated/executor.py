@@ -35,6 +35,7 @@ __all__ = ["fork_task", "serve"]
 log = logging.getLogger("privfed.executor")
 
 PRELOAD = ("privfed.federated.app", "opacus", "sklearn.metrics", "pandas", "pyarrow.parquet")
+_warmed = False  # set by warm_up; an executor forked from a warm template skips it
 
 
 def _reap() -> None:
@@ -63,6 +64,9 @@ def _parent_alive(parent_pid: int | None) -> bool:
 
 def warm_up() -> None:
     """Run each code path a ClientApp task uses once, on tiny tensors, single-threaded."""
+    global _warmed
+    if _warmed:
+        return
     import io
 
     import pandas as pd
@@ -106,6 +110,7 @@ def warm_up() -> None:
     pd.read_parquet(buffer).groupby("a")["b"].diff()
     roc_auc_score([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8])
     f1_score([0, 1], [0, 1], average="macro")
+    _warmed = True
 
 
 def fork_task(task: Callable[[], object]) -> int:

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from privfed.federated.flower_commands import flower_binary, toml_string
 __all__ = [
     "flwr_connection_toml",
     "register_supernode",
+    "register_supernodes",
     "run_status",
     "stop_run",
     "submit_run",
@@ -84,6 +86,51 @@ def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -
 def unregister_supernode(node_id: int, connection: str, env: dict[str, str]) -> None:
     """Remove a node from the SuperLink (``flwr supernode unregister``): its key is void."""
     _flwr_supernode(["unregister", str(node_id), connection], env)
+
+
+@contextlib.contextmanager
+def _flwr_home(env: dict[str, str]) -> Iterator[None]:
+    """``$FLWR_HOME`` of ``env`` for the ``flwr`` CLI code run in this process."""
+    before = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = env["FLWR_HOME"]
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FLWR_HOME", None)
+        else:
+            os.environ["FLWR_HOME"] = before
+
+
+def register_supernodes(
+    public_keys: Sequence[Path], connection: str, env: dict[str, str]
+) -> list[str]:
+    """Enroll SuperNode keys with the SuperLink; their node ids, in order.
+
+    What ``flwr supernode register`` does (the CLI's own connection and Control API client,
+    one ``RegisterNode`` call per key), in this process: one ``flwr`` interpreter per hospital
+    cost about 1 s of CPU each on the cores that are starting the federation.
+    """
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.proto.control_pb2 import RegisterNodeRequest
+
+    with _flwr_home(env):
+        client = init_http_client_from_connection(read_superlink_connection(connection))
+    try:
+        ids = []
+        for key in public_keys:
+            try:
+                response = client.RegisterNode(
+                    request=RegisterNodeRequest(public_key=try_load_public_key(key))
+                )
+            except Exception as err:
+                raise FederationError(f"registering SuperNode key {key} failed: {err}") from err
+            ids.append(str(response.node_id))
+        return ids
+    finally:
+        client.close()
 
 
 def submit_run(

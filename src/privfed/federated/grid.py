@@ -2,7 +2,8 @@
 
 ``Strategy.start`` only talks to the Grid through ``send_and_receive`` and ``get_node_ids``;
 wrapping the Grid Flower hands to the ServerApp is a public-API way to cut the ServerApp's
-share of per-round latency (3 s per message round trip on loopback) to ``poll_interval`` s.
+share of per-round latency (3 s per message round trip on loopback) to ``poll_interval`` s,
+and to send each ArrayRecord as one packed Array (:mod:`privfed.federated.flat`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import Message
 from flwr.serverapp import Grid
+
+from privfed.federated.flat import pack_content, unpack_content
 
 __all__ = ["DelegatingGrid", "FastPollGrid", "wait_for_nodes"]
 
@@ -55,7 +58,11 @@ class DelegatingGrid(Grid):
 
 
 class FastPollGrid(DelegatingGrid):
-    """Differs from the Grid it wraps in the reply-polling interval and in dropped nodes.
+    """Differs from the Grid it wraps in reply polling, packed arrays and dropped nodes.
+
+    With ``pack_arrays`` every message's ArrayRecords leave as one packed Array each and
+    replies are unpacked on arrival (:mod:`privfed.federated.flat`): the strategy and the
+    hospitals' code see the usual per-tensor records.
 
     A node that missed a round's deadline is ``drop``-ped: it is not sampled again in this run,
     so later rounds do not each wait ``round_timeout_s`` for it while Flower's heartbeat
@@ -63,12 +70,18 @@ class FastPollGrid(DelegatingGrid):
     """
 
     def __init__(
-        self, inner: Grid, *, poll_interval: float, enrolled: Mapping[int, str] | None = None
+        self,
+        inner: Grid,
+        *,
+        poll_interval: float,
+        enrolled: Mapping[int, str] | None = None,
+        pack_arrays: bool = True,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         super().__init__(inner)
         self._poll = poll_interval
+        self.pack_arrays = pack_arrays
         #: Flower node id -> hospital name (from the roll call)
         self.names: dict[int, str] = {}
         self.dropped: set[int] = set()
@@ -96,6 +109,21 @@ class FastPollGrid(DelegatingGrid):
                 node,
             )
         return [n for n in nodes if n in self.enrolled]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        if self.pack_arrays:
+            messages = list(messages)
+            for msg in messages:
+                if msg.has_content():
+                    msg.content = pack_content(msg.content)
+        return self._inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._inner.pull_messages(message_ids))
+        for msg in replies:
+            if msg.has_content():
+                msg.content = unpack_content(msg.content)
+        return replies
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -10,6 +10,7 @@ A SuperLink and one SuperNode per hospital (each told only its own partition pat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,22 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from privfed.config import PrivFedConfig
+from privfed.federated.data_cache import DATA_CACHE_ENV
 from privfed.federated.federation import Federation, FederationError, RunSpec, read_run_result
 from privfed.federated.flower_app import build_run_config, write_app_dir
 from privfed.federated.flower_commands import (
     SUPEREXEC_POLL_S,
     executor_command,
+    executor_poll_s,
+    forkserver_command,
     node_config_arg,
+    serverapp_executor_command,
     superlink_command,
     supernode_command,
 )
 from privfed.federated.flower_control import (
     flwr_connection_toml,
-    register_supernode,
+    register_supernodes,
     run_status,
     submit_run,
     unregister_supernode,
 )
+from privfed.federated.forkserver import request_line
 from privfed.federated.processes import ProcessGroup, free_port
 from privfed.federated.resume import data_digest
 from privfed.federated.security import NodeKey, TlsFiles, write_node_key, write_tls
@@ -97,6 +103,11 @@ class LocalFederation(Federation):
             "FLWR_HOME": str(self.flwr_home),
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
             "PYTHONUNBUFFERED": "1",
+            # Flower's usage telemetry: an HTTPS attempt (TLS context, DNS) from every
+            # ClientApp task and ServerApp, ~0.2 s of CPU each on 2 cores; nothing to reach here
+            "FLWR_TELEMETRY_ENABLED": "0",
+            # ClientApp tasks keep featurized splits across rounds here (removed with workdir)
+            DATA_CACHE_ENV: str(self.workdir / "data-cache"),
             # SuperLink/SuperNode spawn flower-superexec and flwr-* by name: use this venv's.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -109,6 +120,8 @@ class LocalFederation(Federation):
         self.node_ids: dict[str, int] = {}
         #: hospital -> the kept log of its SuperNode that died and was restarted (once)
         self.restarted: dict[str, Path] = {}
+        #: the warm template the executors are forked from (clientapp_launcher: warm)
+        self._template: subprocess.Popen | None = None
 
     def _present_hospitals(self) -> list[str]:
         """Hospitals whose SuperNode still runs; fails if the SuperLink (or an executor) died."""
@@ -203,15 +216,29 @@ class LocalFederation(Federation):
         )
         t0 = time.monotonic()
         auth = fed.supernode_auth and self.tls is not None
+        warm = fed.clientapp_launcher == "warm"
+        if warm:  # first: its imports are the longest part of start-up
+            self._template = self.processes.start(
+                "warm-template", forkserver_command(), stdin=subprocess.PIPE
+            )
         self.processes.start(
-            "superlink", superlink_command(self.port, tls=self.tls, supernode_auth=auth)
+            "superlink",
+            superlink_command(self.port, tls=self.tls, supernode_auth=auth, warm=warm),
         )
         self.processes.wait_port(self.port, fed.startup_timeout_s)
         self.timings["superlink_ready_s"] = time.monotonic() - t0
+        if warm:  # the ServerApps of this SuperLink's runs, forked warm
+            self._fork(
+                "serverapp-executor",
+                "privfed.federated.serverapp_executor",
+                serverapp_executor_command(
+                    self.port,
+                    root_certificates=str(self.tls.ca_cert) if self.tls else None,
+                    parent_pid=None,
+                )[3:],
+            )
         if auth:
-            for hospital_dir in self.hospital_dirs:
-                self.enroll(hospital_dir.name)
-        warm = fed.clientapp_launcher == "warm"
+            self.enroll(*(d.name for d in self.hospital_dirs))
         for hospital_dir in self.hospital_dirs:
             self.start_supernode(hospital_dir, warm=warm)
         log.info(
@@ -223,22 +250,31 @@ class LocalFederation(Federation):
             "warm" if warm else "per-message",
         )
 
-    def enroll(self, hospital: str) -> NodeKey:
-        """A fresh key pair for ``hospital``, registered with the SuperLink.
+    def _fork(self, name: str, module: str, argv: list[str]) -> None:
+        """Ask the warm template (:mod:`privfed.federated.forkserver`) for a process."""
+        if self._template is None or self._template.stdin is None:
+            raise FederationError(f"no warm template to start {name} (clientapp_launcher)")
+        log_file = self.log_dir / f"{name}.log"
+        self._template.stdin.write(request_line(name, module, argv, str(log_file)))
+        self._template.stdin.flush()
 
-        The node id the SuperLink gives the key is kept: the ServerApp accepts replies only
+    def enroll(self, *hospitals: str) -> list[NodeKey]:
+        """A fresh key pair per hospital, registered with the SuperLink.
+
+        The node id the SuperLink gives each key is kept: the ServerApp accepts replies only
         from these ids (anyone who reaches the SuperLink can register a key of their own).
         """
-        key = write_node_key(self.workdir / "keys", hospital)
-        node_id = register_supernode(key.public, "local", self._env)
-        if not node_id.isdigit():
-            raise FederationError(
-                f"flwr supernode register gave no node id for {hospital}: {node_id!r}"
-            )
-        self.enrolled[hospital] = key
-        self.node_ids[hospital] = int(node_id)
-        log.info("enrolled %s as node %s (%s)", hospital, node_id, key.fingerprint)
-        return key
+        keys = [write_node_key(self.workdir / "keys", h) for h in hospitals]
+        node_ids = register_supernodes([k.public for k in keys], "local", self._env)
+        for hospital, key, node_id in zip(hospitals, keys, node_ids, strict=True):
+            if not node_id.isdigit() or node_id == "0":
+                raise FederationError(
+                    f"registering {hospital}'s SuperNode key gave no node id: {node_id!r}"
+                )
+            self.enrolled[hospital] = key
+            self.node_ids[hospital] = int(node_id)
+            log.info("enrolled %s as node %s (%s)", hospital, node_id, key.fingerprint)
+        return keys
 
     def start_supernode(
         self,
@@ -252,7 +288,8 @@ class LocalFederation(Federation):
         """One hospital's SuperNode (and its warm ClientApp executor) on 127.0.0.1.
 
         It authenticates with the hospital's enrolled key (or ``auth_key``) when the SuperLink
-        requires it. An ``expendable`` SuperNode may exit without failing the federation.
+        requires it. An ``expendable`` SuperNode may exit without failing the federation. The
+        executor is forked from the warm template when there is one.
         """
         hospital = hospital_dir.name
         if expendable:
@@ -277,14 +314,25 @@ class LocalFederation(Federation):
             ),
         )
         if warm:  # our long-lived executor runs this SuperNode's ClientApp tasks
-            self.processes.start(
-                f"executor-{name or hospital}",
-                executor_command(runtime_port, parent_pid=supernode.pid),
+            command = executor_command(
+                runtime_port,
+                parent_pid=supernode.pid,
+                poll_s=executor_poll_s(len(self.hospital_dirs)),
             )
+            if self._template is not None:
+                self._fork(
+                    f"executor-{name or hospital}", "privfed.federated.executor", command[3:]
+                )
+            else:
+                self.processes.start(f"executor-{name or hospital}", command)
         return supernode
 
     def stop(self, error: BaseException | None = None) -> None:
         """End every process this federation started (SIGTERM, then SIGKILL after 10 s)."""
+        if self._template is not None and self._template.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._template.stdin.close()
+        self._template = None
         self.processes.stop()
 
     # -- runs ---------------------------------------------------------------------------

@@ -59,11 +59,13 @@ class ProcessGroup:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.expendable: set[str] = set()
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], *, stdin: int | None = None) -> subprocess.Popen:
+        """Start ``args`` as ``name``; ``stdin=subprocess.PIPE`` keeps a pipe to it."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
             args,
+            stdin=stdin,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             env=self.env,
