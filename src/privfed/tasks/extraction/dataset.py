@@ -37,6 +37,7 @@ __all__ = [
     "encode_notes",
     "gold",
     "sentence_starts",
+    "word_spans",
 ]
 
 LABELS = bio_labels()
@@ -96,8 +97,34 @@ def token_tags(offsets: Sequence[tuple[int, int]], entities: Sequence[Entity]) -
     return tags
 
 
-def decode_bio(tags: Sequence[int], offsets: Sequence[tuple[int, int]]) -> list[Entity]:
-    """Character spans from BIO tags (an I- that continues nothing starts an entity)."""
+def word_spans(
+    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None]
+) -> list[tuple[int, int, int]]:
+    """``(start, end, first token)`` of each word (the pre-tokenizer's: punctuation apart)."""
+    words: dict[int, list[int]] = {}
+    for i, (word, (s, e)) in enumerate(zip(word_ids, offsets, strict=True)):
+        if word is None or e <= s:
+            continue
+        if word in words:
+            words[word][1] = e
+        else:
+            words[word] = [s, e, i]
+    return [tuple(w) for w in words.values()]  # type: ignore[misc]
+
+
+def decode_bio(
+    tags: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    words: Sequence[tuple[int, int, int]] | None = None,
+) -> list[Entity]:
+    """Character spans from BIO tags (an I- that continues nothing starts an entity).
+
+    With ``words``, each word takes its first sub-word's tag and spans cover whole words (a
+    sub-word tagged apart from its word would cut a span inside it).
+    """
+    if words is not None:
+        tags = [tags[first] for _, _, first in words]
+        offsets = [(s, e) for s, e, _ in words]
     out: list[Entity] = []
     current: list[Any] | None = None  # [start, end, type]
     for tag, (s, e) in zip(tags, offsets, strict=True):
@@ -156,11 +183,13 @@ def encode_notes(
     tails = torch.full((n, max_pairs), IGNORE, dtype=torch.long)
     pair_labels = torch.full((n, max_pairs), IGNORE, dtype=torch.long)
     offsets: list[list[tuple[int, int]]] = []
+    words: list[list[tuple[int, int, int]]] = []
     dropped = 0
     for row, (record, enc) in enumerate(zip(records, encodings, strict=True)):
         entities, relations = gold(record)
         off = [tuple(o) for o in enc.offsets]
         offsets.append(off)
+        words.append(word_spans(off, enc.word_ids))
         ids[row, : len(enc.ids)] = torch.tensor(enc.ids)
         mask[row, : len(enc.ids)] = 1
         tags[row, : len(enc.ids)] = torch.tensor(token_tags(off, entities))
@@ -174,6 +203,7 @@ def encode_notes(
     return {
         "tensors": (ids, mask, tags, heads, tails, pair_labels),
         "offsets": offsets,
+        "words": words,
         "dropped_pairs": dropped,
     }
 
@@ -187,7 +217,9 @@ class ExtractionDataset(TensorDataset):
         *,
         records: Sequence[dict[str, Any]],
         offsets: Sequence[Sequence[tuple[int, int]]],
+        words: Sequence[Sequence[tuple[int, int, int]]],
     ) -> None:
         super().__init__(*tensors)
         self.records = list(records)
         self.offsets = [list(o) for o in offsets]
+        self.words = [list(w) for w in words]

@@ -34,16 +34,16 @@ class ExtractionModelSection(Section):
     """
 
     mode: Literal["full", "lora"] = "lora"
-    vocab_size: int = Field(1000, ge=100, le=65536, description="WordPiece tokens")
+    vocab_size: int = Field(2000, ge=100, le=65536, description="WordPiece tokens")
     public_notes: int = Field(2000, ge=20, description="public corpus notes (tokenizer, MLM)")
     hidden: int = Field(128, ge=16, le=4096)
     layers: int = Field(2, ge=1, le=48)
     heads: int = Field(4, ge=1, le=64)
-    intermediate: int = Field(256, ge=16, le=16384)
+    intermediate: int = Field(512, ge=16, le=16384)
     max_length: int = Field(160, ge=16, le=2048, description="tokens per note (longer are cut)")
     pretrain_epochs: int = Field(6, ge=0, le=100)
     pretrain_lr: float = Field(1e-3, gt=0.0)
-    lora_rank: int = Field(8, ge=1, le=256)
+    lora_rank: int = Field(4, ge=1, le=256)
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_targets: list[str] = Field(
         default_factory=lambda: ["query", "value"], min_length=1, description="encoder modules"

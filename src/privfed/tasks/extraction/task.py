@@ -225,7 +225,12 @@ class ExtractionTask(Task):
                 encoded["dropped_pairs"],
                 self._settings().max_pairs,
             )
-        return ExtractionDataset(encoded["tensors"], records=records, offsets=encoded["offsets"])
+        return ExtractionDataset(
+            encoded["tensors"],
+            records=records,
+            offsets=encoded["offsets"],
+            words=encoded["words"],
+        )
 
     def load_dataset(self, split_dirs: Sequence[Path]) -> Dataset:
         if not split_dirs:
@@ -333,7 +338,7 @@ class ExtractionTask(Task):
                 for k, row in enumerate(chunk):
                     length = int(mask[k].sum())
                     offsets = base.offsets[row][:length]
-                    entities = decode_bio(tags[k, :length].tolist(), offsets)
+                    entities = decode_bio(tags[k, :length].tolist(), offsets, base.words[row])
                     cands = candidate_pairs(entities, str(base.records[row]["text"]))
                     h, t, _, kept = pair_tensors(cands, offsets, max_pairs=10_000)
                     found.append(entities)
@@ -407,6 +412,7 @@ class ExtractionTask(Task):
             epochs=s.adapt_epochs,
             batch_size=self.train_batch_size(),
             lr=self.train_lr(),
+            weight_decay=self.cfg.train.weight_decay,
             seed=self.cfg.base.seed,
             label=label,
         )
