@@ -54,6 +54,7 @@ def _config(profile: str, *, mode: str = "lora", plus: bool = False) -> PrivFedC
             "model": {"extraction": {"mode": mode}},
             "train_federated": fed if plus else {"strategy": "fedavg"},
             "privacy": {"enabled": False},
+            "register_model": {"candidate": "federated"},
         },
     )
 

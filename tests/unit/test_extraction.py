@@ -19,6 +19,7 @@ from privfed.tasks.extraction.dataset import (
     decode_bio,
     gold,
     token_tags,
+    word_spans,
 )
 from privfed.tasks.extraction.generate import (
     EXTERNAL,
@@ -165,6 +166,12 @@ def test_bio_tags_and_decoding_by_hand() -> None:
     # an I- that continues nothing starts an entity; a type change splits
     lone = [0, LABEL_ID["I-PROBLEM"], LABEL_ID["I-DRUG"], LABEL_ID["I-DRUG"], 0]
     assert decode_bio(lone, offsets) == [Entity(0, 6, "PROBLEM"), Entity(7, 12, "DRUG")]
+    # word level: "fe" B-PROBLEM, "##ver" O -> the word takes its first sub-word's tag
+    words = word_spans(offsets, [None, 0, 1, 1, None])
+    assert words == [(0, 6, 1), (7, 12, 2)]
+    cut = [-100, 0, LABEL_ID["B-PROBLEM"], 0, -100]
+    assert decode_bio(cut, offsets) == [Entity(7, 9, "PROBLEM")]
+    assert decode_bio(cut, offsets, words) == [Entity(7, 12, "PROBLEM")]
 
 
 def test_entity_and_relation_f1_by_hand() -> None:
