@@ -18,14 +18,19 @@ model fine-tuned on the new site's labelled notes vs the public encoder trained 
 is :meth:`ExtractionTask.evaluation_settings`, as ``evaluate_models`` runs it. Bytes per round
 are the serialized model arrays each hospital sent (``bytes_update``), mean over rounds.
 
-    python -m benchmarks extraction [--profile default]
+    python -m benchmarks extraction [--profile default] [--rounds 16] [--no-full]
+
+``--rounds`` sets ``train_federated.rounds`` and the baselines' epochs to rounds x local epochs
+(results then go to ``results/extraction_rounds<N>.*``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ import torch
 
 from benchmarks.common import make_config, md_table, prepare_data, write_result
 from privfed.config import PrivFedConfig
+from privfed.federated import data_aware
 from privfed.federated.inprocess import run_rounds
 from privfed.logs import setup_logging
 from privfed.partitions import COHORTS_DIR, hospital_dirs, split_dirs
@@ -45,34 +51,57 @@ __all__ = ["main"]
 COLUMNS = ("entity_f1_strict", "entity_f1_lenient", "relation_f1")
 
 
-def _config(profile: str, *, mode: str = "lora", plus: bool = False) -> PrivFedConfig:
+def _config(
+    profile: str, *, mode: str = "lora", plus: bool = False, rounds: int | None = None
+) -> PrivFedConfig:
     fed: dict[str, Any] = {"strategy": "data_aware", "data_aware_weighting": "exp_one_minus_loss"}
+    if not plus:
+        fed = {"strategy": "fedavg"}
+    model: dict[str, Any] = {"mode": mode}
+    if rounds is not None:  # the baselines get the same epochs: rounds x local epochs
+        local = make_config(profile).train_federated.local_epochs
+        fed["rounds"] = rounds
+        model["baseline_epochs"] = rounds * local
     return make_config(
         profile,
         {
             "base": {"task": "extraction"},
-            "model": {"extraction": {"mode": mode}},
-            "train_federated": fed if plus else {"strategy": "fedavg"},
+            "model": {"extraction": model},
+            "train_federated": fed,
             "privacy": {"enabled": False},
             "register_model": {"candidate": "federated"},
         },
     )
 
 
+@contextlib.contextmanager
+def _recording_weights(into: list[dict[str, Any]]) -> Iterator[None]:
+    """Record each round's trained validation losses and data-aware weights (hospital order)."""
+    original = data_aware.data_aware_weights
+
+    def recording(sizes: Any, losses: Any, **kwargs: Any) -> list[float]:
+        weights = original(sizes, losses, **kwargs)
+        into.append({"losses": list(losses), "sizes": list(sizes), "weights": weights})
+        return weights
+
+    data_aware.data_aware_weights = recording
+    try:
+        yield
+    finally:
+        data_aware.data_aware_weights = original
+
+
 def _federate(cfg: PrivFedConfig, hospitals: list[Path], out: Path) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
-    model, recorder = run_rounds(cfg, {h.name: h for h in hospitals}, out)
+    weights: list[dict[str, Any]] = []
+    with _recording_weights(weights):
+        model, recorder = run_rounds(cfg, {h.name: h for h in hospitals}, out)
     rows = [r for r in recorder.rounds if r["round"] > 0]
     update = [t["bytes_update"] for r in rows for t in r["train"].values()]
-    weights = [
-        {h: t.get("data-aware-weight") for h, t in r["train"].items()}
-        for r in rows
-        if any("data-aware-weight" in t for t in r["train"].values())
-    ]
     return model, {
         "seconds": time.perf_counter() - t0,
         "bytes_update_per_hospital_round": sum(update) / len(update),
-        "data_aware_weights": weights,
+        "data_aware_rounds": weights,
     }
 
 
@@ -80,9 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks extraction")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--no-full", action="store_true", help="skip full fine-tuning")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="federated rounds (baselines: x local epochs)"
+    )
     args = parser.parse_args(argv)
     setup_logging("WARNING")
-    cfg = _config(args.profile)
+    cfg = _config(args.profile, rounds=args.rounds)
     task = get_task("extraction", cfg)
     task.public()  # built (and cached) before anything is timed
     models: dict[str, Any] = {}
@@ -114,9 +146,9 @@ def main(argv: list[str] | None = None) -> None:
             )
             models[f"local:{h.name}"] = model
         models["federated"], info["federated"] = _federate(cfg, hospitals, work / "fed")
-        plus = _config(args.profile, plus=True)
+        plus = _config(args.profile, plus=True, rounds=args.rounds)
         models["federated_plus"], info["federated_plus"] = _federate(plus, hospitals, work / "plus")
-        full_cfg = _config(args.profile, mode="full")
+        full_cfg = _config(args.profile, mode="full", rounds=args.rounds)
         if not args.no_full:
             models["federated_full"], info["federated_full"] = _federate(
                 full_cfg, hospitals, work / "full"
@@ -192,9 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"- {k}: {v:.3f}" for k, v in summary.items()]
     markdown = table + "\n" + "\n".join(lines) + "\n\n" + markdown
     write_result(
-        "extraction",
+        "extraction" + (f"_rounds{args.rounds}" if args.rounds else ""),
         {"summary": summary, "results": results, "settings": settings, "runs": info},
         markdown,
         f"python -m benchmarks extraction --profile {args.profile}"
+        + (f" --rounds {args.rounds}" if args.rounds else "")
         + (" --no-full" if args.no_full else ""),
     )

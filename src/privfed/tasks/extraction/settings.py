@@ -49,7 +49,7 @@ class ExtractionModelSection(Section):
         default_factory=lambda: ["query", "value"], min_length=1, description="encoder modules"
     )
     lr: float = Field(5e-4, gt=0.0, description="full: fine-tuning step (replaces train.lr)")
-    lora_lr: float = Field(3e-3, gt=0.0, description="lora: adapters' and heads' step")
+    lora_lr: float = Field(6e-3, gt=0.0, description="lora: adapters' and heads' step")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step")
     baseline_epochs: int = Field(16, ge=1, le=10_000, description="centralized and local epochs")
     max_pairs: int = Field(48, ge=1, le=4096, description="candidate relation pairs per note")
