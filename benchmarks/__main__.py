@@ -36,6 +36,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "retina",
         "retina task (FedGAN): federated vs centralized generator quality by federation size",
     ),
+    "extraction": (
+        "extraction",
+        "extraction task: Fed-MedLoRA(+) vs centralized and single-site F1, bytes full vs LoRA",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

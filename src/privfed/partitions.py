@@ -7,7 +7,12 @@ from pathlib import Path
 
 from privfed.io import DataError
 
-__all__ = ["hospital_dirs", "split_dirs"]
+__all__ = ["COHORTS_DIR", "hospital_dirs", "split_dirs"]
+
+#: Evaluation-only cohorts (:meth:`~privfed.tasks.base.Task.write_evaluation_cohorts`) under
+#: the partitions; the leading dot keeps them out of :func:`hospital_dirs`, hence out of
+#: every training run.
+COHORTS_DIR = ".cohorts"
 
 
 def hospital_dirs(partitions: Path) -> list[Path]:

@@ -112,3 +112,38 @@ def test_params_select_it_and_refuse_a_bad_temperature() -> None:
     assert isinstance(strategy, DataAwareFedAvg) and strategy.temperature == 0.5
     with pytest.raises(ConfigError, match="data_aware_temperature"):
         config_from_dict(raw_params(train_federated={"data_aware_temperature": 0.0}))
+
+
+def test_exp_one_minus_loss_weights_worked_out_by_hand() -> None:
+    # Prepare: Fed-MedLoRA+'s rule w_i ∝ exp(1 - L_i); sizes and temperature play no part
+    losses = [0.5, 1.0, 2.0]
+    raw = [math.exp(0.5), math.exp(0.0), math.exp(-1.0)]  # 1.6487, 1.0, 0.3679
+    # Execute
+    weights = data_aware_weights(
+        [10, 1000, 50], losses, temperature=0.01, weighting="exp_one_minus_loss"
+    )
+    # Assert: 1.6487 / 3.0166 = 0.5466, 1.0 / 3.0166 = 0.3315, 0.3679 / 3.0166 = 0.1220
+    assert weights == pytest.approx([r / sum(raw) for r in raw])
+    assert weights == pytest.approx([0.5466, 0.3315, 0.1220], abs=1e-4)
+    # large losses do not underflow to "no weight" (exp(1 - 900) is 0.0 in floating point)
+    assert data_aware_weights(
+        [1, 1], [900.0, 900.0 + math.log(3.0)], temperature=1.0, weighting="exp_one_minus_loss"
+    ) == pytest.approx([0.75, 0.25])
+    with pytest.raises(ValueError, match="'softmax'"):
+        data_aware_weights([1, 1], [1.0, 1.0], temperature=1.0, weighting="softmax")
+
+
+def test_exp_one_minus_loss_through_params_and_aggregation() -> None:
+    # Prepare: equal sizes, losses 0 and ln 3: weights e / (e + e/3) = 3/4 and 1/4
+    raw = raw_params(
+        train_federated={"strategy": "data_aware", "data_aware_weighting": "exp_one_minus_loss"}
+    )
+    strategy = make_strategy(config_from_dict(raw), 2)
+    replies = [_reply(1, 0.0, 100, 0.0), _reply(2, 4.0, 300, math.log(3.0))]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: 0.75 · 0 + 0.25 · 4 = 1.0 (size_loss would weight the larger hospital more)
+    assert strategy.weighting == "exp_one_minus_loss"
+    assert float(arrays["w"].numpy()[0]) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="data_aware_weighting"):
+        config_from_dict(raw_params(train_federated={"data_aware_weighting": "softmax"}))

@@ -79,6 +79,11 @@ class TrainFederatedSection(Section):
     data_aware_temperature: float = Field(
         1.0, gt=0.0, description="data_aware: loss scale of the weights; large = FedAvg"
     )
+    data_aware_weighting: Literal["size_loss", "exp_one_minus_loss"] = Field(
+        "size_loss",
+        description="data_aware: size_loss = n·exp(-(L - min L)/T); exp_one_minus_loss = "
+        "Fed-MedLoRA+'s exp(1 - L)",
+    )
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
     num_malicious: int = Field(

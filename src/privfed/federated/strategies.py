@@ -184,6 +184,7 @@ def scaffold(ctx: StrategyContext) -> Strategy:
 
 
 def data_aware(ctx: StrategyContext) -> Strategy:
+    fed = ctx.cfg.train_federated
     return DataAwareFedAvg(
-        temperature=ctx.cfg.train_federated.data_aware_temperature, **ctx.sampling
+        temperature=fed.data_aware_temperature, weighting=fed.data_aware_weighting, **ctx.sampling
     )

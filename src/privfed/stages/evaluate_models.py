@@ -26,7 +26,7 @@ from privfed.checkpoints import MODEL_FILE, load_model  # noqa: E402
 from privfed.config import PrivFedConfig  # noqa: E402
 from privfed.federated import ROUNDS_FILE  # noqa: E402
 from privfed.io import atomic_path, read_json, write_json, write_text  # noqa: E402
-from privfed.partitions import hospital_dirs, split_dirs  # noqa: E402
+from privfed.partitions import COHORTS_DIR, hospital_dirs, split_dirs  # noqa: E402
 from privfed.privacy.audit import membership_audit  # noqa: E402
 from privfed.registry import utility_ratio  # noqa: E402
 from privfed.stages.spec import StageSpec  # noqa: E402
@@ -63,7 +63,10 @@ REPORT_COLUMNS = {
     "macro_auroc": ["macro_auroc", "accuracy", "balanced_accuracy", "macro_f1"],
     "r2": ["r2", "mae", "rmse"],
     "perplexity": ["perplexity", "loss", "bleu", "rouge_l"],
+    "entity_f1_strict": ["entity_f1_strict", "entity_f1_lenient", "relation_f1"],
 }
+#: The task's further evaluation settings (:meth:`Task.evaluation_settings`), in the report.
+SETTINGS_FILE = "settings.json"
 
 
 def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
@@ -383,6 +386,18 @@ def run(
     if extra:
         with (report_dir / "comparison.md").open("a") as md:
             md.write("\n" + extra)
+    settings = task.evaluation_settings(
+        {**references, **loaded}, Path(inputs["partitions"]) / COHORTS_DIR, results
+    )
+    if settings is not None:
+        markdown = settings.pop("markdown", "")
+        headline = settings.pop("summary", None)
+        write_json(settings, report_dir / SETTINGS_FILE)
+        if headline:
+            summary["settings"] = headline
+        if markdown:
+            with (report_dir / "comparison.md").open("a") as md:
+                md.write("\n" + markdown)
     round_rows = _plot_rounds(Path(inputs["federated"]) / ROUNDS_FILE, metric, plots)
     write_json(round_rows, plots / "federated_rounds.json")
     _plot_per_hospital(results, hospitals, metric, plots)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from privfed.config import PrivFedConfig
 from privfed.io import DataError, atomic_dir, read_json, write_json
+from privfed.partitions import COHORTS_DIR
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
 
@@ -131,6 +132,10 @@ def run(
                 hospital,
                 {k: v["n"] for k, v in stats["hospitals"][hospital].items()},
             )
+        cohorts = task.write_evaluation_cohorts(raw, tmp / COHORTS_DIR)
+        if cohorts:
+            stats["evaluation_cohorts"] = cohorts
+            log.info("evaluation-only cohorts (no hospital trains on them): %s", cohorts)
     stats["total"] = int(len(units))
     write_json(stats, outputs["stats"])
     return stats

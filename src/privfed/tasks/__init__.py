@@ -69,7 +69,7 @@ def _builtin(name: str) -> TaskEntry:
     return TaskEntry(name, f"{package}.task:{cls}", f"{package}.settings:SETTINGS")
 
 
-_BUILTIN = ("readmission", "tabular", "segmentation", "notes", "retina")
+_BUILTIN = ("readmission", "tabular", "segmentation", "notes", "retina", "extraction")
 _REGISTRY: dict[str, TaskEntry] = {name: _builtin(name) for name in _BUILTIN}
 _entry_points_loaded = False
 

@@ -104,6 +104,28 @@ class Task(ABC):
     def load_dataset(self, split_dirs: Sequence[Path]) -> Dataset:
         """Tensors for the units stored in ``split_dirs`` (partition split folders)."""
 
+    def write_evaluation_cohorts(self, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        """Write the cohorts no hospital trains on (e.g. an external-validation site) to
+        ``out_dir``, which ``partition_data`` keeps beside the hospitals' folders.
+
+        Returns what was written, per cohort (the partition stats record it); the default
+        writes nothing. :meth:`evaluation_settings` reads them back.
+        """
+        return {}
+
+    def evaluation_settings(
+        self, models: Mapping[str, nn.Module], cohorts_dir: Path, results: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Evaluation settings beyond each hospital's test split, in ``evaluate_models``.
+
+        ``models`` are the evaluated models by name, ``cohorts_dir`` what
+        :meth:`write_evaluation_cohorts` wrote, ``results`` the stage's per-model results.
+        Returns a JSON-able dict, or None (the default) for no further settings. The stage
+        writes it to the report folder, appends its ``markdown`` key (if any) to the report and
+        puts its ``summary`` key (flat headline numbers, if any) in the DVC metrics.
+        """
+        return None
+
     def examples_per_unit(self, split_dirs: Sequence[Path]) -> int | None:
         """The most training examples one patient contributes to the rows in ``split_dirs``.
 

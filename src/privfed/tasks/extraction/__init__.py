@@ -1,0 +1,1 @@
+"""Task ``extraction``: federated clinical information extraction with LoRA."""
