@@ -311,9 +311,7 @@ def _kept_studies(profile: str, rerun: list[str]) -> list[dict]:
     """Studies of tasks this run did not repeat: one task's study takes tens of minutes, so a
     run of one task keeps the others' measured rows (each records its own seeds and wall time).
     """
-    return [
-        _numbers(s) for s in _previous(profile).get("studies", []) if s["task"] not in rerun
-    ]
+    return [_numbers(s) for s in _previous(profile).get("studies", []) if s["task"] not in rerun]
 
 
 def _numbers(study: dict) -> dict:
