@@ -51,7 +51,6 @@ START_FIRST = (
     "integration/test_pipeline_e2e.py",
     "integration/test_bring_your_own_data.py",
     "integration/test_kfp_local.py",
-    "integration/test_extraction_pipeline.py",
     "integration/test_dropout.py",
     "integration/test_readme_commands.py",
     "integration/test_secure_aggregation.py",
