@@ -53,14 +53,27 @@ def _with_epochs(cfg: PrivFedConfig, epochs: int) -> PrivFedConfig:
 
 
 def centralized_seconds(cfg: PrivFedConfig, parts: Path, epochs: int) -> dict[str, float]:
-    """Plain centralized script: load the pooled training data, train ``epochs`` epochs."""
+    """Plain centralized script: load the pooled training data, train ``epochs`` epochs.
+
+    Single-threaded, like each hospital's training: with torch's default 2 threads, 8 epochs
+    took 138 s instead of 11 s while other sessions kept this shared 2-core machine busy
+    (load 9-11; OpenMP's threads wait on each other when one is descheduled), which made the
+    reference, not the federation, the thing measured.
+    """
+    import torch
+
     task = get_task(cfg.base.task, cfg)
-    t0 = time.perf_counter()
-    data = task.load_dataset(split_dirs(hospital_dirs(parts), "train"))
-    t1 = time.perf_counter()
-    model = task.build_model()
-    train_with_config(task, model, data, cfg, epochs=epochs, seed=cfg.base.seed, label="bench")
-    t2 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        data = task.load_dataset(split_dirs(hospital_dirs(parts), "train"))
+        t1 = time.perf_counter()
+        model = task.build_model()
+        train_with_config(task, model, data, cfg, epochs=epochs, seed=cfg.base.seed, label="bench")
+        t2 = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
     return {"load_s": t1 - t0, "train_s": t2 - t1, "total_s": t2 - t0, "samples": len(data)}
 
 
