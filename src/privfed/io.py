@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ __all__ = [
     "atomic_dir",
     "jsonable",
     "write_json",
+    "write_jsonl",
     "read_json",
     "write_parquet",
     "read_parquet",
@@ -128,6 +129,14 @@ def read_json(path: str | Path) -> Any:
 def write_text(text: str, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+    """One JSON object per line, UTF-8 (temp file, then rename: never a half-written file)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+        )
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from privfed.io import DataError, atomic_path
+from privfed.io import DataError, write_jsonl
 from privfed.tasks.extraction.brat import read_brat_folder
 from privfed.tasks.extraction.generate import EXTERNAL, NEW_SITE
 
@@ -60,12 +60,8 @@ def read_notes(path: Path) -> list[dict[str, Any]]:
 
 
 def write_notes(records: Iterable[dict[str, Any]], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-        )
+    """Write notes as JSONL (temp file, then rename: never a half-written file)."""
+    write_jsonl(records, path)
 
 
 def hospital_files(root: Path) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from privfed.exchange import BASE_DIGEST, check_exchanged_state
 from privfed.tasks.extraction.dataset import LABELS
 from privfed.tasks.extraction.public import PublicEncoder, build_encoder
 from privfed.tasks.extraction.schema import RELATION_TYPES
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BASE_DIGEST", "ExtractionModel", "build_model"]
 
-BASE_DIGEST = "base_digest"
 #: Seed of the heads' and adapters' initialization (public: every hospital builds the same).
 INIT_SEED = 20_251_221
 #: Signed token distances are bucketed to [-DISTANCE_CLIP, DISTANCE_CLIP].
@@ -94,22 +94,15 @@ class ExtractionModel(nn.Module):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load an exchanged state; refuses missing or extra names, or another base's state."""
-        expected = set(self.state_dict())
-        missing = sorted(expected - set(state_dict))
-        extra = sorted(set(state_dict) - expected)
-        if strict and (missing or extra):
-            raise RuntimeError(
-                f"extraction model ({self.mode}) state mismatch: missing {missing[:5]}, "
-                f"unexpected {extra[:5]} (was it saved in the other model.extraction.mode?)"
-            )
-        incoming = state_dict.get(BASE_DIGEST)
-        if incoming is not None and not torch.equal(
-            torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
-        ):
-            raise ValueError(
-                "extraction model: this state was trained on another public encoder or "
-                "tokenizer (base digest differs); every hospital must use the same public build"
-            )
+        check_exchanged_state(
+            state_dict,
+            expected=set(self.state_dict()),
+            strict=strict,
+            base_digest=self.base_digest,
+            label=f"extraction model ({self.mode})",
+            mode_key="model.extraction.mode",
+            base_hint="",
+        )
         return super().load_state_dict(dict(state_dict), strict=False, assign=assign)
 
 

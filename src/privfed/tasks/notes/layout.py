@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from privfed.io import DataError, atomic_path
+from privfed.io import DataError, write_jsonl
 
 __all__ = [
     "NOTES_FILE",
@@ -69,12 +69,7 @@ def read_notes(path: Path, *, hospital: str | None = None) -> list[dict[str, Any
 
 def write_notes(records: Iterable[dict[str, Any]], path: Path) -> None:
     """Write notes as JSONL (temp file, then rename: never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-        )
+    write_jsonl(records, path)
 
 
 def hospital_note_files(root: Path) -> dict[str, Path]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from privfed.exchange import BASE_DIGEST, check_exchanged_state
 from privfed.tasks.notes.public import PublicAssets, build_gpt2, state_digest
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = ["BASE_DIGEST", "LORA_TARGETS", "NotesLM", "build_notes_model"]
 #: every update (both modes), so a hospital on another build is refused.
 #: Floats because FedAvg averages every array (Flower casts integers to float64, which would
 #: round 64-bit integers); the average of equal bytes rounds back to them exactly.
-BASE_DIGEST = "base_digest"
 #: GPT-2's attention projections: query/key/value (c_attn) and output (attn.c_proj).
 LORA_TARGETS = r".*\.attn\.(c_attn|c_proj)$"
 #: Seed of the adapters' initialization (public: every hospital builds the same ones).
@@ -78,23 +78,15 @@ class NotesLM(nn.Module):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load an exchanged state; refuses missing or extra names, or another base's adapters."""
-        expected = set(self.state_dict())
-        missing = sorted(expected - set(state_dict))
-        extra = sorted(set(state_dict) - expected)
-        if strict and (missing or extra):
-            raise RuntimeError(
-                f"notes model ({self.mode}) state mismatch: missing {missing[:5]}, "
-                f"unexpected {extra[:5]} (was it saved in the other model.notes.mode?)"
-            )
-        incoming = state_dict.get(BASE_DIGEST)
-        if incoming is not None and not torch.equal(
-            torch.round(torch.as_tensor(incoming).double()), self.base_digest.double()
-        ):
-            raise ValueError(
-                "notes model: this state was trained on a different base model or tokenizer "
-                "(base digest differs); every hospital must use the same public build "
-                "($PRIVFED_CACHE_DIR) or model.notes.checkpoint"
-            )
+        check_exchanged_state(
+            state_dict,
+            expected=set(self.state_dict()),
+            strict=strict,
+            base_digest=self.base_digest,
+            label=f"notes model ({self.mode})",
+            mode_key="model.notes.mode",
+            base_hint=" ($PRIVFED_CACHE_DIR) or model.notes.checkpoint",
+        )
         return super().load_state_dict(dict(state_dict), strict=False, assign=assign)
 
 
