@@ -45,6 +45,7 @@ def check_exchanged_state(
         torch.round(torch.as_tensor(incoming).double()), base_digest.double()
     ):
         raise ValueError(
-            f"{label.split(' (')[0]}: this state was trained on another public base or tokenizer "
-            f"(base digest differs); every hospital must use the same public build{base_hint}"
+            f"{label.split(' (')[0]}: this state was trained on a different base model or "
+            "tokenizer (base digest differs); every hospital must use the same public build"
+            f"{base_hint}"
         )
