@@ -44,6 +44,11 @@ class TlsFederation(LocalFederation):
     cluster runs it (the local launcher's default)."""
 
     def alive(self, name: str) -> bool:
+        """A started process still runs; an executor (forked by the warm template, not a child
+        of the launcher) counts once its log says it is ready, as a readiness probe would."""
+        if name.startswith("executor-") and name not in dict(self.processes.procs):
+            log = self.log_dir / f"{name}.log"
+            return log.is_file() and "executor ready" in log.read_text(errors="replace")
         return any(n == name and p.poll() is None for n, p in self.processes.procs)
 
 
