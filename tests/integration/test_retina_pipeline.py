@@ -91,13 +91,12 @@ def test_retina_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         "This version, a `Generator`"
         in (project / "reports/registration/model_card.md").read_text()
     )
-    # (mlflow.set_tracking_uri would also set MLFLOW_TRACKING_URI for every later test)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/privfed-retina/{version.version}",
-        tracking_uri=mlflow_server,
-        registry_uri=mlflow_server,
-        dst_path=str(project / "registered"),
-    )
-    generator = mlflow.pytorch.load_model(local)
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI: unset both after, or every later test
+    # of this worker would talk to this test's (stopped) server
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        generator = mlflow.pytorch.load_model(f"models:/privfed-retina/{version.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
     assert type(generator).__name__ == "Generator"
     assert not any("discriminator" in name for name, _ in generator.named_modules())
