@@ -23,6 +23,7 @@ __all__ = [
     "jsonable",
     "write_json",
     "write_jsonl",
+    "read_jsonl",
     "read_json",
     "write_parquet",
     "read_parquet",
@@ -137,6 +138,22 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
         tmp.write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
         )
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line; errors name the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from privfed.federated.processes import die_with_parent
+from privfed.federated.processes import die_with_parent, reap_children
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["fork_task", "serve"]
@@ -36,20 +36,6 @@ log = logging.getLogger("privfed.executor")
 
 PRELOAD = ("privfed.federated.app", "opacus", "sklearn.metrics", "pandas", "pyarrow.parquet")
 _warmed = False  # set by warm_up; an executor forked from a warm template skips it
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.warning(
-                "ClientApp task process %d exited with %d", pid, os.waitstatus_to_exitcode(status)
-            )
 
 
 def _parent_alive(parent_pid: int | None) -> bool:
@@ -163,7 +149,7 @@ def serve(runtime_api_address: str, *, poll_interval: float, parent_pid: int | N
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     log.info("warm ClientApp executor ready on %s (pid %d)", runtime_api_address, os.getpid())
     while _parent_alive(parent_pid):
-        _reap()
+        reap_children("ClientApp task")
         response = client.AcquireTask(request)
         if response.HasField("task") and response.token:
             fork_task(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from privfed.federated.federation import FederationError
 
-__all__ = ["ProcessGroup", "die_with_parent", "free_port"]
+__all__ = ["ProcessGroup", "die_with_parent", "free_port", "reap_children"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,20 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def reap_children(what: str) -> None:
+    """Collect every exited child without blocking; log the ones that failed (``what`` they ran)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.warning("%s process %d exited with %d", what, pid, code)
 
 
 def free_port() -> int:

@@ -22,26 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from privfed.federated.processes import die_with_parent
+from privfed.federated.processes import die_with_parent, reap_children
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["serve"]
 
 log = logging.getLogger("privfed.serverapp_executor")
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.warning(
-                "ServerApp process %d exited with %d", pid, os.waitstatus_to_exitcode(status)
-            )
 
 
 def _run_one(runtime_api_address: str, token: str, certificates: bytes | None) -> int:
@@ -102,7 +88,7 @@ def serve(
     request = AcquireTaskRequest(supported_task_types=[TaskType.SERVER_APP])
     log.info("warm ServerApp executor ready on %s (pid %d)", runtime_api_address, os.getpid())
     while parent_pid is None or os.getppid() == parent_pid:
-        _reap()
+        reap_children("ServerApp")
         response = client.AcquireTask(request)
         if response.HasField("task") and response.token:
             pid = os.fork()

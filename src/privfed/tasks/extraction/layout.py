@@ -9,13 +9,12 @@ hospitals' way; a user's source folder has them as plain folders of those names.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from privfed.io import DataError, write_jsonl
+from privfed.io import DataError, read_jsonl, write_jsonl
 from privfed.tasks.extraction.brat import read_brat_folder
 from privfed.tasks.extraction.generate import EXTERNAL, NEW_SITE
 
@@ -40,18 +39,8 @@ _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 def read_notes(path: Path) -> list[dict[str, Any]]:
     """The records of one JSONL file; errors name the file and line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
     out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for number, record in read_jsonl(path):
         missing = [k for k in ("note_id", "text", "entities", "relations") if k not in record]
         if missing:
             raise DataError(f"{path}:{number}: missing key(s) {missing}")

@@ -7,13 +7,12 @@ file (and line) at fault.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from privfed.io import DataError, write_jsonl
+from privfed.io import DataError, read_jsonl, write_jsonl
 
 __all__ = [
     "NOTES_FILE",
@@ -46,18 +45,8 @@ def _complete(record: dict[str, Any], hospital: str, where: str) -> dict[str, An
 def read_notes(path: Path, *, hospital: str | None = None) -> list[dict[str, Any]]:
     """The notes of a JSONL file (``hospital`` overrides the records' own, for a user's files)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for number, record in read_jsonl(path):
         if not isinstance(record, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         owner = hospital or str(record.get("hospital", ""))
