@@ -50,7 +50,7 @@ test: install
 		--durations=25 tests
 
 # The project image (components/Dockerfile), tagged by git commit (`git describe --dirty`), on a
-# running Docker daemon; GPU=1 builds the CUDA image too (components/Dockerfile.gpu, ~10 GB more).
+# running Docker daemon; GPU=1 builds the CUDA image too (components/Dockerfile.gpu; not built here).
 # Without a registry the base image comes from the Debian mirror apt uses (needs root and
 # debootstrap). See components/build-images.sh for BASE_IMAGE, TORCH_FIND_LINKS, BUILD_CA_FILES.
 images:

@@ -77,6 +77,6 @@ if [ "${GPU:-0}" = 1 ]; then
     build components/Dockerfile.gpu "$repo:$tag-cuda" \
         ${TORCH_SPEC_GPU:+--build-arg TORCH_SPEC="$TORCH_SPEC_GPU"}
 else
-    echo "GPU image skipped (GPU=1 builds it: about 10 GB more disk)"
+    echo "GPU image skipped (GPU=1 builds it: several GB more disk for the CUDA libraries)"
 fi
 echo "PRIVFED_IMAGE=$repo:$tag"

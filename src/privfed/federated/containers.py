@@ -12,7 +12,9 @@ makes the TLS material and keys, enrolls the SuperNodes and submits runs with th
 The ServerApp writes into a run folder mounted into the SuperLink container, and the run is
 copied to the stage's output from there. ClientApps and ServerApps run Flower's stock way (a
 process per message inside the container): the warm template forks processes on this host, so
-it cannot serve containers.
+it cannot serve containers. Containers carry the label ``privfed.federation``; the launcher
+removes its own when it stops, but a stage killed outright (``kill -9``, OOM) leaves them
+running: ``docker rm -f $(docker ps -q --filter label=privfed.federation)``.
 """
 
 from __future__ import annotations
