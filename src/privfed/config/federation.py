@@ -113,8 +113,12 @@ class TrainFederatedSection(Section):
         0.2, gt=0.0, le=3.0, description="cap on the SuperNode's idle waits; None: Flower's 3 s"
     )
     launcher: Literal["local", "kubernetes", "docker"] = "local"
-    insecure: bool = Field(False, description="local launcher: plaintext, no node auth (warned)")
-    supernode_auth: bool = Field(True, description="local launcher: only enrolled SuperNodes")
+    insecure: bool = Field(
+        False, description="local/docker launcher: plaintext, no node auth (warned)"
+    )
+    supernode_auth: bool = Field(
+        True, description="local/docker launcher: only enrolled SuperNodes"
+    )
     resume: bool = Field(True, description="a rerun goes on from the last completed round")
     secure_aggregation: SecureAggregationSection = SecureAggregationSection()
 

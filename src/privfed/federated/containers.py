@@ -162,17 +162,15 @@ class DockerFederation(LocalFederation):
         # the containers' user owns what they write in the mounted folders: the stage's
         self.user = f"{os.getuid()}:{os.getgid()}"
         self._resume_root: Path | None = None
-        #: Flower process name (superlink, supernode-<hospital>) -> its container's name
-        self.containers: dict[str, str] = {}
 
     def container_name(self, process: str) -> str:
+        """The container of a Flower process (``superlink``, ``supernode-<hospital>``)."""
         return f"privfed-{self.federation_id}-{process}"
 
     def _start_container(
         self, process: str, command: Sequence[str], mounts: Sequence[Mount]
     ) -> subprocess.Popen:
         name = self.container_name(process)
-        self.containers[process] = name
         env = dict(CONTAINER_ENV)
         env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = self._env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"]
         return self.processes.start(
