@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING := false
 
-.PHONY: install run test lint lock clean-outputs
+.PHONY: install run test lint lock clean-outputs images container-test
 
 install: $(VENV)/.installed .dvc/plots-offline.html
 
@@ -48,6 +48,19 @@ PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder \
 		--durations=25 tests
+
+# The project image (components/Dockerfile), tagged by git commit (`git describe --dirty`), on a
+# running Docker daemon; GPU=1 builds the CUDA image too (components/Dockerfile.gpu; not built here).
+# Without a registry the base image comes from the Debian mirror apt uses (needs root and
+# debootstrap). See components/build-images.sh for BASE_IMAGE, TORCH_FIND_LINKS, BUILD_CA_FILES.
+images:
+	components/build-images.sh
+
+# Container tests (tests/containers, never part of `make test`): every stage in the image by its
+# Kubeflow component's command line, compared with `dvc repro`, and a federation of containers.
+# They run the image `make images` built from this commit (PRIVFED_IMAGE overrides).
+container-test: install
+	$(BIN)/python -m pytest -q -n 0 --durations=10 tests/containers
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -143,6 +143,11 @@ def _section_parameters(params_path: str | Path) -> tuple[list, dict[str, Any], 
     """One dict parameter per params.yaml section (defaults from the file), then the MLflow URI;
     and the compile-time sections as constants."""
     d, cfg = load_params(params_path)
+    if cfg.train_federated.launcher == "docker":
+        raise ConfigError(
+            "train_federated.launcher=docker starts containers on this machine's Docker daemon, "
+            "which a Kubeflow pod does not have: compile with launcher local or kubernetes"
+        )
     parameters = [(s, dict, d[s]) for s in PIPELINE_SECTIONS]
     parameters.append(("mlflow_tracking_uri", str, cfg.kubeflow.mlflow_tracking_uri))
     return parameters, {s: d[s] for s in COMPILE_TIME_SECTIONS}, cfg

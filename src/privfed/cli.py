@@ -133,6 +133,13 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         "MLFLOW_TRACKING_URI is set (default: %(default)s, apart from `dvc repro`'s outputs; "
         "'.' writes over them)",
     )
+    loc.add_argument(
+        "--runner",
+        default="subprocess",
+        choices=["subprocess", "docker"],
+        help="subprocess: components in this environment; docker: each component in its image "
+        "(kubeflow.image / PRIVFED_IMAGE, `make images`), host network, --out under --root",
+    )
     for name, text in (("submit", "start one run"), ("schedule", "create a recurring run")):
         p = actions.add_parser(name, parents=[common], help=text)
         p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
@@ -161,7 +168,12 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
         return
     if args.action == "run-local":
         run_dir = local.run_local(
-            params, root=Path(args.root), out=Path(args.out), pipeline=args.pipeline, project=proj
+            params,
+            root=Path(args.root),
+            out=Path(args.out),
+            pipeline=args.pipeline,
+            project=proj,
+            runner=args.runner,
         )
         log.info(
             "local run finished; KFP artifacts in %s, the DVC layout in %s, MLflow at %s",

@@ -270,6 +270,16 @@ def test_sweep_refuses_the_cluster_launcher(tmp_path: Path) -> None:
         project.compile_pipeline("sweep", params, tmp_path / "s.yaml", ROOT)
 
 
+def test_no_pipeline_compiles_with_the_docker_launcher(tmp_path: Path) -> None:
+    """launcher: docker needs a Docker daemon beside the stage; a pod has none."""
+    from privfed.config import ConfigError
+
+    params = _params_with(tmp_path, "train_federated", launcher="docker")
+    for name in ("main", "sweep"):
+        with pytest.raises(ConfigError, match="launcher=docker"):
+            project.compile_pipeline(name, params, tmp_path / f"{name}.yaml", ROOT)
+
+
 def test_exit_handler_runs_after_any_outcome(main_ir) -> None:
     spec, _ = main_ir
     exit_task = spec["root"]["dag"]["tasks"]["record-pipeline-status"]

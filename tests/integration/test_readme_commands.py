@@ -3,7 +3,8 @@
 Every line of README's ``bash`` blocks is checked. The quick ones run for real, in a copy of
 the project on the tiny profile; the long ones are covered elsewhere and only resolved here:
 
-- ``make run`` / ``make test``: what ``.ci/run`` itself runs;
+- ``make run`` / ``make test`` / ``make images`` / ``make container-test``: what ``.ci/run``
+  itself runs;
 - ``dvc exp run -S ...``: each ``-S`` is applied to params.yaml as DVC applies it and the result
   must pass ``privfed check-params`` (a whole experiment is what test_pipeline_e2e runs);
 - ``privfed pipeline run-local`` (test_kfp_local runs it) and ``python -m benchmarks <name>``:
@@ -133,7 +134,8 @@ def test_readme_commands_work_as_written_in_a_new_shell(tmp_path: Path) -> None:
         assert command.startswith(PROGRAMS), f"README command needs activation: {command!r}"
         args = shlex.split(command, comments=True)
         if args[0] == "make":
-            assert args[1] in ("run", "test"), command  # .ci/run runs these
+            # .ci/run runs these (images and container-test after `make test`, with a daemon)
+            assert args[1] in ("run", "test", "images", "container-test"), command
             continue
         if args[:3] == [".venv/bin/dvc", "exp", "run"]:
             _apply_set_params(project, args)

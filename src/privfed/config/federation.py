@@ -112,9 +112,13 @@ class TrainFederatedSection(Section):
     supernode_poll_s: float | None = Field(
         0.2, gt=0.0, le=3.0, description="cap on the SuperNode's idle waits; None: Flower's 3 s"
     )
-    launcher: Literal["local", "kubernetes"] = "local"
-    insecure: bool = Field(False, description="local launcher: plaintext, no node auth (warned)")
-    supernode_auth: bool = Field(True, description="local launcher: only enrolled SuperNodes")
+    launcher: Literal["local", "kubernetes", "docker"] = "local"
+    insecure: bool = Field(
+        False, description="local/docker launcher: plaintext, no node auth (warned)"
+    )
+    supernode_auth: bool = Field(
+        True, description="local/docker launcher: only enrolled SuperNodes"
+    )
     resume: bool = Field(True, description="a rerun goes on from the last completed round")
     secure_aggregation: SecureAggregationSection = SecureAggregationSection()
 

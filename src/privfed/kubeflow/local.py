@@ -3,14 +3,17 @@
 The pipeline is compiled in the checkout (:func:`privfed.kubeflow.project.compile_pipeline`),
 and that IR YAML, the same file a cluster would receive, runs with
 ``kfp.local.SubprocessRunner(use_venv=False)``: every component as a subprocess of this
-environment (no containers here). Afterwards the artifacts are copied into the DVC layout
-(``data/raw``, ``models/…``, ``metrics/*.json`` …) so a Kubeflow run and a ``dvc repro`` run
-produce the same kinds of output in the same places.
+environment; or, with ``runner="docker"``, with ``kfp.local.DockerRunner``: every component in
+its image (``kubeflow.image`` / ``PRIVFED_IMAGE``) by the command line the IR gives a cluster,
+on the host network, the pipeline root mounted at its own path. Afterwards the artifacts are
+copied into the DVC layout (``data/raw``, ``models/…``, ``metrics/*.json`` …) so a Kubeflow
+run and a ``dvc repro`` run produce the same kinds of output in the same places.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +21,10 @@ from typing import Any
 
 from privfed.config import STAGES
 
-__all__ = ["artifact_layout", "run_local", "materialize"]
+__all__ = ["RUNNERS", "artifact_layout", "local_runner", "run_local", "materialize"]
+
+#: ``run_local``'s runners: KFP's subprocess runner in this environment, or its Docker runner.
+RUNNERS = ("subprocess", "docker")
 
 log = logging.getLogger("privfed")
 
@@ -78,6 +84,42 @@ def local_tracking_uri(configured: str, out: Path | None = None) -> str:
     return tracking_uri(configured, Path(out).resolve() if out is not None else Path.cwd())
 
 
+def local_runner(kind: str, *, root: Path, out: Path | None, image: str) -> Any:
+    """The KFP local runner ``kind`` names, set up for this project.
+
+    The Docker runner mounts only the pipeline root (at its own path) into each container, so
+    ``out``, where the run's SQLite MLflow store may be, must lie under it. Containers use the
+    host network (no bridge) and this process's user id, which owns the mounted root.
+
+    Raises:
+        ValueError: naming an unknown ``kind``, an ``out`` outside ``root``, or an ``image``
+            the Docker daemon does not have.
+    """
+    from kfp import local
+
+    if kind == "subprocess":
+        return local.SubprocessRunner(use_venv=False)
+    if kind != "docker":
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {kind!r}")
+    if out is not None and not Path(out).resolve().is_relative_to(root):
+        raise ValueError(
+            f"--out {out} is not under --root {root}: with the docker runner the containers "
+            "see only the pipeline root"
+        )
+    import docker
+
+    try:
+        docker.from_env().images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ValueError(
+            f"image {image!r} (kubeflow.image / PRIVFED_IMAGE) is not on this Docker daemon: "
+            "build it with `make images`"
+        ) from None
+    return local.DockerRunner(
+        network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment={"HOME": "/tmp"}
+    )
+
+
 def run_local(
     params: Path,
     *,
@@ -86,16 +128,19 @@ def run_local(
     pipeline: str = "main",
     project: Path = Path("."),
     arguments: dict[str, Any] | None = None,
+    runner: str = "subprocess",
 ) -> Path:
     """Run the DAG with KFP's local runner; returns the run's artifact folder.
 
     ``arguments`` override pipeline parameters (whole sections). With ``out``, artifacts of the
-    main pipeline are also copied into the DVC layout there.
+    main pipeline are also copied into the DVC layout there. ``runner`` is one of
+    :data:`RUNNERS` (:func:`local_runner`).
     """
     from kfp import components, local
 
     from privfed.kubeflow.parameters import load_params
     from privfed.kubeflow.project import compile_pipeline
+    from privfed.kubeflow.settings import cpu_image
 
     _, cfg = load_params(params)
     root = Path(root).resolve()
@@ -108,8 +153,9 @@ def run_local(
     # The cluster's MLflow URI is a pipeline default; a local run records where params say.
     args = {"mlflow_tracking_uri": local_tracking_uri(cfg.register_model.tracking_uri, out)}
     args |= arguments or {}
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    log.info("running pipeline %s with the KFP local runner under %s", pipeline, root)
+    kfp_runner = local_runner(runner, root=root, out=out, image=cpu_image(cfg.kubeflow))
+    local.init(runner=kfp_runner, pipeline_root=str(root))
+    log.info("running pipeline %s with KFP's local %s runner under %s", pipeline, runner, root)
     func(**args)
     run_dir = _latest_run(root, func.name)
     if out is not None and pipeline == "main":

@@ -3,7 +3,9 @@
 One federation serves both runs: ``federated`` (no DP; with privacy on, only while
 ``privacy.non_dp_run``) and, when ``privacy.enabled``, ``federated_dp``.
 ``train_federated.launcher`` says where it is: ``local`` starts a SuperLink and a SuperNode per
-hospital partition on 127.0.0.1; ``kubernetes`` uses the cluster's SuperLink and SuperNode pods
+hospital partition on 127.0.0.1; ``docker`` the same federation with the SuperLink and each
+SuperNode in a container of the project image that mounts only its hospital's partition;
+``kubernetes`` uses the cluster's SuperLink and SuperNode pods
 (section ``cluster``; the hospitals' data stays on their volumes, so the ``partitions`` input
 is not read). Outputs go to a temporary folder that replaces ``models/federated`` only when
 every run completed; either way they have the same layout.
@@ -20,6 +22,7 @@ from typing import Any
 from privfed.config import ConfigError, PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.federated.client import BYTE_COUNTS
+from privfed.federated.containers import DockerFederation
 from privfed.federated.federation import Federation, RunSpec
 from privfed.federated.kubernetes import KubernetesFederation, PodApi
 from privfed.federated.launcher import LocalFederation
@@ -91,6 +94,8 @@ def _federation(
     """
     if cfg.train_federated.launcher == "kubernetes":
         return KubernetesFederation(cfg, workdir, core_api=kube_api)
+    if cfg.train_federated.launcher == "docker":
+        return DockerFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
     return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
@@ -103,13 +108,13 @@ def planned_runs(cfg: PrivFedConfig) -> list[tuple[str, bool]]:
 def check_privacy_delta(cfg: PrivFedConfig, task: Task, partitions: Path) -> None:
     """Refuse δ ≥ 1/n before any round runs (n: the smallest hospital's training examples).
 
-    Only the local launcher reads the partitions; on Kubernetes the data stays on the
-    hospitals' volumes and each hospital's examples are not known here.
+    The local and docker launchers read the partitions here; on Kubernetes the data stays on
+    the hospitals' volumes and each hospital's examples are not known here.
 
     Raises:
         ConfigError: naming ``privacy.delta``, the hospital and its n.
     """
-    if not cfg.privacy.enabled or cfg.train_federated.launcher != "local":
+    if not cfg.privacy.enabled or cfg.train_federated.launcher == "kubernetes":
         return
     examples = {h.name: len(task.load_dataset([h / "train"])) for h in hospital_dirs(partitions)}
     try:
