@@ -15,7 +15,7 @@ import fnmatch
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -100,6 +100,9 @@ class FitPlan:
     grad_correction: Sequence[torch.Tensor] | None = None
     device: torch.device | None = None
     label: str = ""
+    #: called with the 1-based epoch after each epoch (a baseline scores and keeps its best
+    #: epoch there: :class:`privfed.selection.BestEpoch`); the model is back in train mode after
+    epoch_end: Callable[[int], None] | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         """The plan as :func:`train_local_pass`'s keyword arguments."""
@@ -262,6 +265,7 @@ def train_local_pass(
     grad_correction: Sequence[torch.Tensor] | None = None,
     device: torch.device | None = None,
     label: str = "",
+    epoch_end: Callable[[int], None] | None = None,
 ) -> LocalResult:
     """Train ``model`` in place for ``epochs`` epochs; report loss and the DP accountant history.
 
@@ -296,6 +300,7 @@ def train_local_pass(
             train_module, optimizer, loader = private.module, private.optimizer, private.loader
             total, seen = 0.0, 0
             for epoch in range(epochs):
+                train_module.train()  # epoch_end may have scored the model in eval mode
                 epoch_loss, epoch_n = 0.0, 0
                 for batch in loader:
                     batch = [t.to(device) for t in batch]
@@ -325,6 +330,8 @@ def train_local_pass(
                     epochs,
                     epoch_loss / max(epoch_n, 1),
                 )
+                if epoch_end is not None:
+                    epoch_end(epoch + 1)
         return LocalResult(
             train_loss=total / max(seen, 1),
             num_examples=len(dataset),
@@ -363,6 +370,7 @@ def train_with_config(
     dp: DPSettings | None = None,
     proximal_mu: float = 0.0,
     grad_correction: Sequence[torch.Tensor] | None = None,
+    epoch_end: Callable[[int], None] | None = None,
 ) -> LocalResult:
     """:meth:`Task.fit` with optimizer settings and device from ``cfg``'s sections.
 
@@ -380,5 +388,6 @@ def train_with_config(
         grad_correction=grad_correction,
         device=resolve_device(cfg.base.device),
         label=label,
+        epoch_end=epoch_end,
     )
     return task.fit(model, dataset, plan)

@@ -32,6 +32,9 @@ def _cfg(num_hospitals: int, **federated) -> PrivFedConfig:
             base={"task": "tabular", "num_hospitals": num_hospitals, "profile": "default"},
             generate_data={"patients_per_hospital": 200},
             train_federated={"rounds": 5, "local_epochs": 1, "screen_updates": False, **federated},
+            # the aggregation rule is under test, round after round: the last round's model,
+            # not the best-validation one (which would hide a run the attack broke late)
+            train={"selection": "last"},
         )
     )
 

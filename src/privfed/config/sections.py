@@ -205,10 +205,22 @@ class TrainSection(Section):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    selection: Literal["best_val", "last"] = Field(
+        "best_val",
+        description="weights every training run keeps: best_val = the epoch/round with the best "
+        "validation primary metric | last",
+    )
 
 
 class TrainCentralizedSection(Section):
     epochs: int = Field(15, ge=1)
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="centralized models trained with seeds base.seed, base.seed+1, ...; the gate "
+        "compares with their mean and records the spread",
+    )
 
 
 class TrainLocalSection(Section):

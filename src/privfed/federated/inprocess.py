@@ -24,12 +24,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from privfed.config import PrivFedConfig
-from privfed.federated.client import CONFIG_KEY, query_reply, train_reply
+from privfed.federated.client import CONFIG_KEY, evaluate_reply, query_reply, train_reply
 from privfed.federated.queries import sum_statistics
 from privfed.federated.recorded import RecordedStrategy
 from privfed.federated.recorder import RoundRecorder
 from privfed.federated.server import fixed_tensors
 from privfed.federated.strategies import make_strategy, min_train_nodes
+from privfed.selection import kept_round_state
 from privfed.tasks import get_task
 
 __all__ = ["run_rounds"]
@@ -135,5 +136,18 @@ def _run_rounds(
         if aggregated is not None:
             arrays = aggregated
         strategy.end_round(server_round, arrays)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    # the final model's validation scores, then the round train.selection keeps (as a
+    # deployed server does: privfed.federated.queries.final_evaluation)
+    evaluate = RecordDict({"arrays": arrays, "config": ConfigRecord({CONFIG_KEY: config})})
+    for hospital, node in nodes.items():
+        reply = evaluate_reply(evaluate, node, states[hospital])
+        recorder.record_val(fed.rounds, hospital, dict(reply["metrics"]))
+    recorder.selected, state = kept_round_state(
+        recorder.rounds,
+        task,
+        cfg.train.selection,
+        arrays.to_torch_state_dict(),
+        out_dir / "checkpoints",
+    )
+    model.load_state_dict(state)
     return model, recorder

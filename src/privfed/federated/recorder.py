@@ -105,6 +105,8 @@ class RoundRecorder:
         self.offset = 0
         #: the last round whose aggregate is recorded (counted from round 1 of the run)
         self.completed = 0
+        #: the round whose global model the run keeps (train.selection), once training ended
+        self.selected: int | None = None
         #: the initial model (names, shapes, dtypes every update must have) and the global
         #: model of the round in progress (what updates are measured against)
         self.template: dict[str, np.ndarray] | None = None

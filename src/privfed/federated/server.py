@@ -39,6 +39,7 @@ from privfed.federated.recorder import RoundRecorder
 from privfed.federated.resume import ResumeState, ResumeStore
 from privfed.federated.strategies import make_strategy, min_train_nodes
 from privfed.io import write_json
+from privfed.selection import kept_round_state
 from privfed.tasks import get_task
 
 __all__ = [
@@ -139,6 +140,7 @@ def _summary(
     roll: RollCall,
     resumed: ResumeState | None,
     seconds: dict[str, float],
+    selected: int,
 ) -> dict[str, Any]:
     """``run.json``: every round's row, the DP histories, and where the time went."""
     fed = cfg.train_federated
@@ -146,6 +148,8 @@ def _summary(
     return {
         "rounds": recorder.rounds,
         "rounds_completed": len(round_seconds),
+        # the round whose global model model.pt holds (train.selection)
+        "selected_round": selected,
         "dp": use_dp,
         "dp_history": recorder.full_dp_history(),
         # the round a crashed run had completed when this one took over (None: no crash)
@@ -252,12 +256,20 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
     training_seconds = time.monotonic() - t_train
     for hospital, metrics in final_evaluation(grid, recorder, arrays, config).items():
         recorder.record_val(fed.rounds, hospital, metrics)
+    selected, state = kept_round_state(
+        recorder.rounds,
+        task,
+        cfg.train.selection,
+        arrays.to_torch_state_dict(),
+        out_dir / "checkpoints",
+    )
     save_model(
         out_dir / "model.pt",
-        arrays.to_torch_state_dict(),
+        state,
         task=task.name,
         meta={
             "rounds": fed.rounds,
+            "selected_round": selected,
             "dp": use_dp,
             "strategy": fed.strategy,
             "secure_aggregation": secure,
@@ -270,13 +282,15 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> dict[str, Any]:
         roll=roll,
         resumed=resumed,
         seconds={"total": time.monotonic() - t0, "training": training_seconds},
+        selected=selected,
     )
     write_json(summary, out_dir / RUN_RESULT_FILE)
     log.info(
-        "federated run finished: %d rounds, median %.2f s per round, final val %s=%.4f",
+        "federated run finished: %d rounds, median %.2f s per round; kept round %d, val %s=%.4f",
         summary["rounds_completed"],
         summary["seconds"]["per_round_median"] or math.nan,
+        selected,
         task.primary_metric,
-        recorder.rounds[-1]["val"].get(task.primary_metric, math.nan),
+        recorder.rounds[selected]["val"].get(task.primary_metric, math.nan),
     )
     return summary

@@ -193,6 +193,9 @@ def run(
                 "wall_seconds": r["wall_seconds"],
                 "per_round_seconds_median": r["seconds"]["per_round_median"],
                 "final_val": r["rounds"][-1]["val"],
+                # the round model.pt holds (train.selection) and its validation scores
+                "selected_round": r["selected_round"],
+                "selected_val": r["rounds"][r["selected_round"]]["val"],
                 "network_bytes": (r["flower"].get("network-traffic") or {}).get("total-bytes"),
                 **bytes_per_round(r["rounds"]),
                 "rounds": [_round_row(row, task.primary_metric) for row in r["rounds"]],

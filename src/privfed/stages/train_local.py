@@ -7,13 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from privfed.checkpoints import MODEL_FILE, save_model
 from privfed.config import PrivFedConfig
 from privfed.io import atomic_dir, write_json
 from privfed.partitions import hospital_dirs
+from privfed.selection import fit_selected
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
-from privfed.training import train_with_config
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,14 @@ def run(
             hospital = hospital_dir.name
             train = task.load_dataset([hospital_dir / "train"])
             val = task.load_dataset([hospital_dir / "val"])
+            torch.manual_seed(cfg.base.seed)  # the same initialization as the centralized model
             # the hospital's own statistics: a local-only model never sees anyone else's
             model = task.initial_model(task.local_statistics([hospital_dir / "train"]))
-            result = train_with_config(
+            result, kept = fit_selected(
                 task,
                 model,
                 train,
+                val,
                 cfg,
                 epochs=task.baseline_epochs(cfg.train_local.epochs),
                 seed=cfg.base.seed,
@@ -56,17 +60,19 @@ def run(
             metrics[hospital] = {
                 "train_loss": result.train_loss,
                 "num_examples": result.num_examples,
+                "selection": kept.record(),
                 "val": task.evaluate(model, val),
             }
             save_model(
                 tmp / hospital / MODEL_FILE,
                 model.state_dict(),
                 task=task.name,
-                meta={"kind": "local", "hospital": hospital},
+                meta={"kind": "local", "hospital": hospital, "epoch": kept.epoch},
             )
             log.info(
-                "local %s: val %s=%.4f",
+                "local %s: kept epoch %s, val %s=%.4f",
                 hospital,
+                kept.epoch,
                 task.primary_metric,
                 metrics[hospital]["val"][task.primary_metric],
             )

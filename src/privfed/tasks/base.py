@@ -232,6 +232,12 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Metrics of ``model`` on ``dataset``; must contain :attr:`primary_metric`."""
 
+    def selection_score(self, model: nn.Module, val: Dataset) -> float:
+        """The primary metric on ``val`` that picks the epoch a baseline keeps (after every
+        epoch: :mod:`privfed.selection`). A task whose :meth:`evaluate` does costly extra work
+        (text generation) overrides it with just the primary metric."""
+        return float(self.evaluate(model, val)[self.primary_metric])
+
     def example_losses(
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> np.ndarray:

@@ -295,6 +295,18 @@ class NotesTask(Task):
         scores["n"] = len(dataset)
         return scores
 
+    def selection_score(self, model: nn.Module, val: Dataset) -> float:
+        """Perplexity alone: the greedy continuations :meth:`evaluate` adds are not needed to
+        pick an epoch, and cost more than the epoch's training on the default profile."""
+        from privfed.tasks.notes.metrics import lm_scores
+
+        was_training = model.training
+        model.eval()
+        try:
+            return float(lm_scores(model, val, batch_size=64)["perplexity"])
+        finally:
+            model.train(was_training)
+
     def report_section(self, models: Mapping[str, nn.Module], dataset: Dataset) -> str:
         """Markdown: :data:`REPORT_SAMPLES` greedy continuations of each model, to read."""
         lines = ["## Sample generations (greedy, pooled test set)\n"]

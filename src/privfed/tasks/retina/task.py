@@ -291,6 +291,7 @@ class RetinaTask(Task):
         ):
             disc, d_real_opt = private.module, private.optimizer
             for epoch in range(plan.epochs):
+                model.train()  # plan.epoch_end may have scored the model in eval mode
                 d_epoch = g_epoch = 0.0
                 n_batches = 0
                 for image, grade in private.loader:
@@ -330,6 +331,8 @@ class RetinaTask(Task):
                     d_epoch / max(n_batches, 1),
                     g_epoch / max(n_batches, 1),
                 )
+                if plan.epoch_end is not None:
+                    plan.epoch_end(epoch + 1)
         model.train()
         return LocalResult(
             train_loss=d_total / max(steps, 1),
