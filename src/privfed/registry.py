@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ def utility_ratio(candidate: float, central: float, *, higher_is_better: bool = 
     return num / den
 
 
+def ratio_range(
+    candidate: float | None, central_scores: Sequence[float], *, higher_is_better: bool = True
+) -> list[float]:
+    """[low, high]: the candidate's utility ratio to each centralized seed, the extremes
+    (empty without a candidate score or seeds)."""
+    if candidate is None or math.isnan(candidate) or not central_scores:
+        return []
+    ratios = [
+        utility_ratio(candidate, c, higher_is_better=higher_is_better) for c in central_scores
+    ]
+    return [min(ratios), max(ratios)]
+
+
 def promotion_gate(
     *,
     candidate_metric: float | None,
@@ -88,6 +102,7 @@ def promotion_gate(
     champion: Champion | None = None,
     data_version: str | None = None,
     split: str,
+    central_scores: Sequence[float] = (),
 ) -> GateDecision:
     """Decide promotion; every failed check contributes a reason naming the numbers.
 
@@ -97,7 +112,8 @@ def promotion_gate(
     ``require_dp`` refuses a model trained without DP, and a current ``champion`` scored on the
     same ``data_version`` and ``split`` is never demoted by a worse candidate. A champion scored
     on other data or another split cannot be compared: the gate says so in ``notes`` and
-    decides on the other checks.
+    decides on the other checks. ``central_scores`` are the centralized seeds' scores whose
+    mean is ``central_metric``: the ratio to each of them is recorded as the ratio's range.
     """
     reasons = []
     better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
@@ -107,9 +123,10 @@ def promotion_gate(
     else:
         ratio = utility_ratio(candidate_metric, central_metric, higher_is_better=higher_is_better)
         if not ratio >= min_ratio:
+            seeds = f", the mean of {len(central_scores)} seeds" if len(central_scores) > 1 else ""
             reasons.append(
                 f"utility ratio {ratio:.3f} to centralized on the {split} split "
-                f"({candidate_metric:.4f} vs {central_metric:.4f}) is below registry "
+                f"({candidate_metric:.4f} vs {central_metric:.4f}{seeds}) is below registry "
                 f"min_ratio_to_central={min_ratio}"
             )
         if floor is not None and better(floor, candidate_metric):
@@ -133,6 +150,11 @@ def promotion_gate(
         checks={
             "split": split,
             "utility_ratio": ratio,
+            # the ratio to the worst and best centralized seed, and how many seeds
+            "utility_ratio_range": ratio_range(
+                candidate_metric, central_scores, higher_is_better=higher_is_better
+            ),
+            "central_seeds": len(central_scores) or 1,
             "epsilon": epsilon,
             "validation_passed": validation_passed,
             "candidate_metric": math.nan if candidate_metric is None else candidate_metric,

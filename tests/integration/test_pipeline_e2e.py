@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
@@ -42,6 +43,10 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         "public_only",
     }
     assert {f"local:hospital_{i}" for i in (1, 2, 3)} <= models
+    # the centralized baseline is the mean of its seeds (tiny: 42 and 43), each one scored
+    seeds = evaluation["summary"]["centralized_seeds"]["val"]
+    assert "centralized:seed43" in models and len(seeds["scores"]) == 2
+    assert evaluation["summary"]["val"]["centralized"] == pytest.approx(sum(seeds["scores"]) / 2)
     report = (project / "reports/evaluation/comparison.md").read_text()
     # each local model: a row in the comparison, in the per-hospital tables (primary metric
     # and accuracy) and in the membership-inference audit
@@ -73,6 +78,13 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         ) == ["round_001.pt", "round_002.pt"]
         for row in rounds[name]["rounds"]:
             assert set(row["val_per_hospital"]) == {"hospital_1", "hospital_2", "hospital_3"}
+        # model.pt is the round whose global model scored best on the hospitals' val splits
+        scores = [row["val"]["macro_auroc"] for row in rounds[name]["rounds"][1:]]
+        selected = rounds[name]["selected_round"]
+        assert selected == 1 + scores.index(max(scores))
+        kept = torch.load(project / f"models/federated/{name}/model.pt")["state_dict"]
+        checkpoint = project / f"models/federated/{name}/checkpoints/round_{selected:03d}.pt"
+        assert all(torch.equal(v, torch.load(checkpoint)["state_dict"][k]) for k, v in kept.items())
     # Each SuperNode's ClientApp worked only on its own hospital's data
     logs = project / "models/federated/logs"
     for i in (1, 2, 3):
@@ -91,6 +103,9 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert registration["tracking_uri"] == mlflow_server
     assert registration["alias"] == "champion", registration["reasons"]
     assert registration["checks"]["split"] == "val"
+    low, high = registration["checks"]["utility_ratio_range"]
+    assert registration["checks"]["central_seeds"] == 2
+    assert low <= registration["checks"]["utility_ratio"] <= high
     assert registration["checks"]["candidate_metric"] == pytest.approx(
         evaluation["summary"]["val"]["federated_dp"]
     )
@@ -108,6 +123,8 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     assert f"at δ = {privacy['delta']}" in card and "accountants rdp, prv" in card
     assert "the prv accountant calibrated the noise" in card
     assert "Started from: the task's public model" in card
+    selected = rounds["federated_dp"]["selected_round"]
+    assert f"this is the global model after round {selected} (the best mean validation" in card
     assert "Unit of privacy: one patient" in card
     assert "Clipping norm (max_grad_norm): 3; batch 32, step size 0.02; rounds: 2 × 1 local" in card
     assert f"noise multiplier {h1['noise_multiplier']:.3g}" in card

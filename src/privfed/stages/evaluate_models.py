@@ -69,6 +69,38 @@ REPORT_COLUMNS = {
 SETTINGS_FILE = "settings.json"
 
 
+#: Name prefix of the extra centralized seeds' models (``train_centralized.seeds``).
+SEED_PREFIX = "centralized:seed"
+
+
+def _seed_models(inputs: Mapping[str, Path]) -> dict[str, Path]:
+    """The extra centralized seeds' models: scored like the others, to measure the baseline's
+    spread; not audited and not in the task's own figures."""
+    folder = Path(inputs["centralized"])
+    found = {
+        int(d.name.removeprefix("seed_")): d / MODEL_FILE
+        for d in folder.glob("seed_*")
+        if (d / MODEL_FILE).is_file()
+    }
+    return {f"{SEED_PREFIX}{seed}": path for seed, path in sorted(found.items())}
+
+
+def centralized_spread(results: Mapping[str, Any], split: str, metric: str) -> dict[str, Any]:
+    """Every centralized seed's pooled ``metric`` on ``split`` (``pooled`` or ``val``), their
+    mean and range: what the gate's ratio is measured against."""
+    scores = [float(r[split][metric]) for n, r in results.items() if _is_centralized(n)]
+    return {
+        "scores": scores,
+        "mean": float(np.mean(scores)),
+        "min": float(np.min(scores)),
+        "max": float(np.max(scores)),
+    }
+
+
+def _is_centralized(name: str) -> bool:
+    return name == "centralized" or name.startswith(SEED_PREFIX)
+
+
 def _models(inputs: Mapping[str, Path]) -> dict[str, Path]:
     models = {"centralized": Path(inputs["centralized"]) / MODEL_FILE}
     for d in sorted(p for p in Path(inputs["local"]).iterdir() if p.is_dir()):
@@ -144,6 +176,20 @@ def audit_table(audits: Mapping[str, Any], epsilons: Mapping[str, float]) -> str
             row += [_fmt(audit[attack]["auroc"]), _fmt(audit[attack]["tpr_at_1pct_fpr"])]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _spread_line(spread: Mapping[str, Mapping[str, Any]], metric: str) -> str:
+    """Markdown: the centralized baseline over its seeds (what the gate compares with)."""
+    test, val = spread[POOLED], spread[VAL]
+    n = len(test["scores"])
+    if n == 1:
+        return "\nCentralized: one seed (train_centralized.seeds: 1), so no spread.\n"
+    return (
+        f"\nCentralized over {n} seeds (`centralized` and `{SEED_PREFIX}N`): pooled test "
+        f"{metric} mean {_fmt(test['mean'])} ({_fmt(test['min'])}–{_fmt(test['max'])}), "
+        f"pooled val mean {_fmt(val['mean'])} ({_fmt(val['min'])}–{_fmt(val['max'])}). "
+        "The summary's `centralized` and the gate use these means.\n"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -250,7 +296,9 @@ def _plot_rounds(rounds_file: Path, metric: str, out: Path) -> list[dict[str, An
 def _plot_per_hospital(
     results: Mapping[str, Any], hospitals: list[str], metric: str, out: Path
 ) -> None:
-    names = [n for n in results if not n.startswith("local:")] + ["local (own hospital)"]
+    names = [n for n in results if not n.startswith(("local:", SEED_PREFIX))] + [
+        "local (own hospital)"
+    ]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(names)
     x = np.arange(len(hospitals))
@@ -301,7 +349,8 @@ def run(
     confusion: dict[str, Any] = {}
     references = task.reference_models()  # no hospital data: no audit, epsilon 0
     loaded = {name: load_model(path, cfg) for name, path in _models(inputs).items()}
-    for name, model in {**references, **loaded}.items():
+    repeats = {name: load_model(path, cfg) for name, path in _seed_models(inputs).items()}
+    for name, model in {**references, **loaded, **repeats}.items():
         if not name.startswith("local:"):
             confusion[name] = task.confusion_matrix(model, test_sets[POOLED])
         per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
@@ -315,21 +364,33 @@ def run(
             results[name][VAL] = task.evaluate(model, val_set)
         log.info("%s: pooled %s=%.4f", name, metric, results[name][POOLED][metric])
     local_pooled = [r[POOLED][metric] for n, r in results.items() if n.startswith("local:")]
+    spread = {split: centralized_spread(results, split, metric) for split in (POOLED, VAL)}
+    # the centralized baseline is the mean over its seeds; each seed's score stays beside it
     summary = {
         "primary_metric": metric,
-        "centralized": results["centralized"][POOLED][metric],
+        "centralized": spread[POOLED]["mean"],
+        "centralized_seeds": {"test": spread[POOLED], VAL: spread[VAL]},
         "local_mean": float(np.mean(local_pooled)),
         "federated": results.get("federated", {}).get(POOLED, {}).get(metric),
         "federated_dp": results.get("federated_dp", {}).get(POOLED, {}).get(metric),
         "epsilon": dp_eps,
-        VAL: {n: r[VAL][metric] for n, r in results.items() if VAL in r},
+        VAL: {
+            **{
+                n: r[VAL][metric]
+                for n, r in results.items()
+                if VAL in r and not n.startswith(SEED_PREFIX)
+            },
+            "centralized": spread[VAL]["mean"],
+        },
     }
     for name in ("federated", "federated_dp"):
         if summary[name] is not None:
             summary[f"{name}_to_central"] = utility_ratio(
                 summary[name], summary["centralized"], higher_is_better=task.higher_is_better
             )
-    table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric]))
+    table = comparison_table(results, REPORT_COLUMNS.get(metric, [metric])) + _spread_line(
+        spread, metric
+    )
     audits = (
         audit_models(task, cfg, hospitals_paths, loaded, test_sets, val_set)
         if cfg.evaluate_models.membership_audit

@@ -31,6 +31,7 @@ from privfed.registry import (
     git_commit,
     metric_chart_route,
     promotion_gate,
+    ratio_range,
     recover_interrupted,
     registration_owner,
     tracking_uri,
@@ -55,6 +56,7 @@ SPEC = StageSpec(
         "generate_data.n_genes",  # the model's input shape (loading the candidate)
         "ingest_data",  # the tabular schema (also the model's input shape)
         "model",
+        "train.selection",  # the card says which round's model the version is
         "train_federated",  # the model card describes the federation
         "privacy",
         "register_model",
@@ -94,6 +96,12 @@ def gate_scores(summary: Mapping[str, Any], split: str) -> Mapping[str, Any]:
             "register_model.gate_split is 'val': rerun evaluate_models, or set gate_split: test"
         )
     return summary["val"]
+
+
+def central_seed_scores(summary: Mapping[str, Any], split: str) -> list[float]:
+    """Each centralized seed's pooled primary metric on ``split`` (the mean of which is the
+    summary's ``centralized``); empty for an evaluation written before seeds were recorded."""
+    return list(summary.get("centralized_seeds", {}).get(split, {}).get("scores", []))
 
 
 def _curves_note(
@@ -156,7 +164,22 @@ def _split_lines(summary: Mapping[str, Any], candidate: str, split: str, higher:
         + f"\n- `{summary['primary_metric']}` on both splits:\n"
         + "\n".join(rows)
         + f"\n- Utility ratio to centralized: val {_fmt(ratios['val'])}, "
-        f"test {_fmt(ratios['test'])}"
+        f"test {_fmt(ratios['test'])}" + _seed_line(summary, candidate, split, higher)
+    )
+
+
+def _seed_line(summary: Mapping[str, Any], candidate: str, split: str, higher: bool) -> str:
+    """The centralized baseline's seeds and the ratio's range over them, on the gate's split."""
+    scores = central_seed_scores(summary, split)
+    if len(scores) < 2:
+        return ""
+    low, high = ratio_range(
+        _float(gate_scores(summary, split).get(candidate)), scores, higher_is_better=higher
+    )
+    return (
+        f"\n- Centralized is the mean of {len(scores)} seeds (train_centralized.seeds) on "
+        f"{split}: {', '.join(_fmt(v) for v in scores)}; the ratio to each seed ranges "
+        f"{_fmt(low)}–{_fmt(high)}"
     )
 
 
@@ -303,6 +326,18 @@ def audit_lines(audits: Mapping[str, Mapping[str, float]], epsilons: Mapping[str
     )
 
 
+def _kept_line(cfg: PrivFedConfig, selected: int | None) -> str:
+    """Which round's global model this version is (``train.selection``)."""
+    if selected is None:
+        return "the round kept is not recorded"
+    rule = (
+        "the best mean validation score over hospitals"
+        if cfg.train.selection == "best_val"
+        else "the last round"
+    )
+    return f"this is the global model after round {selected} ({rule}, train.selection)"
+
+
 def _alias_note(alias: str) -> str:
     """What the alias means for a reader about to load the model."""
     if alias == "champion":
@@ -339,7 +374,7 @@ def model_card(
 - Candidate: `{candidate}` — trained with Flower across {len(summary["hospitals"])} hospitals
   ({", ".join(summary["hospitals"])}),
   strategy `{cfg.train_federated.strategy}`, {cfg.train_federated.rounds} rounds ×
-  {local_epochs} local epoch(s)
+  {local_epochs} local epoch(s); {_kept_line(cfg, summary.get("selected_round"))}
 - Update screening: {_screening_line(cfg, rejections or {})}
 - Dropouts (hospitals that missed a round's deadline, per run): {_per_hospital(dropouts or {})}
 - Data version (dvc.lock; on Kubeflow the validated dataset's content hash): `{data_hash}`
@@ -416,6 +451,7 @@ def run(
         champion=current_champion(client, r.model_name),
         data_version=data_hash,
         split=r.gate_split,
+        central_scores=central_seed_scores(summary, r.gate_split),
     )
     exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
     for closed in recover_interrupted(client, exp_id, r.model_name):
@@ -517,6 +553,7 @@ def run(
                 "epsilon": epsilon,
                 "hospitals": _hospitals(evaluation, rounds, candidate),
                 "released": type(released).__name__,
+                "selected_round": rounds.get(candidate, {}).get("selected_round"),
             },
             decision,
             version=version,
