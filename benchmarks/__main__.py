@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "extraction",
         "extraction task: Fed-MedLoRA(+) vs centralized and single-site F1, bytes full vs LoRA",
     ),
+    "comparison": (
+        "comparison",
+        "every model best-on-validation, each over >= 3 seeds: the README comparison tables",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

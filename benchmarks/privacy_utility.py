@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, make_config, md_table, prepare_data, write_result  # noqa: E402
 from privfed.checkpoints import MODEL_FILE, load_model  # noqa: E402
@@ -50,10 +50,11 @@ __all__ = ["main", "spread", "gap_closed"]
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation, min and max of one configuration's runs."""
+    """Mean, sample standard deviation, min and max of one configuration's runs (numpy's, which
+    give inf or NaN where a run's score is one; ``statistics`` raises on an infinite ratio)."""
     return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "mean": float(np.mean(values)),
+        "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
         "min": min(values),
         "max": max(values),
         "n": len(values),

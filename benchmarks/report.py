@@ -1,8 +1,9 @@
-"""Refresh the result tables in BENCHMARKS.md from ``benchmarks/results/<name>.md``.
+"""Refresh the result tables in BENCHMARKS.md and README.md from ``benchmarks/results/<name>.md``.
 
-BENCHMARKS.md holds the prose (what each figure means, targets, bottlenecks); each table sits
+The documents hold the prose (what each figure means, targets, bottlenecks); each table sits
 between ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` markers and is replaced by
-the latest run's Markdown, so the document never shows a table typed by hand.
+the latest run's Markdown, so neither shows a table typed by hand (README's comparison tables
+come from ``python -m benchmarks comparison``).
 
     python -m benchmarks report
 """
@@ -35,10 +36,10 @@ def refresh(text: str, tables: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m benchmarks report").parse_args(argv)
-    doc = ROOT / "BENCHMARKS.md"
     tables = {p.stem: p.read_text() for p in RESULTS.glob("*.md")}
-    doc.write_text(refresh(doc.read_text(), tables))
-    print(f"refreshed {doc} from {len(tables)} result tables")
+    for doc in (ROOT / "BENCHMARKS.md", ROOT / "README.md"):
+        doc.write_text(refresh(doc.read_text(), tables))
+        print(f"refreshed {doc} from {len(tables)} result tables")
 
 
 if __name__ == "__main__":
