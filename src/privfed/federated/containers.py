@@ -35,10 +35,8 @@ from typing import Any
 from privfed.config import PrivFedConfig
 from privfed.federated.federation import FederationError, RunSpec
 from privfed.federated.flower_commands import node_config_arg, superlink_command, supernode_command
-from privfed.federated.flower_control import flwr_connection_toml
 from privfed.federated.launcher import RESUME_DIR, LocalFederation
 from privfed.federated.processes import free_port
-from privfed.federated.security import write_tls
 
 __all__ = [
     "CONTAINER_ENV",
@@ -211,25 +209,8 @@ class DockerFederation(LocalFederation):
         self._check_image()
         if fed.clientapp_launcher == "warm":
             log.info("launcher docker: ClientApps run per message inside each hospital's container")
-        shutil.rmtree(self.flwr_home, ignore_errors=True)
-        self.flwr_home.mkdir(parents=True)
+        self.prepare_links()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        if fed.insecure:
-            log.warning(
-                "train_federated.insecure=true: the SuperLink and SuperNodes talk plaintext "
-                "HTTP without node authentication (for debugging only)"
-            )
-            self.tls = None
-        else:
-            self.tls = write_tls(self.workdir / "tls")
-        (self.flwr_home / "config.toml").write_text(
-            flwr_connection_toml(
-                "local",
-                f"127.0.0.1:{self.port}",
-                insecure=self.tls is None,
-                root_certificates=str(self.tls.ca_cert) if self.tls else None,
-            )
-        )
         auth = fed.supernode_auth and self.tls is not None
         mounts = [Mount(self.runs_dir, read_only=False)]
         if self._resume_root is not None:

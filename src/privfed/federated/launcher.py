@@ -193,12 +193,12 @@ class LocalFederation(Federation):
         """The partitions' digest: a resumed run must see the same data."""
         return data_digest(self.hospital_dirs)
 
-    def start(self) -> None:
-        """SuperLink, then (enrolled) SuperNodes; TLS with a fresh CA unless ``insecure``."""
-        fed = self.cfg.train_federated
+    def prepare_links(self) -> None:
+        """A fresh Flower home whose connection points at this SuperLink, and TLS with a fresh
+        CA unless ``insecure`` (logged as a warning)."""
         shutil.rmtree(self.flwr_home, ignore_errors=True)
         self.flwr_home.mkdir(parents=True)
-        if fed.insecure:
+        if self.cfg.train_federated.insecure:
             log.warning(
                 "train_federated.insecure=true: the SuperLink and SuperNodes talk plaintext "
                 "HTTP without node authentication (for debugging only)"
@@ -214,6 +214,11 @@ class LocalFederation(Federation):
                 root_certificates=str(self.tls.ca_cert) if self.tls else None,
             )
         )
+
+    def start(self) -> None:
+        """SuperLink, then (enrolled) SuperNodes; TLS with a fresh CA unless ``insecure``."""
+        fed = self.cfg.train_federated
+        self.prepare_links()
         t0 = time.monotonic()
         auth = fed.supernode_auth and self.tls is not None
         warm = fed.clientapp_launcher == "warm"
