@@ -108,7 +108,9 @@ def test_baselines_are_reproducible_and_keep_their_best_validation_epoch(
     # Execute: the centralized stage twice, the local stage once
     runs = [
         train_centralized.run(
-            cfg, {"partitions": parts}, {"model": tmp_path / f"c{i}", "metrics": tmp_path / "c.json"}
+            cfg,
+            {"partitions": parts},
+            {"model": tmp_path / f"c{i}", "metrics": tmp_path / "c.json"},
         )
         for i in (0, 1)
     ]
