@@ -473,6 +473,8 @@ def run(
                     **({"membership_audit": _audit_summary(r)} if "membership_audit" in r else {}),
                 }
                 for n, r in results.items()
+                # the extra centralized seeds are in summary.centralized_seeds (and the report)
+                if not n.startswith(SEED_PREFIX)
             },
         },
         outputs["metrics"],
