@@ -351,7 +351,7 @@ def run(
     loaded = {name: load_model(path, cfg) for name, path in _models(inputs).items()}
     repeats = {name: load_model(path, cfg) for name, path in _seed_models(inputs).items()}
     for name, model in {**references, **loaded, **repeats}.items():
-        if not name.startswith("local:"):
+        if not name.startswith(("local:", SEED_PREFIX)):
             confusion[name] = task.confusion_matrix(model, test_sets[POOLED])
         per = {h: task.evaluate(model, ds) for h, ds in test_sets.items() if h != POOLED}
         results[name] = {
