@@ -45,9 +45,23 @@ __all__ = ["build_pipeline", "build_sweep_pipeline"]
 SECTIONS = (*PIPELINE_SECTIONS, *COMPILE_TIME_SECTIONS)
 
 
-def _check_params(p: dict[str, Any], cfg: PrivFedConfig) -> Any:
-    """The task whose output, the whole config, every stage component takes as ``config``."""
-    return configure_task(check_params_op(**{s: p[s] for s in SECTIONS}), "check_params", cfg)
+def _check_params(p: dict[str, Any], cfg: PrivFedConfig, *, live: bool = False) -> Any:
+    """The task whose output, the whole config, every stage component takes as ``config``.
+
+    ``live``: the stages log into one MLflow run, keyed by this pipeline job, as they run.
+    """
+    tracking = (
+        {"mlflow_tracking_uri": p["mlflow_tracking_uri"], "pipeline_job": PIPELINE_JOB}
+        if live
+        else {}
+    )
+    return configure_task(
+        check_params_op(**{s: p[s] for s in SECTIONS}, **tracking), "check_params", cfg
+    )
+
+
+#: What identifies a run of the pipeline: the pipeline run's key in MLflow (docs/tracking.md)
+PIPELINE_JOB = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
 def _stage_chain(config: Any, cfg: PrivFedConfig) -> dict[str, Any]:
@@ -160,13 +174,15 @@ def build_pipeline(params_path: str | Path = "params.yaml") -> Any:
     def body(p: dict[str, Any]) -> None:
         exit_task = configure_task(
             record_pipeline_status_op(
-                mlflow_tracking_uri=p["mlflow_tracking_uri"], **{s: p[s] for s in SECTIONS}
+                mlflow_tracking_uri=p["mlflow_tracking_uri"],
+                pipeline_job=PIPELINE_JOB,
+                **{s: p[s] for s in SECTIONS},
             ),
             "record_pipeline_status",
             cfg,
         )
         with dsl.ExitHandler(exit_task, name="privfed-run"):
-            config = _check_params(p, cfg).output
+            config = _check_params(p, cfg, live=True).output
             t = _stage_chain(config, cfg)
             configure_task(register_model_task(config, p, t), "register_model", cfg)
 

@@ -9,6 +9,7 @@ from privfed.kubeflow.settings import component
 def record_pipeline_status(
     status: dsl.PipelineTaskFinalStatus,
     mlflow_tracking_uri: str,
+    pipeline_job: str,
     base: dict,
     generate_data: dict,
     ingest_data: dict,
@@ -35,12 +36,13 @@ def record_pipeline_status(
     sections = dict(locals())  # first statement: the parameters; the sections follow status
     from privfed.kubeflow.adapter import record_pipeline_status as record
 
-    del sections["status"], sections["mlflow_tracking_uri"]
+    del sections["status"], sections["mlflow_tracking_uri"], sections["pipeline_job"]
     record(
         state=status.state,
         job=status.pipeline_job_resource_name,
         error=status.error_message or "",
         sections=sections,
         tracking_uri=mlflow_tracking_uri,
+        pipeline_job=pipeline_job,
     )
     return status.state

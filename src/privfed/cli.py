@@ -205,7 +205,7 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
 
 
 def run_stage(stage: str, params: str, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
-    from privfed.stages import get_stage, stage_spec
+    from privfed.stages import run_tracked, stage_spec
 
     cfg = load_config(params)
     spec = stage_spec(stage)  # imports this stage only, as DEFAULT_PATHS would not
@@ -215,7 +215,7 @@ def run_stage(stage: str, params: str, inputs: dict[str, Path], outputs: dict[st
     ins = {k: Path(v) for k, v in spec.inputs.items()} | inputs
     outs = {k: Path(v) for k, v in spec.outputs.items()} | outputs
     log.info("stage %s (task %s, profile %s)", stage, cfg.base.task, cfg.base.profile)
-    return get_stage(stage)(cfg, ins, outs)
+    return run_tracked(stage, cfg, ins, outs)
 
 
 def main(argv: list[str] | None = None) -> int:

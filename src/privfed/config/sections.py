@@ -288,6 +288,16 @@ class RegisterModelSection(Section):
     experiment: str = "privfed"
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "mlartifacts"
+    live: bool = Field(
+        True,
+        description="every stage logs into the pipeline's MLflow run as it runs, train_federated "
+        "each round as it ends (docs/tracking.md); false: register_model logs it all at the end",
+    )
+    pipeline_run: str = Field(
+        "",
+        description="the key of the MLflow pipeline run the stages share; empty: this project "
+        "folder's (a Kubeflow run sets its job id)",
+    )
     candidate: Literal["federated", "federated_dp"] = "federated_dp"
     min_ratio_to_central: float = Field(0.9, gt=0.0)
     gate_split: Literal["val", "test"] = Field(

@@ -22,12 +22,16 @@ __all__ = [
     "Federation",
     "LocalFederation",
     "RunSpec",
+    "LIVE_FILE",
     "ROUNDS_FILE",
     "RUN_RESULT_FILE",
 ]
 
 #: Written by the ServerApp into each run's output folder.
 RUN_RESULT_FILE = "run.json"
+#: Rewritten by the ServerApp after each round beside ``run.json``: the rounds so far and the
+#: hospitals' DP histories, which ``train_federated`` logs to MLflow as they land.
+LIVE_FILE = "live.json"
 #: Written by ``train_federated`` beside the runs: every run's rounds and DP histories.
 ROUNDS_FILE = "rounds.json"
 #: Run-config key of the enrolled nodes (JSON ``{node id: hospital}``): the launcher writes

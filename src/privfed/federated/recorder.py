@@ -23,10 +23,12 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.constant import ErrorCode
 
 from privfed.checkpoints import save_model
+from privfed.federated import LIVE_FILE
 from privfed.federated.client import BYTE_COUNTS, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid
 from privfed.federated.resume import ResumeState, ResumeStore
 from privfed.federated.screening import screen_updates
+from privfed.io import write_json
 from privfed.privacy import history_steps
 
 __all__ = ["RoundRecorder", "hospital_of"]
@@ -343,4 +345,18 @@ class RoundRecorder:
         if self.store is not None:
             self.store.keep_checkpoint(checkpoint)
             self.store.save(self.snapshot(arrays, dict(strategy_state or {})))
+        self.publish()
         return None
+
+    def publish(self) -> None:
+        """The rounds so far and the DP histories, for whoever follows the run live (the stage
+        logs them to MLflow as they land: :class:`privfed.tracking.LiveRounds`)."""
+        write_json(
+            {
+                "completed": self.completed,
+                "num_rounds": len(self.rounds) - 1,
+                "rounds": self.rounds[: self.completed + 1],
+                "dp_history": self.full_dp_history(),
+            },
+            self.out_dir / LIVE_FILE,
+        )

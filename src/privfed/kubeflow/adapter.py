@@ -12,15 +12,15 @@ import base64
 import html
 import json
 import logging
-import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from privfed.config import ConfigError, PrivFedConfig, config_from_dict
 from privfed.logs import setup_logging
+from privfed.tracking import flat_scalars, open_pipeline_run
 
 __all__ = [
     "check_params",
@@ -62,16 +62,41 @@ def stage_config(config: Mapping[str, Any]) -> PrivFedConfig:
     return config_from_dict({k: dict(v or {}) for k, v in config.items()})
 
 
-def check_params(sections: Mapping[str, Any]) -> dict[str, Any]:
+def with_tracking(
+    sections: Mapping[str, Any], *, tracking_uri: str = "", pipeline_job: str = ""
+) -> dict[str, Any]:
+    """The sections, with the MLflow server the pipeline names and its job as the key of the
+    pipeline run every component logs into (docs/tracking.md).
+
+    Without a job (the sweep: its runs are compared in its own table) no stage logs live.
+    """
+    config = {k: dict(v or {}) for k, v in sections.items()}
+    register = config.setdefault("register_model", {})
+    if tracking_uri:
+        register["tracking_uri"] = tracking_uri
+    if pipeline_job:
+        register["pipeline_run"] = f"kfp:{pipeline_job}"
+    else:
+        register["live"] = False
+    return config
+
+
+def check_params(
+    sections: Mapping[str, Any], *, tracking_uri: str = "", pipeline_job: str = ""
+) -> dict[str, Any]:
     """The ``check-params`` task: validate every section once, before any stage runs.
 
-    Returns the sections as received (the config every stage component then takes); a bad
-    value in a Kubeflow UI run fails here, naming the key, before any data is generated.
+    Returns the sections (the config every stage component then takes) with the tracking
+    settings of :func:`with_tracking`; a bad value in a Kubeflow UI run fails here, naming the
+    key, before any data is generated. The pipeline's MLflow run is opened here, before the
+    stages fan out, so parallel components find one run rather than each making its own.
     """
     setup_logging()
-    config = {k: dict(v or {}) for k, v in sections.items()}
+    config = with_tracking(sections, tracking_uri=tracking_uri, pipeline_job=pipeline_job)
     cfg = stage_config(config)
     log.info("params valid: task %s, profile %s", cfg.base.task, cfg.base.profile)
+    if cfg.register_model.live:
+        open_pipeline_run(cfg)
     return config
 
 
@@ -84,7 +109,7 @@ def run_stage(
     alternative input in place of the one it stands for); a missing or unknown name is an error
     here rather than a KeyError deep inside the stage.
     """
-    from privfed.stages import get_stage, stage_spec
+    from privfed.stages import run_tracked, stage_spec
 
     spec = stage_spec(stage)
     replaced = {spec.alternative_inputs[n] for n in artifacts if n in spec.alternative_inputs}
@@ -103,17 +128,8 @@ def run_stage(
     outputs = {n: p for n, p in paths.items() if n in spec.outputs}
     for path in outputs.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    return get_stage(stage)(cfg, {n: p for n, p in paths.items() if n not in outputs}, outputs)
-
-
-def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(data, bool):
-        return
-    elif isinstance(data, int | float) and math.isfinite(data):
-        yield prefix, float(data)
+    inputs = {n: p for n, p in paths.items() if n not in outputs}
+    return run_tracked(stage, cfg, inputs, outputs)
 
 
 def log_scalars(artifact: MetricsArtifact, data: Mapping[str, Any], *, prefix: str = "") -> int:
@@ -123,7 +139,7 @@ def log_scalars(artifact: MetricsArtifact, data: Mapping[str, Any], *, prefix: s
     Returns how many scalars were logged.
     """
     count = 0
-    for key, value in _flatten(data, prefix):
+    for key, value in flat_scalars(data, prefix):
         artifact.log_metric(key, value)
         count += 1
     return count
@@ -184,50 +200,34 @@ def record_pipeline_status(
     error: str,
     sections: Mapping[str, Any],
     tracking_uri: str,
+    pipeline_job: str = "",
 ) -> str | None:
-    """Exit-handler body: a pipeline that did not succeed leaves a FAILED run in MLflow.
+    """Exit-handler body: a pipeline that did not succeed leaves its MLflow run FAILED.
 
-    A successful pipeline already has its run (``register_model``); nothing is added then.
-    Returns the MLflow run id of the recorded failure, or None.
+    The run is the pipeline run the stages logged into (the key ``pipeline_job``), or a new
+    one where none was opened (a run that failed at check-params). A successful pipeline's run
+    was finished by ``register_model``; nothing is added then. Returns the MLflow run id of the
+    recorded failure, or None.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from privfed.registry import experiment_id
-    from privfed.registry import tracking_uri as resolve_uri
-
     setup_logging()
     if state == "SUCCEEDED":
         log.info("pipeline %s succeeded; nothing to record", job)
         return None
+    config = with_tracking(sections, tracking_uri=tracking_uri, pipeline_job=pipeline_job)
     try:
-        cfg = stage_config(sections)
+        cfg = stage_config(config)
     except ConfigError as err:
         # The run may have failed on this very config: record it under the sections this
         # step needs (the MLflow settings), whose defaults cannot contradict each other.
         log.warning("params invalid (%s); recording the failure with register_model alone", err)
-        cfg = stage_config({s: sections.get(s) for s in ("base", "register_model", "profiles")})
+        cfg = stage_config({s: config.get(s) for s in ("base", "register_model", "profiles")})
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    r, root = cfg.register_model, Path.cwd()
-    uri = resolve_uri(r.tracking_uri, root)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    run = client.create_run(
-        experiment_id(client, uri, r.experiment, r.artifact_location, root),
-        run_name=f"{cfg.base.task}-failed",
-        tags={
-            "task": cfg.base.task,
-            "pipeline_status": state,
-            "kfp.pipeline_job": job,
-            "error": error[:4000],
-        },
-    )
-    client.set_terminated(run.info.run_id, status="FAILED")
-    log.error(
-        "pipeline %s ended %s; recorded as MLflow run %s: %s", job, state, run.info.run_id, error
-    )
-    return run.info.run_id
+    run = open_pipeline_run(cfg)  # the run the stages logged into, or one for this failure
+    run.set_tags({"pipeline_status": state, "kfp.pipeline_job": job, "error": error[:4000]})
+    run.end("FAILED")
+    log.error("pipeline %s ended %s; recorded as MLflow run %s: %s", job, state, run.run_id, error)
+    return run.run_id
 
 
 def _number(value: Any) -> Any:

@@ -17,7 +17,15 @@ from typing import Any
 from privfed.config import STAGES, PrivFedConfig
 from privfed.stages.spec import StageSpec
 
-__all__ = ["STAGES", "DEFAULT_PATHS", "StageSpec", "get_stage", "run_data_stages", "stage_spec"]
+__all__ = [
+    "STAGES",
+    "DEFAULT_PATHS",
+    "StageSpec",
+    "get_stage",
+    "run_data_stages",
+    "run_tracked",
+    "stage_spec",
+]
 
 StageFn = Callable[[PrivFedConfig, Mapping[str, Path], Mapping[str, Path]], dict[str, Any]]
 
@@ -33,6 +41,18 @@ def _module(name: str) -> Any:
 
 def get_stage(name: str) -> StageFn:
     return _module(name).run
+
+
+def run_tracked(
+    name: str, cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> dict[str, Any]:
+    """Run a stage as the CLI and the Kubeflow components do: inside the pipeline's MLflow run,
+    which gets its figures and reports when it ends (:mod:`privfed.tracking`)."""
+    from privfed.tracking import tracked_stage
+
+    with tracked_stage(name, cfg, stage_spec(name).outputs, outputs) as result:
+        result["metrics"] = get_stage(name)(cfg, inputs, outputs)
+    return result["metrics"]
 
 
 def stage_spec(name: str) -> StageSpec:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from privfed.registry import (
     check_model_task,
     current_champion,
     data_version,
-    experiment_id,
     git_commit,
     metric_chart_route,
     promotion_gate,
@@ -40,6 +37,8 @@ from privfed.registry import (
 )
 from privfed.stages.spec import StageSpec
 from privfed.tasks import get_task
+from privfed.tracking import PipelineRun, RoundLog, metric_key, open_pipeline_run
+from privfed.tracking import current as current_pipeline_run
 from privfed.training import (
     dp_batch_size,
     dp_local_epochs,
@@ -130,11 +129,6 @@ def _curves_note(
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     log.info("per-round curves in the MLflow UI: %s/#%s", base, every_run)
     return "\n".join(lines)
-
-
-def metric_key(name: str) -> str:
-    """``name`` with the characters MLflow refuses in a metric name replaced by ``_``."""
-    return re.sub(r"[^\w./ -]", "_", name)
 
 
 def _split_lines(summary: Mapping[str, Any], candidate: str, split: str, higher: bool) -> str:
@@ -408,6 +402,24 @@ clinical use.
 """
 
 
+def _backfill(
+    pipeline: PipelineRun,
+    logged: Mapping[str, str],
+    rounds: Mapping[str, Any],
+    inputs: Mapping[str, Path],
+) -> None:
+    """Log what the earlier stages did not log into the pipeline run as they ran (they were
+    cached, ran with ``register_model.live`` off, or the tracking store failed mid-run)."""
+    for name, run_rounds in rounds.items():
+        if logged.get(f"privfed.federation.{name}") != "done":
+            RoundLog(pipeline, name).rows(run_rounds["rounds"])
+    if logged.get("privfed.stage.evaluate_models") != "done":
+        pipeline.log_outputs(
+            {"report": "reports/evaluation", "plots": "plots"},
+            {"report": Path(inputs["report"]), "plots": Path(inputs["plots"])},
+        )
+
+
 def run(
     cfg: PrivFedConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
 ) -> dict[str, Any]:
@@ -453,7 +465,10 @@ def run(
         split=r.gate_split,
         central_scores=central_seed_scores(summary, r.gate_split),
     )
-    exp_id = experiment_id(client, uri, r.experiment, r.artifact_location, root)
+    # the pipeline's run, which the earlier stages logged into (or a new one: every stage before
+    # this one was cached, or register_model.live is off)
+    pipeline = current_pipeline_run() or open_pipeline_run(cfg, root)
+    exp_id = pipeline.experiment_id
     for closed in recover_interrupted(client, exp_id, r.model_name):
         log.warning("closed what an interrupted registration left: %s (marked failed)", closed)
     rounds_file = Path(inputs["federated"]) / ROUNDS_FILE
@@ -466,12 +481,10 @@ def run(
         if "membership_audit" in model and not name.startswith("local:")
     }
 
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    ) as run:
+    logged = pipeline.tags()
+    with mlflow.start_run(run_id=pipeline.run_id) as run:
         # first: a kill from here on is recoverable by the next registration
         mlflow.set_tags({REGISTRATION_TAG: "pending", **registration_owner()})
-        mlflow.log_params({k: str(v)[:500] for k, v in cfg.as_flat_dict().items()})
         mlflow.set_tags(
             {
                 "data_version": data_hash,
@@ -495,23 +508,7 @@ def run(
                 if isinstance(v, int | float) and math.isfinite(v)
             }
         )
-        for run_name, run_rounds in rounds.items():
-            for row in run_rounds["rounds"]:
-                per_hospital = {
-                    f"{hospital}.val_{key}": value
-                    for hospital, values in row["val_per_hospital"].items()
-                    for key, value in values.items()
-                }
-                values = {
-                    **row["val"],
-                    "train_loss": row.get("train_loss"),
-                    "rejected_updates": len(row.get("rejected", {})),
-                    "dropouts": len(row.get("dropouts", {})),
-                    **per_hospital,
-                }
-                for key, value in values.items():
-                    if isinstance(value, int | float) and math.isfinite(value):
-                        mlflow.log_metric(f"{run_name}.{key}", float(value), step=row["round"])
+        _backfill(pipeline, logged, rounds, inputs)
         if rounds:  # the run's description, the first thing its page shows: the curves
             mlflow.set_tag(
                 "mlflow.note.content",
@@ -533,8 +530,6 @@ def run(
         for name, audit in audits.items():
             for key, value in audit.items():
                 mlflow.log_metric(f"audit.{name}.{key}", float(value))
-        mlflow.log_artifacts(str(inputs["plots"]), artifact_path="plots")
-        mlflow.log_artifacts(str(inputs["report"]), artifact_path="reports")
         # pickle: the class lives in the installed privfed package (torch.export's pt2 format
         # would need an input example per modality and gains nothing for our consumers).
         released = task.released_model(model)  # e.g. a GAN's generator alone
@@ -580,7 +575,14 @@ def run(
         client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
     client.set_model_version_tag(r.model_name, version, "data_version", data_hash)
     client.set_model_version_tag(r.model_name, version, REGISTRATION_TAG, "complete")
-    client.set_tag(run_id, REGISTRATION_TAG, "complete")
+    pipeline.set_tags(
+        {
+            REGISTRATION_TAG: "complete",
+            "privfed.gate": decision.alias,
+            "privfed.gate_reasons": "; ".join(decision.reasons),
+            "privfed.model_version": version,
+        }
+    )
     # another registration on the same store may have moved the alias since: report what holds
     champion = current_champion(client, r.model_name)
     result = {

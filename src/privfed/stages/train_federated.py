@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from privfed import tracking
 from privfed.config import ConfigError, PrivFedConfig
 from privfed.federated import ROUNDS_FILE
 from privfed.federated.client import BYTE_COUNTS
@@ -33,6 +35,7 @@ from privfed.privacy import check_delta
 from privfed.stages.spec import StageSpec
 from privfed.stale import owned_tempdir
 from privfed.tasks import Task, get_task
+from privfed.tracking import LiveRounds
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,31 @@ def _federation(
     return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
+class _NotLive:
+    """Stands in for :class:`~privfed.tracking.LiveRounds` outside a tracked stage."""
+
+    def finish(self, result: Mapping[str, Any]) -> None:
+        del result
+
+
+@contextmanager
+def _live(cfg: PrivFedConfig, spec: RunSpec) -> Iterator[LiveRounds | _NotLive]:
+    """Each round of ``spec``'s run logged to the pipeline's MLflow run as it ends (when the
+    stage runs inside one: the CLI's and Kubeflow's front doors)."""
+    run = tracking.current()
+    if run is None:
+        yield _NotLive()
+        return
+    with LiveRounds(
+        run,
+        spec.name,
+        spec.out_dir,
+        delta=cfg.privacy.delta,
+        accountant=cfg.privacy.accountant,
+    ) as live:
+        yield live
+
+
 def planned_runs(cfg: PrivFedConfig) -> list[tuple[str, bool]]:
     """``(name, dp)`` of each federated run: without DP unless ``privacy.non_dp_run`` is off."""
     plain = not cfg.privacy.enabled or cfg.privacy.non_dp_run
@@ -162,15 +190,16 @@ def run(
                         cfg.train_federated.rounds,
                         "on" if dp else "off",
                     )
-                    runs[name] = federation.run(
-                        RunSpec(
-                            name=name,
-                            out_dir=out / name,
-                            dp=dp,
-                            resume_dir=resume_root / name if resume_root else None,
-                            resume_key=run_key(cfg, name=name, dp=dp, data=data),
-                        )
+                    spec = RunSpec(
+                        name=name,
+                        out_dir=out / name,
+                        dp=dp,
+                        resume_dir=resume_root / name if resume_root else None,
+                        resume_key=run_key(cfg, name=name, dp=dp, data=data),
                     )
+                    with _live(cfg, spec) as live:
+                        runs[name] = federation.run(spec)
+                        live.finish(runs[name])
         except BaseException:
             # The output folder is discarded on failure: keep the process (or SuperNode pod)
             # logs where a user can read them, and say where.
