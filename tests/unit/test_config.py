@@ -134,6 +134,7 @@ _NOT_OUTPUT_AFFECTING = {
     "logs.py",
     "stages/__init__.py",
     "stages/spec.py",  # the StageSpec declarations: names and default paths, no computation
+    "tracking.py",  # what a stage logs to MLflow (docs/tracking.md): where users look, no output
 }
 
 
