@@ -322,7 +322,7 @@ class LiveRounds:
         *,
         delta: float,
         accountant: str,
-        poll_s: float = 0.5,
+        poll_s: float = 0.25,
     ) -> None:
         self.log = RoundLog(run, name)
         self.path = Path(out_dir) / LIVE_FILE

@@ -90,9 +90,33 @@ def test_check_params_passes_the_whole_config_on() -> None:
     sections = raw_params(**SCAFFOLD)
     # Execute
     config = check_params.python_func(**sections)
-    # Assert
-    assert config == sections
+    # Assert: every section as given; without a pipeline job (the sweep) nothing logs live
+    assert {k: v for k, v in config.items() if k != "register_model"} == {
+        k: v for k, v in sections.items() if k != "register_model"
+    }
+    assert config["register_model"] == {**sections["register_model"], "live": False}
     assert stage_config(config).train_federated.strategy == "scaffold"
+
+
+def test_check_params_opens_the_pipeline_run_every_stage_logs_into(tmp_path: Path) -> None:
+    """The main pipeline passes its job id and MLflow server: every component gets them in its
+    config, and the run is opened once, before the stages fan out."""
+    from mlflow import MlflowClient
+
+    from privfed.tracking import open_pipeline_run
+
+    # Prepare
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Execute
+    config = check_params.python_func(**raw_params(), mlflow_tracking_uri=uri, pipeline_job="job-7")
+    # Assert: the config names the server and the key; a stage finds the same run
+    cfg = stage_config(config)
+    assert cfg.register_model.tracking_uri == uri
+    assert cfg.register_model.pipeline_run == "kfp:job-7"
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("privfed").experiment_id])
+    assert run.data.tags["privfed.pipeline_key"] == "kfp:job-7"
+    assert open_pipeline_run(cfg, tmp_path).run_id == run.info.run_id
 
 
 def test_check_params_names_contradicting_sections() -> None:

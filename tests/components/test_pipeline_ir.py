@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kfp import dsl
 
 from privfed.config import STAGES
 from privfed.kubeflow import project
@@ -119,13 +120,23 @@ def test_every_artifact_edge_is_the_dvc_layout(main_ir) -> None:
             assert (source["producerTask"], source["outputArtifactKey"]) == expected, (stage, name)
 
 
+#: check-params' and the exit handler's parameters beside the sections: where and under which
+#: key the pipeline's MLflow run is
+TRACKING = {"mlflow_tracking_uri", "pipeline_job"}
+
+
 def test_every_stage_takes_the_whole_config_from_check_params(main_ir) -> None:
     """check-params gets every section (pipeline parameters and compile-time constants) and
     every stage its output: cross-section validation sees what the DVC door sees."""
     spec, _ = main_ir
     tasks = _tasks(spec)
     checked = tasks["check-params"]["inputs"]["parameters"]
-    assert set(checked) == set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS)
+    assert set(checked) == set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS) | TRACKING
+    # the job id keys the MLflow run every stage logs into (docs/tracking.md)
+    assert checked["pipeline_job"]["runtimeValue"]["constant"] == dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    assert checked["mlflow_tracking_uri"] == {
+        "componentInputParameter": "pipelinechannel--mlflow_tracking_uri"
+    }
     for section in PIPELINE_SECTIONS:
         assert checked[section] == {"componentInputParameter": f"pipelinechannel--{section}"}
     for section in COMPILE_TIME_SECTIONS:
@@ -135,6 +146,8 @@ def test_every_stage_takes_the_whole_config_from_check_params(main_ir) -> None:
         assert config["taskOutputParameter"]["producerTask"] == "check-params", stage
     exit_inputs = spec["root"]["dag"]["tasks"]["record-pipeline-status"]["inputs"]["parameters"]
     assert set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS) <= set(exit_inputs)
+    # the exit handler marks the same MLflow run failed
+    assert exit_inputs["pipeline_job"] == checked["pipeline_job"]
 
 
 def test_pipeline_parameters_are_the_params_sections(main_ir) -> None:
@@ -368,5 +381,5 @@ def test_every_component_takes_the_config_and_its_stage_artifacts(stage: str) ->
 def test_whole_config_components_take_every_section(module: str, name: str) -> None:
     params = set(inspect.signature(_component(module, name).python_func).parameters)
     sections = set(PIPELINE_SECTIONS) | set(COMPILE_TIME_SECTIONS)
-    assert params - sections <= {"status", "mlflow_tracking_uri"}
+    assert params - sections <= {"status"} | TRACKING
     assert sections <= params

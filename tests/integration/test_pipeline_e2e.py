@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -11,6 +13,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
+from privfed.config import STAGES
 from privfed.offline import remote_references
 from tests.integration.conftest import project_env, run, set_params
 
@@ -21,13 +24,38 @@ def _json(project: Path, rel: str) -> dict:
     return json.loads((project / rel).read_text())
 
 
+def _repro_watching_rounds(project: Path, env: dict[str, str], uri: str) -> dict[str, set[int]]:
+    """``dvc repro``, polling MLflow meanwhile: per federation, the rounds N whose training
+    figures the server had while round N+1 was still running (its checkpoint not yet written)."""
+    client = MlflowClient(tracking_uri=uri)
+    early: dict[str, set[int]] = {"federated": set(), "federated_dp": set()}
+    with open(project / "repro.out", "w") as out, open(project / "repro.err", "w") as err:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, stdout=out, stderr=err)
+        while proc.poll() is None:
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("privfed")
+            if experiment is None:
+                continue
+            runs = client.search_runs(
+                [experiment.experiment_id], filter_string="tags.`privfed.kind` = 'pipeline'"
+            )
+            for name, rounds in early.items():
+                for run_ in runs:
+                    for m in client.get_metric_history(run_.info.run_id, f"{name}.train_loss"):
+                        nxt = f"*/{name}/checkpoints/round_{m.step + 1:03d}.pt"
+                        if not any((project / "models").glob(nxt)):
+                            rounds.add(m.step)
+    stdout, stderr = (project / "repro.out").read_text(), (project / "repro.err").read_text()
+    assert proc.returncode == 0, stdout[-4000:] + stderr[-4000:]
+    return early
+
+
 def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     env = project_env(MLFLOW_TRACKING_URI=mlflow_server)
     set_params(project, {"profiles.tiny.register_model.min_ratio_to_central": 0.01})
 
-    # Execute: the whole pipeline
-    first = run(["dvc", "repro"], project, env)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    # Execute: the whole pipeline, watched from the MLflow server while it runs
+    early = _repro_watching_rounds(project, env, mlflow_server)
 
     # Every model on every test set, DP run included
     evaluation = _json(project, "metrics/evaluation.json")
@@ -147,6 +175,28 @@ def test_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     )
     history = client.get_metric_history(registration["run_id"], "federated.train_loss")
     assert [m.step for m in history] == [1, 2]
+    # ... logged live: round 1's figures were on the server before round 2 ended, in at least
+    # one of the two federations (a tiny round may end before the 0.2 s poll sees the first),
+    # and they are the figures of the run's record
+    assert any(1 in rounds for rounds in early.values()), early
+    assert history[0].value == pytest.approx(rounds["federated"]["rounds"][1]["train_loss"])
+    # one MLflow run tells the whole story: every stage logged into the registration's run
+    stages = {
+        k.split(".")[2]: v
+        for k, v in mlflow_run.data.tags.items()
+        if k.startswith("privfed.stage.")
+    }
+    assert stages == dict.fromkeys(STAGES, "done"), stages
+    assert (
+        mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["privfed.gate"] == "champion"
+    )
+    assert "validate_data.success" not in mlflow_run.data.metrics  # booleans are tags' business
+    artifacts = {a.path for a in client.list_artifacts(registration["run_id"], "reports")}
+    assert {"reports/validation", "reports/evaluation", "reports/registration"} <= artifacts
+    assert client.list_artifacts(registration["run_id"], "data") == []  # never patient data
+    eps = client.get_metric_history(registration["run_id"], "federated_dp.hospital_1.epsilon")
+    assert [m.step for m in eps] == [1, 2]
+    assert eps[-1].value == pytest.approx(privacy["hospitals"]["hospital_1"]["epsilon"], rel=1e-6)
     per_hospital = client.get_metric_history(
         registration["run_id"], "federated.hospital_2.val_macro_auroc"
     )
