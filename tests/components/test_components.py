@@ -98,14 +98,17 @@ def test_check_params_passes_the_whole_config_on() -> None:
     assert stage_config(config).train_federated.strategy == "scaffold"
 
 
-def test_check_params_opens_the_pipeline_run_every_stage_logs_into(tmp_path: Path) -> None:
+def test_check_params_opens_the_pipeline_run_every_stage_logs_into(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The main pipeline passes its job id and MLflow server: every component gets them in its
     config, and the run is opened once, before the stages fan out."""
     from mlflow import MlflowClient
 
     from privfed.tracking import open_pipeline_run
 
-    # Prepare
+    # Prepare: no MLFLOW_TRACKING_URI (it would win over the config's)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # Execute
     config = check_params.python_func(**raw_params(), mlflow_tracking_uri=uri, pipeline_job="job-7")

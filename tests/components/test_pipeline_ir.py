@@ -204,7 +204,9 @@ def test_kubernetes_platform_settings(main_ir) -> None:
         } in tolerations
     # launcher: local (the default) runs the federation inside the pod: no cluster wiring
     assert "pvcMount" not in platform["exec-train-federated"]
-    for executor in ("exec-register-model", "exec-record-pipeline-status"):
+    # every task logs into the pipeline's MLflow run (docs/tracking.md)
+    for task in (*STAGES, "check_params", "record_pipeline_status"):
+        executor = f"exec-{_task(task)}"
         (secret,) = platform[executor]["secretAsEnv"]
         assert secret["secretName"] == "privfed-mlflow-s3"
         assert secret["optional"] is True

@@ -11,7 +11,7 @@ import os
 from pathlib import PurePosixPath
 from typing import Any
 
-from privfed.config import ClusterSection, KubeflowSection, PrivFedConfig
+from privfed.config import STAGES, ClusterSection, KubeflowSection, PrivFedConfig
 
 __all__ = [
     "DATA_STAGES",
@@ -26,8 +26,9 @@ DATA_STAGES = ("generate_data", "validate_data", "partition_data")
 TRAINING_STAGES = ("train_centralized", "train_local", "train_federated")
 #: Pod label the SuperLink's NetworkPolicy admits (besides the SuperNodes).
 SUPERLINK_CLIENT_LABEL = "privfed.ai/superlink-client"
-#: Stages that talk to MLflow and get its credentials.
-MLFLOW_STAGES = ("register_model", "record_pipeline_status")
+#: Tasks that talk to MLflow and get its credentials: every stage logs into the pipeline's run
+#: as it runs (docs/tracking.md), check-params opens it, the exit handler closes a failed one.
+MLFLOW_STAGES = (*STAGES, "check_params", "record_pipeline_status")
 
 
 def cpu_image(kf: KubeflowSection | None = None) -> str:
