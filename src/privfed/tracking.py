@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 KIND_TAG = "privfed.kind"
 KEY_TAG = "privfed.pipeline_key"
+KEY_ID_TAG = "privfed.pipeline_id"
 DIGEST_TAG = "privfed.config_digest"
 #: Where a stage's outputs may be logged from: never data or models (patient data, weights).
 LOGGED_OUTPUTS = ("reports/", "plots", "metrics/")
@@ -164,13 +165,13 @@ def open_pipeline_run(cfg: PrivFedConfig, root: Path | None = None) -> PipelineR
     root = Path.cwd() if root is None else root
     client, uri, exp = _resolve(cfg, root)
     key, digest = pipeline_key(cfg, root), config_digest(cfg)
+    key_id = hashlib.sha256(key.encode()).hexdigest()[:16]  # a key may hold any character
     open_runs = [
         run
         for run in client.search_runs(
             [exp],
-            filter_string=f"tags.`{KIND_TAG}` = 'pipeline'",
+            filter_string=f"tags.`{KEY_ID_TAG}` = '{key_id}'",
             order_by=["attributes.start_time DESC"],
-            max_results=200,
         )
         if run.data.tags.get(KEY_TAG) == key and run.info.status in ("RUNNING", "FAILED")
     ]
@@ -187,6 +188,7 @@ def open_pipeline_run(cfg: PrivFedConfig, root: Path | None = None) -> PipelineR
         tags={
             KIND_TAG: "pipeline",
             KEY_TAG: key,
+            KEY_ID_TAG: key_id,
             DIGEST_TAG: digest,
             "task": task,
             "candidate": cfg.register_model.candidate,
