@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from privfed.privacy import epsilon_from_history, noise_multiplier_for_target
+from privfed.privacy.accounting import merged_history
 from privfed.training import DPSettings, train_local_pass
 
 
@@ -55,6 +56,21 @@ def test_epsilon_grows_with_rounds_and_matches_opacus() -> None:
     assert epsilon_from_history(history, delta=1e-5, accountant="prv") == pytest.approx(
         prv.get_epsilon(delta=1e-5), rel=1e-6
     )
+
+
+@pytest.mark.parametrize(("accountant", "rel"), [("rdp", 1e-12), ("prv", 1e-3)])
+def test_rounds_with_the_same_noise_compose_as_one_entry(accountant: str, rel: float) -> None:
+    """A run appends one history entry per round; they are merged before accounting (the PRV
+    accountant's cost grows with entries), and ε is the same as entry by entry."""
+    # Prepare: 6 rounds at one noise, 3 at another, interleaved
+    history = [(1.1, 0.02, 50), (0.9, 0.03, 20)] * 3 + [(1.1, 0.02, 50)] * 3
+    reference = {"rdp": RDPAccountant, "prv": PRVAccountant}[accountant]()
+    reference.history = list(history)  # entry by entry, as Opacus would have stepped them
+    # Execute
+    merged = epsilon_from_history(history, delta=1e-5, accountant=accountant)
+    # Assert
+    assert merged_history(history) == [(1.1, 0.02, 300), (0.9, 0.03, 60)]
+    assert merged == pytest.approx(reference.get_epsilon(delta=1e-5), rel=rel)
 
 
 def test_noise_for_target_keeps_epsilon_within_target() -> None:
