@@ -190,6 +190,10 @@ def finish_pipeline_run(
         png = Path(tmp) / "federated_rounds.png"
         png.write_bytes(_png())
         client.log_artifact(run_id, str(png), "plots")
+        (Path(tmp) / "overlay.png").write_bytes(_png())  # a task's own figure
+        client.log_artifact(run_id, str(Path(tmp) / "overlay.png"), "reports/evaluation/figures")
+        (Path(tmp) / "logo.png").write_bytes(_png())  # validate_data's Data Docs carry images
+        client.log_artifact(run_id, str(Path(tmp) / "logo.png"), "reports/validation/data_docs")
     metrics = [
         Metric(f"privacy.epsilon.{h}", epsilon(ROUNDS, i), 0, 0) for i, h in enumerate(HOSPITALS)
     ]

@@ -55,6 +55,9 @@ def test_federation_hospitals_and_primary_metric_come_from_the_keys(
     client, run_id = finished
     run = client.get_run(run_id)
     assert data.federations(run) == ["federated_dp"]
+    # a stage's flattened metrics file is not a federation
+    run.data.metrics["train_federated.summary.round"] = 5.0
+    assert data.federations(run) == ["federated_dp"]
     assert data.hospitals(run.data.metrics, "federated_dp") == list(store.HOSPITALS)
     assert data.val_metrics(run.data.metrics, "federated_dp") == ["loss", store.METRIC]
     assert data.primary_metric(["loss", store.METRIC]) == store.METRIC
@@ -166,7 +169,11 @@ def test_audit_falls_back_to_the_comparison_json(tmp_path: Path) -> None:
 def test_figures_and_markdown_reports(finished: tuple[MlflowClient, str]) -> None:
     client, run_id = finished
     pngs = data.figures(client, run_id)
-    assert [p for p, _ in pngs] == ["plots/federated_rounds.png"]
+    # the task's figure in the report and the plot; not the validation Data Docs' logos
+    assert [p for p, _ in pngs] == [
+        "plots/federated_rounds.png",
+        "reports/evaluation/figures/overlay.png",
+    ]
     assert pngs[0][1].startswith(b"\x89PNG")
     reports = data.markdown_reports(client, run_id)
     assert [p for p, _ in reports] == ["reports/evaluation/comparison.md"]

@@ -256,8 +256,11 @@ def _live_run(client: MlflowClient, run: Any) -> None:
     if not names:
         st.info("No federation has started in this run yet.")
         return
+    # the federation training now, else the last one: what a watcher wants to see
+    states = [run.data.tags.get(f"privfed.federation.{n}") for n in names]
+    default = states.index("running") if "running" in states else len(names) - 1
     name = (
-        st.radio("Federation", names, horizontal=True, key=f"fed-{run_id}")
+        st.radio("Federation", names, index=default, horizontal=True, key=f"fed-{run_id}")
         if len(names) > 1
         else names[0]
     )

@@ -67,6 +67,8 @@ HOSPITAL_FIELDS = (
 )
 #: Where evaluate_models' comparison lands; older registrations logged the folder as ``reports/``.
 COMPARISON_PATHS = ("reports/evaluation/comparison.json", "reports/comparison.json")
+#: The evaluation report's folder (``reports/`` itself in those older runs). Not all of
+#: ``reports/``: the validation report's Data Docs hold Great Expectations' own logos.
 REPORT_DIRS = ("reports/evaluation", "reports")
 
 
@@ -158,7 +160,9 @@ def pipeline_runs(client: Any, experiment: str, *, max_results: int = 200) -> pd
 
 def federations(run: Any) -> list[str]:
     """The federations a run logged rounds of, or announced by a ``privfed.federation.*`` tag."""
+    # a federation's own ``<name>.round``, not a stage's flattened ``<stage>.<...>.round``
     names = {k[: -len(".round")] for k in run.data.metrics if k.endswith(".round")}
+    names = {n for n in names if "." not in n}
     prefix = "privfed.federation."
     names |= {k[len(prefix) :] for k in run.data.tags if k.startswith(prefix)}
     known = [n for n in KNOWN_FEDERATIONS if n in names]
@@ -374,22 +378,28 @@ def membership_audit(client: Any, run: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "figure", "value"])
 
 
+def _report_files(client: Any, run_id: str) -> list[str]:
+    """Every file of the evaluation report (``reports/evaluation/``, else ``reports/``'s own
+    files and ``reports/figures/`` of older runs)."""
+    files = _walk(client, run_id, REPORT_DIRS[0])
+    if files:
+        return files
+    top = [f.path for f in client.list_artifacts(run_id, REPORT_DIRS[1]) if not f.is_dir]
+    return top + _walk(client, run_id, f"{REPORT_DIRS[1]}/figures")
+
+
 def figures(client: Any, run_id: str) -> list[tuple[str, bytes]]:
-    """The task's PNG figures: under ``plots/`` and the evaluation report's folders."""
-    paths = _walk(client, run_id, "plots")
-    for folder in REPORT_DIRS:
-        paths += _walk(client, run_id, folder)
+    """The task's PNG figures: under ``plots/`` and in the evaluation report (e.g. a
+    segmentation model's overlays, a GAN's samples)."""
+    paths = _walk(client, run_id, "plots") + _report_files(client, run_id)
     pngs = sorted({p for p in paths if p.lower().endswith(".png")})
     return [(p, _download(client, run_id, p) or b"") for p in pngs]
 
 
 def markdown_reports(client: Any, run_id: str) -> list[tuple[str, str]]:
     """Markdown reports of the evaluation (``comparison.md``, ...): ``(path, text)``."""
-    for folder in REPORT_DIRS:
-        paths = [p for p in _walk(client, run_id, folder) if p.endswith(".md")]
-        if paths:
-            return [(p, (_download(client, run_id, p) or b"").decode()) for p in sorted(paths)]
-    return []
+    paths = sorted(p for p in _report_files(client, run_id) if p.endswith(".md"))
+    return [(p, (_download(client, run_id, p) or b"").decode()) for p in paths]
 
 
 def registry_versions(client: Any, run_ids: Iterable[str]) -> list[dict[str, Any]]:
