@@ -213,7 +213,7 @@ def _federation(client: MlflowClient, run: Any, name: str) -> None:
         st.metric(
             "Round",
             progress.label,
-            help="rounds finished of train_federated.rounds" + (" (training)" * progress.running),
+            help="rounds finished, of train_federated.rounds",
         )
     if progress.total:
         st.progress(min(progress.done / progress.total, 1.0))
@@ -268,8 +268,40 @@ def _live_run(client: MlflowClient, run: Any) -> None:
     _federation(client, run, name)
 
 
+#: How long a run's artifacts are reused before they are read again (a finished run's do not
+#: change; a running run's appear as its stages finish). The caches below are keyed by
+#: ``uri, run_id, end`` (Streamlit hashes the arguments; ``_``-prefixed ones are not hashed).
+ARTIFACTS_TTL_S = 30
+
+
+@st.cache_data(ttl=ARTIFACTS_TTL_S, show_spinner=False)
+def _cached_comparison(
+    _client: MlflowClient, uri: str, run_id: str, end: int | None
+) -> tuple[pd.DataFrame, list[str]]:
+    return data.comparison(_client, run_id)
+
+
+@st.cache_data(ttl=ARTIFACTS_TTL_S, show_spinner=False)
+def _cached_audit(
+    _client: MlflowClient, _run: Any, uri: str, run_id: str, end: int | None
+) -> pd.DataFrame:
+    return data.membership_audit(_client, _run)
+
+
+@st.cache_data(ttl=ARTIFACTS_TTL_S, show_spinner=False)
+def _cached_figures(
+    _client: MlflowClient, uri: str, run_id: str, end: int | None
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    return data.figures(_client, run_id), data.markdown_reports(_client, run_id)
+
+
+def _key(client: MlflowClient, run: Any) -> tuple[str, str, int | None]:
+    """What identifies a run's artifacts in the caches above (the store, the run, its end)."""
+    return client.tracking_uri, run.info.run_id, run.info.end_time
+
+
 def _comparison(client: MlflowClient, run: Any) -> None:
-    frame, metrics = data.comparison(client, run.info.run_id)
+    frame, metrics = _cached_comparison(client, *_key(client, run))
     if frame.empty:
         st.info("No comparison yet (evaluate_models logs reports/evaluation/comparison.json).")
         return
@@ -294,7 +326,7 @@ def _comparison(client: MlflowClient, run: Any) -> None:
 
 
 def _audit(client: MlflowClient, run: Any) -> None:
-    frame = data.membership_audit(client, run)
+    frame = _cached_audit(client, run, *_key(client, run))
     if frame.empty:
         st.info("No membership-inference audit in this run.")
         return
@@ -303,12 +335,12 @@ def _audit(client: MlflowClient, run: Any) -> None:
 
 
 def _figures(client: MlflowClient, run: Any) -> None:
-    shown = data.figures(client, run.info.run_id)
+    shown, reports = _cached_figures(client, *_key(client, run))
     if not shown:
         st.info("No figures (PNG under plots/ or reports/) in this run.")
     for path, png in shown:
         st.image(png, caption=path)
-    for path, text in data.markdown_reports(client, run.info.run_id):
+    for path, text in reports:
         with st.expander(path):
             st.markdown(_MD_IMAGE.sub("", text))
 
