@@ -25,7 +25,6 @@ from tests import dashboard_store as store
 
 pytestmark = pytest.mark.integration
 
-os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
 #: Generous: the server, MLflow and Chromium share 2 loaded cores with other tests.
 WAIT_MS = 60_000
 PRIVFED = Path(sys.executable).with_name("privfed")
