@@ -89,8 +89,8 @@ def _pick_run(runs: pd.DataFrame) -> str:
     return chosen
 
 
-def _line_chart(frame: pd.DataFrame, y: str, title: str) -> alt.Chart:
-    """One line per hospital (``global`` drawn dashed) over rounds."""
+def _line_chart(frame: pd.DataFrame, y: str, title: str, *, dashed: str = data.GLOBAL) -> alt.Chart:
+    """One line per hospital (the ``dashed`` series, the federation's own figure, dashed)."""
     return (
         alt.Chart(frame, title=title)
         .mark_line(point=True)
@@ -99,7 +99,7 @@ def _line_chart(frame: pd.DataFrame, y: str, title: str) -> alt.Chart:
             y=alt.Y(f"{y}:Q", title=title, scale=alt.Scale(zero=False)),
             color=alt.Color("hospital:N"),
             strokeDash=alt.condition(
-                alt.datum.hospital == data.GLOBAL, alt.value([6, 3]), alt.value([1, 0])
+                alt.datum.hospital == dashed, alt.value([6, 3]), alt.value([1, 0])
             ),
             tooltip=["round:Q", "hospital:N", alt.Tooltip(f"{y}:Q", format=".4g")],
         )
@@ -130,8 +130,9 @@ def _curves(client: MlflowClient, run: Any, name: str) -> None:
         val = frame[frame.series == f"val_{metric}"]
         right.altair_chart(_line_chart(val, "value", f"validation {metric}"), width="stretch")
     st.caption(
-        "global: the weighted mean over hospitals. A round's validation scores arrive with the "
-        "next round's replies (each hospital scores the model it receives)."
+        "global: the train loss weighted by each hospital's examples, the validation score the "
+        "mean over hospitals. A round's validation scores arrive with the next round's replies "
+        "(each hospital scores the model it receives)."
     )
 
 
@@ -139,7 +140,10 @@ def _epsilon(client: MlflowClient, run: Any, name: str) -> None:
     frame, budget = data.epsilon_curves(client, run, name)
     if frame.empty:
         return
-    chart = _line_chart(frame, "epsilon", "ε spent")
+    spent = frame[frame.hospital == data.GLOBAL]["epsilon"]
+    most = "max over hospitals"
+    frame = frame.replace({"hospital": {data.GLOBAL: most}})
+    chart = _line_chart(frame, "epsilon", "ε spent", dashed=most)
     if budget is not None:
         rule = (
             alt.Chart(pd.DataFrame({"budget": [budget]}))
@@ -148,7 +152,6 @@ def _epsilon(client: MlflowClient, run: Any, name: str) -> None:
         )
         chart = chart + rule
     st.altair_chart(chart, width="stretch")
-    spent = frame[frame.hospital == data.GLOBAL]["epsilon"]
     note = f"ε budget (privacy.epsilon_budget): {budget:g}" if budget is not None else ""
     if not spent.empty and budget is not None:
         note += f"; spent so far (max over hospitals): {spent.iloc[-1]:.3g}"
