@@ -7,10 +7,28 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING := false
+# Playwright (the dashboard's browser tests) drives Debian's Chromium; it never downloads its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install run test lint lock clean-outputs images container-test
+.PHONY: install run test lint lock clean-outputs images container-test chromium
 
-install: $(VENV)/.installed .dvc/plots-offline.html
+install: $(VENV)/.installed .dvc/plots-offline.html chromium
+
+# `make test` opens `privfed dashboard` in headless Chromium (tests/integration/
+# test_dashboard_browser.py). Installing it needs root: as root, apt installs it when it is
+# missing; anyone else gets a message and keeps a working install (those tests then skip, except
+# under CI, where they fail).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt) for the dashboard's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "note: $(CHROMIUM) is missing and installing it needs root:" \
+			"sudo apt-get install chromium (the dashboard's browser tests skip without it)"; \
+	fi
 
 # torch first, pinned to the CPU build on local disk, so nothing else can pull a newer one.
 # Every package is constrained to the exact version in requirements.lock: a new machine

@@ -41,7 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--params", default="params.yaml")
     _add_pipeline_parser(sub)
     _add_schema_parser(sub)
+    _add_dashboard_parser(sub)
     return parser
+
+
+def _add_dashboard_parser(sub: argparse._SubParsersAction) -> None:
+    """``privfed dashboard``: the live Streamlit view of pipeline runs (read from MLflow)."""
+    dash = sub.add_parser("dashboard", help="serve the live dashboard of pipeline runs")
+    dash.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else register_model.tracking_uri)",
+    )
+    dash.add_argument("--experiment", help="default: params' register_model.experiment")
+    dash.add_argument("--port", type=int, default=8501, help="default: %(default)s")
+    dash.add_argument(
+        "--address", default="127.0.0.1", help="interface to serve on (default: %(default)s)"
+    )
+    dash.add_argument(
+        "--refresh",
+        type=float,
+        default=5.0,
+        help="seconds between redraws of a running run (default: %(default)s)",
+    )
+    dash.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+
+
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    from privfed.dashboard.launch import launch, resolve_store
+
+    uri, experiment = resolve_store(args.params, args.tracking_uri, args.experiment)
+    return launch(uri, experiment, port=args.port, address=args.address, refresh=args.refresh)
 
 
 def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
@@ -235,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             run_schema_command(args)
             return 0
+        if args.command == "dashboard":
+            return run_dashboard_command(args)
         if args.command == "check-params":
             cfg = load_config(args.params)
             print(cfg.model_dump_json(indent=2))

@@ -7,6 +7,8 @@ the project on the tiny profile; the long ones are covered elsewhere and only re
   itself runs;
 - ``dvc exp run -S ...``: each ``-S`` is applied to params.yaml as DVC applies it and the result
   must pass ``privfed check-params`` (a whole experiment is what test_pipeline_e2e runs);
+- ``mlflow ui`` and ``privfed dashboard``: servers, started until their port answers HTTP 200
+  (test_dashboard_browser opens the dashboard in a browser);
 - ``privfed pipeline run-local`` (test_kfp_local runs it) and ``python -m benchmarks <name>``:
   their arguments must parse (``--help`` of the same subcommand).
 """
@@ -143,7 +145,10 @@ def test_readme_commands_work_as_written_in_a_new_shell(tmp_path: Path) -> None:
             (project / "params.yaml").write_text(pristine)
             assert checked.returncode == 0, (command, checked.stderr[-2000:])
             continue
-        if args[:3] == [".venv/bin/mlflow", "ui", "--backend-store-uri"]:
+        if args[:3] == [".venv/bin/mlflow", "ui", "--backend-store-uri"] or args[:2] == [
+            ".venv/bin/privfed",
+            "dashboard",
+        ]:
             _serves(command, project, env)
             continue
         if "run-local" in args or args[1:3] == ["-m", "benchmarks"]:
