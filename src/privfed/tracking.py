@@ -143,15 +143,35 @@ class PipelineRun:
             self.client.set_terminated(self.run_id, status=status)
 
 
+#: How often a stage tries a SQLite store that another process is creating at the same time.
+_CREATE_TRIES = 5
+
+
 def _resolve(cfg: PrivFedConfig, root: Path) -> tuple[Any, str, str]:
+    """Client, URI and experiment id; a store being created by another process is retried.
+
+    Two processes that open a new SQLite store at once both create its tables, and one of them
+    fails ("table … already exists"): e.g. ``mlflow ui`` started beside ``make run``. The loser
+    waits and opens the store the other one finished.
+    """
     from mlflow import MlflowClient
+    from sqlalchemy.exc import OperationalError
 
     from privfed.registry import experiment_id, tracking_uri
 
     r = cfg.register_model
     uri = tracking_uri(r.tracking_uri, root)
-    client = MlflowClient(tracking_uri=uri)
-    return client, uri, experiment_id(client, uri, r.experiment, r.artifact_location, root)
+    attempt = 1
+    while True:
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            return client, uri, experiment_id(client, uri, r.experiment, r.artifact_location, root)
+        except OperationalError as err:
+            if "already exists" not in str(err) or attempt == _CREATE_TRIES:
+                raise
+            log.warning("MLflow store %s is being created by another process; retrying", uri)
+            time.sleep(attempt)
+            attempt += 1
 
 
 def open_pipeline_run(cfg: PrivFedConfig, root: Path | None = None) -> PipelineRun:

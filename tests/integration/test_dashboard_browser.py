@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mlflow import MlflowClient
 
 from privfed.dashboard.screenshot import chromium_executable, free_port, serving
 from tests import dashboard_store as store
+from tests.integration.conftest import project_env, set_params
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +232,71 @@ def test_empty_store_waits_for_the_first_pipeline_run(tmp_path: Path, page: obje
         store.log_round(client, run_id, 1)
         # Assert: the page draws it on its own
         expect(page.locator(".st-key-round-federated_dp")).to_contain_text("1 / 5", timeout=WAIT_MS)
+
+
+def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
+    project: Path, page: object
+) -> None:
+    """Issue 21's bar: during a tiny ``dvc repro``, round N is on the page before round N+1 of
+    the same federation ends (its checkpoint is written when it ends)."""
+    from playwright.sync_api import expect
+
+    # Prepare: 3 rounds (two chances per federation), the project's own SQLite store
+    set_params(project, {"profiles.tiny.train_federated.rounds": 3})
+    env = project_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    port = free_port()
+    seen_early: list[str] = []
+    with serving(_dashboard_of(uri, port), port, env=env) as url:
+        page.goto(url, timeout=WAIT_MS)
+        # Execute: the data stages and the federations, watched from the page
+        with open(project / "repro.log", "w") as out:
+            proc = subprocess.Popen(
+                ["dvc", "repro", "train_federated"], cwd=project, env=env, stdout=out, stderr=out
+            )
+            try:
+                while proc.poll() is None:
+                    seen_early += _rounds_shown_early(page, project)
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        # Assert: the stage ran, and at least one round was on the page before the next ended
+        log = (project / "repro.log").read_text()
+        assert proc.returncode == 0, log[-4000:]
+        assert seen_early, "no round reached the page before the next round ended"
+        counter = page.locator(".st-key-round-federated_dp, .st-key-round-federated").first
+        expect(counter).to_contain_text("3 / 3", timeout=WAIT_MS)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+def _dashboard_of(uri: str, port: int) -> list[str]:
+    """The dashboard on a project's store, redrawing every second."""
+    return [
+        str(PRIVFED),
+        "dashboard",
+        "--tracking-uri",
+        uri,
+        "--port",
+        str(port),
+        "--refresh",
+        "1",
+    ]
+
+
+def _rounds_shown_early(page: object, project: Path) -> list[str]:
+    """``federation:N`` for each round counter showing N while round N+1 has no checkpoint."""
+    early = []
+    for name in ("federated", "federated_dp"):
+        counter = page.locator(f".st-key-round-{name}")
+        if counter.count() == 0:
+            continue
+        shown = re.search(r"(\d+) / (\d+)", counter.first.inner_text())
+        if shown is None or shown.group(1) == shown.group(2):
+            continue
+        done = int(shown.group(1))
+        nxt = f"*/{name}/checkpoints/round_{done + 1:03d}.pt"
+        if done >= 1 and not any((project / "models").glob(nxt)):
+            early.append(f"{name}:{done}")
+    return early

@@ -191,3 +191,18 @@ def test_registry_versions_carry_aliases_gate_reasons_and_card(
     assert version["gate"] == {"split": "val", "utility_ratio": "0.926"}
     assert version["model_card"] == store.MODEL_CARD
     assert data.registry_versions(client, ["another-run"]) == []
+
+
+def test_the_dashboard_waits_for_a_store_without_creating_it(tmp_path: Path) -> None:
+    """Opening a SQLite store creates it; the dashboard racing `make run`'s first stage to
+    create the same tables made that stage fail ("table … already exists")."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    # Execute / Assert: no store yet, and looking made none
+    assert not data.store_has_experiment(uri, store.EXPERIMENT)
+    assert not (tmp_path / "store" / "mlflow.db").exists()
+    # a pipeline made the store and its experiment
+    store.open_store(tmp_path / "store")
+    assert data.store_has_experiment(uri, store.EXPERIMENT)
+    assert not data.store_has_experiment(uri, "another")
+    assert data.store_has_experiment("http://127.0.0.1:5000", store.EXPERIMENT)  # a server

@@ -200,3 +200,34 @@ def test_live_rounds_log_each_round_while_the_run_goes_on(
     assert _history(client, run.run_id, "federated_dp.auroc") == [(1, 0.9)]
     done = client.get_run(run.run_id).data.tags["privfed.federation.federated_dp"]
     assert done == "done"
+
+
+def test_a_store_another_process_is_creating_is_retried(
+    cfg: PrivFedConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes creating one SQLite store: the loser's "already exists" is waited out
+    (``mlflow ui`` or the dashboard started beside ``make run``); other errors are not."""
+    from sqlalchemy.exc import OperationalError
+
+    from privfed import registry, tracking
+
+    real = registry.experiment_id
+    calls = []
+
+    def racing(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("CREATE TABLE x", {}, Exception("table x already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "experiment_id", racing)
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    run = open_pipeline_run(cfg, tmp_path)
+    assert len(calls) == 2 and run.run_id
+
+    def locked(*args: object, **kwargs: object) -> str:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(registry, "experiment_id", locked)
+    with pytest.raises(OperationalError, match="locked"):
+        open_pipeline_run(cfg, tmp_path)

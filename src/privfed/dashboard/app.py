@@ -366,11 +366,15 @@ def _registry(client: MlflowClient, run_ids: list[str]) -> None:
             st.markdown(v["model_card"] or "_no model card_")
 
 
-def _waiting(client: MlflowClient, experiment: str) -> None:
-    """Before the first pipeline run: say so, and draw the page once one has started."""
+def _waiting(uri: str, experiment: str) -> None:
+    """Before the first pipeline run: say so, and draw the page once one has started.
+
+    A SQLite store is not opened before the pipeline has made it (see
+    :func:`privfed.dashboard.data.store_has_experiment`).
+    """
     try:
-        started = data.experiment_id(client, experiment) is not None and not (
-            data.pipeline_runs(client, experiment, max_results=1).empty
+        started = data.store_has_experiment(uri, experiment) and not (
+            data.pipeline_runs(_client(uri), experiment, max_results=1).empty
         )
     except Exception as err:
         st.error(f"Cannot list pipeline runs: {type(err).__name__}: {err}")
@@ -385,9 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     st.set_page_config(page_title="PrivFed dashboard", layout="wide")
     st.title(TITLE)
     st.caption(f"MLflow store `{args.tracking_uri}` · experiment `{args.experiment}`")
+    if not data.store_has_experiment(args.tracking_uri, args.experiment):
+        st.fragment(_waiting, run_every=args.refresh)(args.tracking_uri, args.experiment)
+        return
     client = _client(args.tracking_uri)
     if data.experiment_id(client, args.experiment) is None:
-        st.fragment(_waiting, run_every=args.refresh)(client, args.experiment)
+        st.fragment(_waiting, run_every=args.refresh)(args.tracking_uri, args.experiment)
         return
     try:
         runs = data.pipeline_runs(client, args.experiment)
@@ -395,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         st.error(f"Cannot list pipeline runs: {type(err).__name__}: {err}")
         return
     if runs.empty:
-        st.fragment(_waiting, run_every=args.refresh)(client, args.experiment)
+        st.fragment(_waiting, run_every=args.refresh)(args.tracking_uri, args.experiment)
         return
     _run_list(runs)
     run_id = _pick_run(runs)

@@ -9,8 +9,10 @@ sees what the pipeline chose to log (docs/tracking.md), which never holds patien
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,28 @@ class RoundProgress:
     @property
     def label(self) -> str:
         return f"{self.done} / {self.total if self.total is not None else '?'}"
+
+
+def store_has_experiment(uri: str, experiment: str) -> bool:
+    """Whether a SQLite store holds ``experiment`` yet, read without creating the store.
+
+    An MLflow client creates (and migrates) a SQLite store that does not exist yet; the
+    dashboard must not, or it races the first stage of ``make run`` creating the same tables
+    ("table … already exists"). The experiment appears once the store is whole. Any other
+    store (a tracking server) creates nothing on the client's side: True.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return True
+    path = Path(uri[len(prefix) :])
+    if not path.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,))
+            return found.fetchone() is not None
+    except sqlite3.OperationalError:  # no experiments table: the store is being created
+        return False
 
 
 def experiment_id(client: Any, name: str) -> str | None:
