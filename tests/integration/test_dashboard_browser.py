@@ -8,6 +8,7 @@ missing browser is a broken machine and fails.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -265,7 +266,14 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
         # Assert: the stage ran, and at least one round was on the page before the next ended
         log = (project / "repro.log").read_text()
         assert proc.returncode == 0, log[-4000:]
-        assert seen_early, "no round reached the page before the next round ended"
+        rounds = [
+            (r["round"], r["seconds"])
+            for run in json.loads((project / "metrics/train_federated.json").read_text())[
+                "runs"
+            ].values()
+            for r in run["rounds"][1:]
+        ]
+        assert seen_early, f"no round reached the page before the next ended; rounds: {rounds}"
         counter = page.locator(".st-key-round-federated_dp, .st-key-round-federated").first
         expect(counter).to_contain_text("3 / 3", timeout=WAIT_MS)
         expect(page.get_by_test_id("stException")).to_have_count(0)
@@ -287,12 +295,18 @@ def _dashboard_of(uri: str, port: int) -> list[str]:
 
 def _rounds_shown_early(page: object, project: Path) -> list[str]:
     """``federation:N`` for each round counter showing N while round N+1 has no checkpoint."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     early = []
     for name in ("federated", "federated_dp"):
         counter = page.locator(f".st-key-round-{name}")
         if counter.count() == 0:
             continue
-        shown = re.search(r"(\d+) / (\d+)", counter.first.inner_text())
+        try:  # Streamlit may be swapping the element out for its redraw: look at the next poll
+            text = counter.first.inner_text(timeout=2000)
+        except PlaywrightTimeout:
+            continue
+        shown = re.search(r"(\d+) / (\d+)", text)
         if shown is None or shown.group(1) == shown.group(2):
             continue
         done = int(shown.group(1))
