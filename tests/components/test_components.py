@@ -59,7 +59,11 @@ def test_data_components_produce_a_validated_dataset(tmp_path: Path) -> None:
     assert 'Data validation (readmission): <span class="pass">passed' in Path(page.path).read_text()
 
 
-def test_invalid_data_stops_before_a_validated_dataset_exists(tmp_path: Path) -> None:
+def test_invalid_data_stops_before_a_validated_dataset_exists(
+    tmp_path: Path, scratch_mlflow: str
+) -> None:
+    from mlflow import MlflowClient
+
     p = raw_params(validate_data={"min_patients_per_hospital": 10_000})
     p["profiles"]["tiny"]["validate_data"] = {}  # let the section's value stand
     raw = _art(Dataset, tmp_path, "raw")
@@ -74,6 +78,12 @@ def test_invalid_data_stops_before_a_validated_dataset_exists(tmp_path: Path) ->
             validation_report=_art(HTML, tmp_path, "v.html"),
         )
     assert not Path(validated.path).exists()
+    # the component's stage ran inside the pipeline's MLflow run, which says where it stopped
+    client = MlflowClient(tracking_uri=scratch_mlflow)
+    (run,) = client.search_runs([client.get_experiment_by_name("privfed").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["privfed.stage.validate_data"] == "failed"
+    assert run.data.tags["privfed.stage.ingest_data"] == "done"
 
 
 SCAFFOLD = {
