@@ -6,7 +6,11 @@ and its DVC cache are never touched. Stage times are the intervals between DVC's
 stage" lines, timestamped as they stream (they include DVC's own hashing and caching of each
 stage's outputs, a real cost of the pipeline).
 
-    python -m benchmarks pipeline [--profile default]
+    python -m benchmarks pipeline [--profile default] [--compare-live]
+
+``--compare-live`` also runs a second fresh copy with ``register_model.live: false`` (only
+``register_model`` logs to MLflow, at the end): each stage's cost of logging into the
+pipeline's MLflow run as it runs, side by side in one benchmark run.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ def _env() -> dict[str, str]:
     }
 
 
-def copy_project(dst: Path, profile: str) -> Path:
-    """Tracked files (no tests, benchmarks or dvc.lock) into a fresh git repository."""
+def copy_project(dst: Path, profile: str, *, live: bool = True) -> Path:
+    """Tracked files (no tests, benchmarks or dvc.lock) into a fresh git repository;
+    ``live``: ``register_model.live`` (every stage logs to MLflow as it runs)."""
     files = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -54,6 +59,7 @@ def copy_project(dst: Path, profile: str) -> Path:
         shutil.copy2(ROOT / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["base"]["profile"] = profile
+    params["register_model"]["live"] = live
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
@@ -108,7 +114,13 @@ def timed_repro(project: Path, log_path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks pipeline")
     parser.add_argument("--profile", default="default")
+    parser.add_argument(
+        "--compare-live",
+        action="store_true",
+        help="also time a copy with register_model.live: false, side by side",
+    )
     args = parser.parse_args(argv)
+    off = None
     with tempfile.TemporaryDirectory(prefix="privfed-bench-dvc-") as tmp:
         project = copy_project(Path(tmp) / "project", args.profile)
         load = wait_for_quiet()
@@ -118,15 +130,12 @@ def main(argv: list[str] | None = None) -> None:
         second = timed_repro(project, Path(tmp) / "repro2.log")
         print(f"  no-change rerun {second['total_s']:.1f} s", flush=True)
         tail = (Path(tmp) / "repro2.log").read_text()[-2000:]
-    rows = [[name, f"{s:.1f}"] for name, s in first["stages_s"].items()]
-    rows.append(["**total `dvc repro`**", f"{first['total_s']:.1f}"])
-    rows.append(["**no-change rerun**", f"{second['total_s']:.1f}"])
-    markdown = (
-        f"`dvc repro` of the {args.profile} profile in a fresh copy (seconds)\n\n"
-        + md_table(["stage", "seconds"], rows)
-        + f"\nNo-change rerun: {second['skipped']} stage(s) reported unchanged, "
-        f"{len(second['stages_s'])} rerun.\n"
-    )
+        if args.compare_live:
+            quiet = copy_project(Path(tmp) / "project-live-off", args.profile, live=False)
+            wait_for_quiet()
+            off = timed_repro(quiet, Path(tmp) / "repro-live-off.log")
+            print(f"  first repro, live off {off['total_s']:.1f} s", flush=True)
+    markdown = _markdown(args.profile, first, second, off)
     write_result(
         "pipeline",
         {
@@ -135,9 +144,39 @@ def main(argv: list[str] | None = None) -> None:
             "first": first,
             "no_change": second,
             "no_change_log_tail": tail,
+            "live_off": off,
         },
         markdown,
-        f"python -m benchmarks pipeline --profile {args.profile}",
+        f"python -m benchmarks pipeline --profile {args.profile}"
+        + (" --compare-live" if off else ""),
+    )
+
+
+def _markdown(
+    profile: str, first: dict[str, Any], second: dict[str, Any], off: dict[str, Any] | None
+) -> str:
+    """Seconds per stage; with ``off``, beside the run that logged nothing until registration."""
+    header = ["stage", "seconds"] + (["seconds, live off", "live logging costs"] if off else [])
+
+    def row(name: str, on_s: float, off_s: float | None) -> list[str]:
+        cells = [name, f"{on_s:.1f}"]
+        if off is not None:
+            cells += ["–", "–"] if off_s is None else [f"{off_s:.1f}", f"{on_s - off_s:+.1f}"]
+        return cells
+
+    rows = [
+        row(name, s, (off or {}).get("stages_s", {}).get(name))
+        for name, s in first["stages_s"].items()
+    ]
+    rows.append(row("**total `dvc repro`**", first["total_s"], off and off["total_s"]))
+    rows.append(row("**no-change rerun**", second["total_s"], None))
+    return (
+        f"`dvc repro` of the {profile} profile in a fresh copy (seconds"
+        + ("; live: every stage logs to MLflow as it runs, the default" if off else "")
+        + ")\n\n"
+        + md_table(header, rows)
+        + f"\nNo-change rerun: {second['skipped']} stage(s) reported unchanged, "
+        f"{len(second['stages_s'])} rerun.\n"
     )
 
 
