@@ -38,6 +38,7 @@ __all__ = [
     "RoundLog",
     "current",
     "flat_scalars",
+    "flat_series",
     "metric_key",
     "open_pipeline_run",
     "pipeline_key",
@@ -77,6 +78,20 @@ def flat_scalars(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
         yield prefix, float(data)
 
 
+def flat_series(data: Any, prefix: str = "") -> Iterator[tuple[str, list[float]]]:
+    """Every list of numbers of a nested mapping (e.g. a baseline's validation score after each
+    epoch), under its dotted path; lists of anything else are skipped."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from flat_series(value, f"{prefix}.{key}" if prefix else str(key))
+    elif (
+        isinstance(data, list)
+        and data
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in data)
+    ):
+        yield prefix, [float(v) for v in data]
+
+
 def pipeline_key(cfg: PrivFedConfig, root: Path) -> str:
     """``register_model.pipeline_run`` (a Kubeflow job sets it), else this project folder's."""
     return cfg.register_model.pipeline_run or f"local:{root.resolve()}"
@@ -107,6 +122,20 @@ class PipelineRun:
             Metric(metric_key(k), float(v), now, step or 0)
             for k, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        with self._lock:
+            for i in range(0, len(metrics), _BATCH):
+                self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
+
+    def log_series(self, key: str, values: list[float]) -> None:
+        """``values`` as one metric's history, steps 1, 2, … (epochs; non-finite ones left out)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(metric_key(key), v, now, step)
+            for step, v in enumerate(values, start=1)
+            if math.isfinite(v)
         ]
         with self._lock:
             for i in range(0, len(metrics), _BATCH):
@@ -260,7 +289,10 @@ def tracked_stage(
         raise
     finally:
         _current.reset(token)
-    run.log_metrics({f"{stage}.{k}": v for k, v in flat_scalars(holder.get("metrics", {}))})
+    figures = holder.get("metrics", {})
+    run.log_metrics({f"{stage}.{k}": v for k, v in flat_scalars(figures)})
+    for key, values in flat_series(figures):  # e.g. a baseline's validation curve by epoch
+        run.log_series(f"{stage}.{key}", values)
     run.log_outputs(spec_outputs, outputs)
     run.set_tags({f"privfed.stage.{stage}": "done"})
 

@@ -101,13 +101,25 @@ def test_a_tracked_stage_logs_its_figures_and_reports_but_never_data(
     # Execute
     with tracked_stage("validate_data", cfg, spec, outputs) as result:
         run = current()
-        result["metrics"] = {"success": True, "rows": 12, "per": {"h1": 0.5}, "rounds": [1, 2]}
+        result["metrics"] = {
+            "success": True,
+            "rows": 12,
+            "per": {"h1": 0.5},
+            "selection": {"val_curve": [0.6, 0.8, 0.7]},  # by epoch
+            "rounds": [{"round": 1}],  # rows are logged with their step where they happen
+        }
     # Assert
     assert run is not None and current() is None
     client = MlflowClient(tracking_uri=run.uri)
     data = client.get_run(run.run_id).data
     assert data.tags["privfed.stage.validate_data"] == "done"
-    assert data.metrics == {"validate_data.rows": 12.0, "validate_data.per.h1": 0.5}
+    assert data.metrics == {
+        "validate_data.rows": 12.0,
+        "validate_data.per.h1": 0.5,
+        "validate_data.selection.val_curve": 0.7,  # the last step
+    }
+    curve = _history(client, run.run_id, "validate_data.selection.val_curve")
+    assert curve == [(1, 0.6), (2, 0.8), (3, 0.7)]
     logged = [a.path for a in client.list_artifacts(run.run_id, "reports/validation")]
     assert logged == ["reports/validation/report.json"]
     assert client.list_artifacts(run.run_id, "data") == []
