@@ -249,6 +249,7 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
     uri = f"sqlite:///{project / 'mlflow.db'}"
     port = free_port()
     seen_early: list[str] = []
+    training: set[str] = set()  # federations whose counter the page showed mid-run
     with serving(_dashboard_of(uri, port), port, env=env) as url:
         page.goto(url, timeout=WAIT_MS)
         # Execute: the data stages and the federations, watched from the page
@@ -258,7 +259,7 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
             )
             try:
                 while proc.poll() is None:
-                    seen_early += _rounds_shown_early(page, project)
+                    seen_early += _rounds_shown_early(page, project, training)
                     time.sleep(0.2)
             finally:
                 if proc.poll() is None:
@@ -274,6 +275,8 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
             for r in run["rounds"][1:]
         ]
         assert seen_early, f"no round reached the page before the next ended; rounds: {rounds}"
+        # the page followed the federation in training: non-DP first, then the DP one
+        assert training == {"federated", "federated_dp"}, training
         counter = page.locator(".st-key-round-federated_dp, .st-key-round-federated").first
         expect(counter).to_contain_text("3 / 3", timeout=WAIT_MS)
         expect(page.get_by_test_id("stException")).to_have_count(0)
@@ -293,8 +296,9 @@ def _dashboard_of(uri: str, port: int) -> list[str]:
     ]
 
 
-def _rounds_shown_early(page: object, project: Path) -> list[str]:
-    """``federation:N`` for each round counter showing N while round N+1 has no checkpoint."""
+def _rounds_shown_early(page: object, project: Path, training: set[str]) -> list[str]:
+    """``federation:N`` for each round counter showing N while round N+1 has no checkpoint;
+    adds to ``training`` each federation whose counter shows a round short of the last."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     early = []
@@ -310,6 +314,7 @@ def _rounds_shown_early(page: object, project: Path) -> list[str]:
         if shown is None or shown.group(1) == shown.group(2):
             continue
         done = int(shown.group(1))
+        training.add(name)
         nxt = f"*/{name}/checkpoints/round_{done + 1:03d}.pt"
         if done >= 1 and not any((project / "models").glob(nxt)):
             early.append(f"{name}:{done}")

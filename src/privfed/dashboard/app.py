@@ -262,8 +262,15 @@ def _live_run(client: MlflowClient, run: Any) -> None:
     # the federation training now, else the last one: what a watcher wants to see
     states = [run.data.tags.get(f"privfed.federation.{n}") for n in names]
     default = states.index("running") if "running" in states else len(names) - 1
+    # keyed by the federation training now: when the next one starts, the page follows it
     name = (
-        st.radio("Federation", names, index=default, horizontal=True, key=f"fed-{run_id}")
+        st.radio(
+            "Federation",
+            names,
+            index=default,
+            horizontal=True,
+            key=f"fed-{run_id}-{names[default]}",
+        )
         if len(names) > 1
         else names[0]
     )
