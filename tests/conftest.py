@@ -91,6 +91,20 @@ def raw_params(**overrides: dict) -> dict:
     return copy.deepcopy(raw)
 
 
+def partition(cfg: PrivFedConfig, raw: Path, work: Path) -> Path:
+    """``raw`` validated (report in ``work/v``) and partitioned: ``work/p``, one folder per
+    hospital, the way the pipeline's validate_data and partition_data stages lay it out."""
+    from privfed.stages import partition_data, validate_data
+
+    validate_data.run(cfg, {"raw": raw}, {"report": work / "v"})
+    partition_data.run(
+        cfg,
+        {"raw": raw, "validation": work / "v"},
+        {"partitions": work / "p", "stats": work / "stats.json"},
+    )
+    return work / "p"
+
+
 @pytest.fixture
 def tiny_cfg() -> PrivFedConfig:
     return config_from_dict(raw_params())

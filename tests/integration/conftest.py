@@ -16,8 +16,7 @@ import yaml
 
 from privfed.config import config_from_dict
 from privfed.federated.launcher import free_port
-from privfed.stages import partition_data, validate_data
-from tests.conftest import PARAMS, ROOT, raw_params
+from tests.conftest import PARAMS, ROOT, partition, raw_params
 
 BIN = Path(sys.executable).parent
 
@@ -134,11 +133,4 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def partitions(tiny_raw: Path, tmp_path: Path) -> Path:
     """The tiny data validated and partitioned: one folder per hospital."""
-    cfg = config_from_dict(raw_params())
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
-    )
-    return tmp_path / "p"
+    return partition(config_from_dict(raw_params()), tiny_raw, tmp_path)

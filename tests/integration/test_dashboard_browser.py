@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from privfed.dashboard.screenshot import chromium_executable, free_port, serving
+from privfed.dashboard.screenshot import chromium_executable, serving
+from privfed.federated.processes import free_port
 from tests import dashboard_store as store
 from tests.integration.conftest import project_env, set_params
 
@@ -56,7 +57,9 @@ def page(chromium: str) -> Iterator[object]:
             browser.close()
 
 
-def _dashboard(uri: str, port: int, *, refresh: float = 5.0) -> list[str]:
+def _dashboard(
+    uri: str, port: int, *, refresh: float = 5.0, experiment: str = store.EXPERIMENT
+) -> list[str]:
     """The command line a user types (the installed ``privfed`` script)."""
     return [
         str(PRIVFED),
@@ -64,7 +67,7 @@ def _dashboard(uri: str, port: int, *, refresh: float = 5.0) -> list[str]:
         "--tracking-uri",
         uri,
         "--experiment",
-        store.EXPERIMENT,
+        experiment,
         "--port",
         str(port),
         "--refresh",
@@ -250,7 +253,7 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
     port = free_port()
     seen_early: list[str] = []
     training: set[str] = set()  # federations whose counter the page showed mid-run
-    with serving(_dashboard_of(uri, port), port, env=env) as url:
+    with serving(_dashboard(uri, port, refresh=1.0, experiment="privfed"), port, env=env) as url:
         page.goto(url, timeout=WAIT_MS)
         # Execute: the data stages and the federations, watched from the page
         with open(project / "repro.log", "w") as out:
@@ -280,20 +283,6 @@ def test_page_shows_each_round_of_a_real_federation_before_the_next_ends(
         counter = page.locator(".st-key-round-federated_dp, .st-key-round-federated").first
         expect(counter).to_contain_text("3 / 3", timeout=WAIT_MS)
         expect(page.get_by_test_id("stException")).to_have_count(0)
-
-
-def _dashboard_of(uri: str, port: int) -> list[str]:
-    """The dashboard on a project's store, redrawing every second."""
-    return [
-        str(PRIVFED),
-        "dashboard",
-        "--tracking-uri",
-        uri,
-        "--port",
-        str(port),
-        "--refresh",
-        "1",
-    ]
 
 
 def _rounds_shown_early(page: object, project: Path, training: set[str]) -> list[str]:

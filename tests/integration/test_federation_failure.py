@@ -7,8 +7,8 @@ import pytest
 
 from privfed.config import config_from_dict
 from privfed.federated.launcher import FederationError
-from privfed.stages import partition_data, train_federated, validate_data
-from tests.conftest import raw_params
+from privfed.stages import train_federated
+from tests.conftest import partition, raw_params
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,7 @@ def _our_processes(marker: str) -> list[int]:
 def test_client_failure_fails_the_stage_and_cleans_up(tiny_raw, tmp_path) -> None:
     # Prepare: hospital_2's validation table is corrupt, so its ClientApp raises
     cfg = config_from_dict(raw_params(train_federated={"startup_timeout_s": 60}))
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": tmp_path / "p", "stats": tmp_path / "s.json"},
-    )
+    partition(cfg, tiny_raw, tmp_path)
     (tmp_path / "p" / "hospital_2" / "val" / "patients.parquet").write_bytes(b"not parquet")
     outputs = {"models": tmp_path / "models" / "federated", "metrics": tmp_path / "m.json"}
     # Execute

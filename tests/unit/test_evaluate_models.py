@@ -12,9 +12,9 @@ import torch
 from privfed.checkpoints import MODEL_FILE, save_model
 from privfed.config import config_from_dict
 from privfed.partitions import hospital_dirs, split_dirs
-from privfed.stages import evaluate_models, partition_data, validate_data
+from privfed.stages import evaluate_models
 from privfed.tasks import get_task
-from tests.conftest import raw_params
+from tests.conftest import partition, raw_params
 
 
 def test_global_models_are_scored_on_the_pooled_val_split(tiny_raw: Path, tmp_path: Path) -> None:
@@ -23,13 +23,7 @@ def test_global_models_are_scored_on_the_pooled_val_split(tiny_raw: Path, tmp_pa
         raw_params(model={"init": "scratch"}, evaluate_models={"membership_audit": False})
     )
     task = get_task(cfg.base.task, cfg)
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    partitions = tmp_path / "p"
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": partitions, "stats": tmp_path / "stats.json"},
-    )
+    partitions = partition(cfg, tiny_raw, tmp_path)
     hospitals = hospital_dirs(partitions)
     paths = {
         "centralized": tmp_path / "centralized" / MODEL_FILE,

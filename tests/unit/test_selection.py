@@ -14,9 +14,9 @@ from privfed.config import config_from_dict
 from privfed.partitions import hospital_dirs, split_dirs
 from privfed.registry import promotion_gate, ratio_range
 from privfed.selection import BestEpoch, best_round
-from privfed.stages import partition_data, train_centralized, train_local, validate_data
+from privfed.stages import train_centralized, train_local
 from privfed.tasks import get_task
-from tests.conftest import raw_params
+from tests.conftest import partition, raw_params
 
 
 def _rows(scores: list[float]) -> list[dict]:
@@ -96,13 +96,7 @@ def test_baselines_are_reproducible_and_keep_their_best_validation_epoch(
         raw["profiles"]["tiny"][stage]["epochs"] = 4
     cfg = config_from_dict(raw)
     assert cfg.train_centralized.seeds == 2
-    validate_data.run(cfg, {"raw": tiny_raw}, {"report": tmp_path / "v"})
-    parts = tmp_path / "p"
-    partition_data.run(
-        cfg,
-        {"raw": tiny_raw, "validation": tmp_path / "v"},
-        {"partitions": parts, "stats": tmp_path / "stats.json"},
-    )
+    parts = partition(cfg, tiny_raw, tmp_path)
     task = get_task(cfg.base.task, cfg)
     val = task.load_dataset(split_dirs(hospital_dirs(parts), "val"))
     # Execute: the centralized stage twice, the local stage once
