@@ -118,25 +118,29 @@ class PipelineRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(metric_key(k), float(v), now, step or 0)
-            for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        ]
-        with self._lock:
-            for i in range(0, len(metrics), _BATCH):
-                self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
+        self._log_batch(
+            [
+                Metric(metric_key(k), float(v), now, step or 0)
+                for k, v in values.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            ]
+        )
 
     def log_series(self, key: str, values: list[float]) -> None:
         """``values`` as one metric's history, steps 1, 2, … (epochs; non-finite ones left out)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(metric_key(key), v, now, step)
-            for step, v in enumerate(values, start=1)
-            if math.isfinite(v)
-        ]
+        self._log_batch(
+            [
+                Metric(metric_key(key), v, now, step)
+                for step, v in enumerate(values, start=1)
+                if math.isfinite(v)
+            ]
+        )
+
+    def _log_batch(self, metrics: list[Any]) -> None:
+        """``metrics`` in batches of the most MLflow takes at once."""
         with self._lock:
             for i in range(0, len(metrics), _BATCH):
                 self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])

@@ -12,7 +12,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from privfed.federated.processes import free_port
+
 __all__ = [
     "DEFAULT_CHROMIUM",
     "capture",
     "chromium_executable",
     "dashboard_command",
-    "free_port",
     "serving",
     "wait_until_drawn",
 ]
@@ -44,13 +44,6 @@ def chromium_executable() -> str | None:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("chromium")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS's choice)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def dashboard_command(

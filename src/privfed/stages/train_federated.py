@@ -102,20 +102,13 @@ def _federation(
     return LocalFederation(cfg, hospital_dirs(Path(inputs["partitions"])), workdir)
 
 
-class _NotLive:
-    """Stands in for :class:`~privfed.tracking.LiveRounds` outside a tracked stage."""
-
-    def finish(self, result: Mapping[str, Any]) -> None:
-        del result
-
-
 @contextmanager
-def _live(cfg: PrivFedConfig, spec: RunSpec) -> Iterator[LiveRounds | _NotLive]:
+def _live(cfg: PrivFedConfig, spec: RunSpec) -> Iterator[LiveRounds | None]:
     """Each round of ``spec``'s run logged to the pipeline's MLflow run as it ends (when the
-    stage runs inside one: the CLI's and Kubeflow's front doors)."""
+    stage runs inside one: the CLI's and Kubeflow's front doors); None outside one."""
     run = tracking.current()
     if run is None:
-        yield _NotLive()
+        yield None
         return
     with LiveRounds(
         run,
@@ -199,7 +192,8 @@ def run(
                     )
                     with _live(cfg, spec) as live:
                         runs[name] = federation.run(spec)
-                        live.finish(runs[name])
+                        if live is not None:
+                            live.finish(runs[name])
         except BaseException:
             # The output folder is discarded on failure: keep the process (or SuperNode pod)
             # logs where a user can read them, and say where.
