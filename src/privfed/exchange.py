@@ -7,12 +7,14 @@ silently into the wrong weights: :func:`check_exchanged_state` refuses both, nam
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["BASE_DIGEST", "check_exchanged_state"]
+__all__ = ["BASE_DIGEST", "check_exchanged_state", "freeze_lora_a"]
 
 #: the state-dict entry holding the digest of the public base (tokenizer and weights)
 BASE_DIGEST = "base_digest"
@@ -49,3 +51,24 @@ def check_exchanged_state(
             "tokenizer (base digest differs); every hospital must use the same public build"
             f"{base_hint}"
         )
+
+
+def freeze_lora_a(model: nn.Module, base_digest: str) -> str:
+    """FFA-LoRA (Sun et al., ICLR 2024): every adapter's A stays at its seeded init.
+
+    A layer's update B·A is then linear in what trains, so FedAvg of the hospitals' B is
+    exactly the mean of their updates (averaging A and B separately is not), only B travels,
+    and DP-SGD's noise is not multiplied through a second trained factor. A never travels:
+    every hospital draws it from the same seed. Returns ``base_digest`` with the frozen A
+    folded in, so a hospital whose A differs is refused like one on another public base.
+    """
+    from privfed.public import state_digest
+
+    frozen = {}
+    for name, param in model.named_parameters():
+        if ".lora_A." in name:
+            param.requires_grad_(False)
+            frozen[name] = param.detach()
+    if not frozen:
+        raise ValueError("lora_freeze_a: the model has no LoRA A matrices to freeze")
+    return hashlib.sha256((base_digest + state_digest(frozen)).encode()).hexdigest()

@@ -235,7 +235,10 @@ def test_lora_sends_adapters_and_heads_only_and_dp_counts_patients(task, sites, 
         or n == "base_digest"
         for n in names
     )
-    assert any(".lora_A." in n for n in names) and "token_head.weight" in names
+    # FFA-LoRA (the default): A stays at its seeded init, so only B travels
+    assert task.cfg.model.extraction.lora_freeze_a
+    assert any(".lora_B." in n for n in names) and "token_head.weight" in names
+    assert not any(".lora_A." in n for n in names)
     sent = sum(t.numel() for t in lora.state_dict().values())
     assert sum(t.numel() for t in full.state_dict().values()) > 10 * sent
     # a state from another mode is refused by name
@@ -263,3 +266,43 @@ def test_lora_sends_adapters_and_heads_only_and_dp_counts_patients(task, sites, 
     metrics = task.evaluate(lora, dataset)
     assert 0.0 <= metrics["entity_f1_strict"] <= metrics["entity_f1_lenient"] <= 1.0
     assert metrics["n"] == 12
+
+
+def _deltas(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Each LoRA layer's update of its frozen weight, scaling x B @ A."""
+    return {
+        name: module.get_delta_weight("default")
+        for name, module in model.named_modules()
+        if hasattr(module, "get_delta_weight") and hasattr(module, "lora_A")
+    }
+
+
+def _perturbed(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """``model`` with every parameter it sends moved at random (as after local training)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=generator))
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("freeze_a", [True, False])
+def test_ffa_lora_makes_fedavg_of_adapters_the_mean_update(task, freeze_a: bool) -> None:
+    # Prepare: two hospitals' models after different local training
+    from privfed.tasks.extraction.model import build_model
+
+    settings = task.cfg.model.extraction.model_copy(update={"lora_freeze_a": freeze_a})
+    hospitals = [build_model(settings, task.public()) for _ in range(2)]
+    states = [_perturbed(m, seed) for seed, m in enumerate(hospitals)]
+    # Execute: FedAvg (equal weights) of what they send, loaded into a fresh model
+    merged = build_model(settings, task.public())
+    merged.load_state_dict({k: (states[0][k] + states[1][k]) / 2 for k in states[0]})
+    # Assert: with A frozen the merged update is exactly the hospitals' mean update; with A
+    # trained (plain LoRA) the mean of B times the mean of A is not
+    deltas = [_deltas(m) for m in hospitals]
+    mean = {k: (deltas[0][k] + deltas[1][k]) / 2 for k in deltas[0]}
+    got = _deltas(merged)
+    assert len(got) == settings.layers * len(settings.lora_targets)
+    exact = all(torch.allclose(got[k], mean[k], atol=1e-5) for k in got)
+    assert exact is freeze_a

@@ -109,3 +109,22 @@ def test_aggregate_does_not_depend_on_reply_arrival_order(tmp_path) -> None:
     ):
         for a, b in zip(first, aggregate(order), strict=True):
             assert np.array_equal(a, b), order
+
+
+def test_server_momentum_steps_by_hand() -> None:
+    # Prepare: FedAvgM with momentum 0.5 from w = 1
+    cfg = config_from_dict(
+        raw_params(train_federated={"strategy": "fedavgm", "server_momentum": 0.5})
+    )
+    strategy = make_strategy(cfg, num_nodes=3)
+    strategy.current_arrays = ArrayRecord([np.array([1.0], dtype=np.float32)])
+
+    def round_of(mean: float) -> list[Message]:
+        return [_reply(n, f"hospital_{n}", [np.array([mean], np.float32)], 10, 0.1) for n in (1, 2)]
+
+    # Execute: the hospitals' mean model is 0.8, then 0.6 (from the server's 0.8)
+    first, _ = strategy.aggregate_train(1, round_of(0.8))
+    second, _ = strategy.aggregate_train(2, round_of(0.6))
+    # Assert: d1 = 0.2 -> w = 0.8; d2 = 0.2 + 0.5 x 0.2 = 0.3 -> w = 0.5 (FedAvg: 0.6)
+    assert first.to_numpy_ndarrays()[0][0] == pytest.approx(0.8)
+    assert second.to_numpy_ndarrays()[0][0] == pytest.approx(0.5)

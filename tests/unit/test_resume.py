@@ -105,6 +105,21 @@ def test_adaptive_strategy_moments_survive(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fresh.m_t["w"], np.ones(3))
 
 
+def test_server_momentum_survives_in_model_order(tmp_path: Path) -> None:
+    # Prepare: FedAvgM's momentum is a list of arrays in the model's order
+    cfg = config_from_dict(raw_params(train_federated={"strategy": "fedavgm"}))
+    strategy = make_strategy(cfg, 3)
+    assert strategy_state(strategy) == {}
+    strategy.momentum_vector = [np.full(2, float(i)) for i in range(12)]  # 12 sorts after 2
+    store = ResumeStore(tmp_path, "k")
+    # Execute
+    store.save(ResumeState(1, {"w": torch.zeros(3)}, [], {}, strategy_state(strategy)))
+    fresh = make_strategy(cfg, 3)
+    restore_strategy(fresh, store.load().strategy)  # type: ignore[union-attr]
+    # Assert
+    assert [float(a[0]) for a in fresh.momentum_vector] == [float(i) for i in range(12)]
+
+
 #: recorder.grid is None here, so the wrapper never asks the grid for nodes
 _NO_GRID: Grid = None  # type: ignore[assignment]
 

@@ -24,6 +24,7 @@ from tests.conftest import raw_params
 #: Every registered strategy and the class it builds (Flower's, or ours).
 BUILDS = {
     "fedavg": "FedAvg",
+    "fedavgm": "FedAvgM",
     "fedprox": "FedProx",
     "fedadam": "FedAdam",
     "fedyogi": "FedYogi",
@@ -68,7 +69,9 @@ def test_the_config_refuses_an_unknown_strategy_naming_every_allowed_one() -> No
 
 
 def test_an_unknown_name_is_refused_by_the_registry_too() -> None:
-    with pytest.raises(ValueError, match="unknown strategy 'fedsgd'; registered: fedavg, fedprox"):
+    with pytest.raises(
+        ValueError, match="unknown strategy 'fedsgd'; registered: fedavg, fedavgm, fedprox"
+    ):
         get_strategy("fedsgd")
 
 

@@ -84,6 +84,9 @@ class TrainFederatedSection(Section):
         description="data_aware: size_loss = n·exp(-(L - min L)/T); exp_one_minus_loss = "
         "Fed-MedLoRA+'s exp(1 - L)",
     )
+    server_momentum: float = Field(
+        0.7, ge=0.0, lt=1.0, description="fedavgm: momentum of the server's step (beta)"
+    )
     server_lr: float = Field(0.1, gt=0.0, description="adaptive strategies: server step (eta)")
     server_tau: float = Field(1e-3, gt=0.0, description="adaptive strategies: adaptivity (tau)")
     num_malicious: int = Field(

@@ -111,6 +111,8 @@ STRATEGIES: Mapping[str, StrategySpec] = MappingProxyType(
         spec.name: spec
         for spec in (
             StrategySpec("fedavg", _BUILTIN + "fedavg", secure_aggregation=True),
+            # Hsu et al.: momentum on the server's step (state: its momentum, resumed)
+            StrategySpec("fedavgm", _BUILTIN + "fedavgm"),
             StrategySpec(
                 "fedprox",
                 _BUILTIN + "fedprox",

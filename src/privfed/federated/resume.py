@@ -48,6 +48,8 @@ STATE_FILE = "state.pt"
 SPENT_FILE = "spent.json"
 #: server-side strategy state: the moments of FedAdam, FedYogi and FedAdagrad; SCAFFOLD's ``c``
 STRATEGY_STATE = ("m_t", "v_t", "control")
+#: the same, held by Flower as a list of arrays in model order: FedAvgM's momentum
+LIST_STATE = ("momentum_vector",)
 
 
 @dataclass
@@ -182,14 +184,22 @@ class ResumeStore:
 
 
 def strategy_state(strategy: Any) -> dict[str, dict[str, np.ndarray]]:
-    """The adaptive strategies' moment estimates (empty for stateless strategies and None)."""
-    return {
+    """The server optimizers' state (empty for stateless strategies and None); a list (FedAvgM's
+    momentum) is saved keyed by position."""
+    state = {
         name: dict(value)
         for name in STRATEGY_STATE
         if isinstance(value := getattr(strategy, name, None), dict)
     }
+    for name in LIST_STATE:
+        if isinstance(value := getattr(strategy, name, None), list):
+            state[name] = {str(i): np.asarray(a) for i, a in enumerate(value)}
+    return state
 
 
 def restore_strategy(strategy: Any, saved: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     for name, value in saved.items():
-        setattr(strategy, name, dict(value))
+        if name in LIST_STATE:
+            setattr(strategy, name, [value[k] for k in sorted(value, key=int)])
+        else:
+            setattr(strategy, name, dict(value))

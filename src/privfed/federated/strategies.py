@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
     FedAvg,
+    FedAvgM,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
@@ -122,6 +123,11 @@ def make_strategy(
 # -- the registry's factories ------------------------------------------------------------------
 def fedavg(ctx: StrategyContext) -> Strategy:
     return FedAvg(**ctx.sampling)
+
+
+def fedavgm(ctx: StrategyContext) -> Strategy:
+    """Hsu et al.: FedAvg with server momentum; the server's step is 1 (the hospitals' mean)."""
+    return FedAvgM(server_momentum=ctx.cfg.train_federated.server_momentum, **ctx.sampling)
 
 
 def fedprox(ctx: StrategyContext) -> Strategy:

@@ -2,7 +2,9 @@
 
 ``mode: lora`` freezes the encoder and adds ``peft`` LoRA adapters (seeded: every hospital
 builds the same ones) to the modules ``lora_targets`` names; the adapters and both heads train
-and travel, nothing else (Fed-MedLoRA). ``mode: full`` trains and sends every weight (the
+and travel, nothing else (Fed-MedLoRA). With ``lora_freeze_a`` (the default) each adapter's A
+stays at its seeded init too (FFA-LoRA, :func:`privfed.exchange.freeze_lora_a`): only B and
+the heads train and travel, and the digest covers the frozen A. ``mode: full`` trains and sends every weight (the
 comparison). The state dict holds exactly what travels, plus the digest of the public build,
 so a hospital on another tokenizer or encoder is refused (as the notes task does).
 
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from privfed.exchange import BASE_DIGEST, check_exchanged_state
+from privfed.exchange import BASE_DIGEST, check_exchanged_state, freeze_lora_a
 from privfed.tasks.extraction.dataset import LABELS
 from privfed.tasks.extraction.public import PublicEncoder, build_encoder
 from privfed.tasks.extraction.schema import RELATION_TYPES
@@ -140,7 +142,8 @@ def build_model(
                     bias="none",
                 ),
             )
-        model = ExtractionModel(
-            encoder, hidden=settings.hidden, mode=mode, base_digest=public.build_digest
-        )
+        digest = public.build_digest
+        if mode == "lora" and settings.lora_freeze_a:
+            digest = freeze_lora_a(encoder, digest)
+        model = ExtractionModel(encoder, hidden=settings.hidden, mode=mode, base_digest=digest)
     return model

@@ -45,11 +45,14 @@ class ExtractionModelSection(Section):
     pretrain_lr: float = Field(1e-3, gt=0.0)
     lora_rank: int = Field(4, ge=1, le=256)
     lora_alpha: float = Field(16.0, gt=0.0)
+    lora_freeze_a: bool = Field(
+        True, description="lora: FFA-LoRA, A stays at its seeded init; only B and heads travel"
+    )
     lora_targets: list[str] = Field(
         default_factory=lambda: ["query", "value"], min_length=1, description="encoder modules"
     )
     lr: float = Field(5e-4, gt=0.0, description="full: fine-tuning step (replaces train.lr)")
-    lora_lr: float = Field(6e-3, gt=0.0, description="lora: adapters' and heads' step")
+    lora_lr: float = Field(1.2e-2, gt=0.0, description="lora: adapters' and heads' step")
     batch_size: int = Field(16, ge=1, le=1024, description="notes per step")
     baseline_epochs: int = Field(16, ge=1, le=10_000, description="centralized and local epochs")
     max_pairs: int = Field(48, ge=1, le=4096, description="candidate relation pairs per note")

@@ -16,15 +16,14 @@ gradients of the position embedding; :meth:`NotesLM.forward` passes them per exa
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from privfed.exchange import BASE_DIGEST, check_exchanged_state
-from privfed.tasks.notes.public import PublicAssets, build_gpt2, state_digest
+from privfed.exchange import BASE_DIGEST, check_exchanged_state, freeze_lora_a
+from privfed.tasks.notes.public import PublicAssets, build_gpt2
 
 if TYPE_CHECKING:
     from privfed.tasks.notes.settings import NotesModelSection
@@ -140,11 +139,5 @@ def build_notes_model(
                 ),
             )
         if settings.lora_freeze_a:
-            frozen = {}
-            for name, param in lm.named_parameters():
-                if ".lora_A." in name:
-                    param.requires_grad_(False)
-                    frozen[name] = param.detach()
-            # the frozen A matrices are part of what every hospital must share
-            digest = hashlib.sha256((digest + state_digest(frozen)).encode()).hexdigest()
+            digest = freeze_lora_a(lm, digest)
     return NotesLM(lm, mode=mode, base_digest=digest)
