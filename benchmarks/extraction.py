@@ -1,13 +1,17 @@
 """Task ``extraction``: Fed-MedLoRA vs Fed-MedLoRA+ vs centralized and single-site models.
 
 On the task's data (``--profile``; three hospitals, the external-validation cohort and the new
-site), side by side in one run, no DP:
+site), side by side in one run, no DP, LoRA as ``model.extraction`` sets it (FFA-LoRA: A frozen):
 
 * ``centralized``: LoRA on the pooled training notes for ``model.extraction.baseline_epochs``;
+* ``centralized_plain_lora``: the same with A trained too (plain LoRA, ``lora_lr`` 0.006), the
+  stronger centralized model here, so the federated ratios are also read against it;
 * ``local:<hospital>``: LoRA on one hospital's notes alone, the same epochs;
 * ``federated`` (Fed-MedLoRA): FedAvg of adapters and heads, ``train_federated.rounds`` x
   ``local_epochs`` (in process: :func:`privfed.federated.inprocess.run_rounds`, the deployed
   client and strategy code without the transport);
+* ``federated_momentum``: the same with ``strategy: fedavgm`` (server momentum
+  ``train_federated.server_momentum``);
 * ``federated_plus`` (Fed-MedLoRA+): the same with ``strategy: data_aware`` and
   ``data_aware_weighting: exp_one_minus_loss`` (weights exp(1 - trained validation loss));
 * ``federated_full``: FedAvg with every weight trained and sent (``mode: full``), for bytes.
@@ -18,10 +22,11 @@ model fine-tuned on the new site's labelled notes vs the public encoder trained 
 is :meth:`ExtractionTask.evaluation_settings`, as ``evaluate_models`` runs it. Bytes per round
 are the serialized model arrays each hospital sent (``bytes_update``), mean over rounds.
 
-    python -m benchmarks extraction [--profile default] [--rounds 16] [--no-full]
+    python -m benchmarks extraction [--profile default] [--rounds 16] [--no-full] [--seed N]
 
 ``--rounds`` sets ``train_federated.rounds`` and the baselines' epochs to rounds x local epochs
-(results then go to ``results/extraction_rounds<N>.*``).
+(results then go to ``results/extraction_rounds<N>.*``); ``--seed`` sets ``base.seed`` (data,
+splits, initialization; results to ``results/extraction_seed<N>.*``).
 """
 
 from __future__ import annotations
@@ -51,13 +56,27 @@ __all__ = ["main"]
 COLUMNS = ("entity_f1_strict", "entity_f1_lenient", "relation_f1")
 
 
+#: ``train_federated`` of each federated variant (Fed-MedLoRA, with server momentum, Fed-MedLoRA+)
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "fedavg": {"strategy": "fedavg"},
+    "fedavgm": {"strategy": "fedavgm"},
+    "plus": {"strategy": "data_aware", "data_aware_weighting": "exp_one_minus_loss"},
+}
+#: plain LoRA (A trained too) at the step size measured best for it, for the centralized row
+PLAIN_LORA = {"lora_freeze_a": False, "lora_lr": 0.006}
+
+
 def _config(
-    profile: str, *, mode: str = "lora", plus: bool = False, rounds: int | None = None
+    profile: str,
+    *,
+    mode: str = "lora",
+    strategy: str = "fedavg",
+    rounds: int | None = None,
+    model: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> PrivFedConfig:
-    fed: dict[str, Any] = {"strategy": "data_aware", "data_aware_weighting": "exp_one_minus_loss"}
-    if not plus:
-        fed = {"strategy": "fedavg"}
-    model: dict[str, Any] = {"mode": mode}
+    fed = dict(STRATEGIES[strategy])
+    model = {"mode": mode, **(model or {})}
     if rounds is not None:  # the baselines get the same epochs: rounds x local epochs
         local = make_config(profile).train_federated.local_epochs
         fed["rounds"] = rounds
@@ -65,7 +84,7 @@ def _config(
     return make_config(
         profile,
         {
-            "base": {"task": "extraction"},
+            "base": {"task": "extraction", **({} if seed is None else {"seed": seed})},
             "model": {"extraction": model},
             "train_federated": fed,
             "privacy": {"enabled": False},
@@ -112,9 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rounds", type=int, default=None, help="federated rounds (baselines: x local epochs)"
     )
+    parser.add_argument("--seed", type=int, default=None, help="base.seed (default: params.yaml)")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
-    cfg = _config(args.profile, rounds=args.rounds)
+    cfg = _config(args.profile, rounds=args.rounds, seed=args.seed)
     task = get_task("extraction", cfg)
     task.public()  # built (and cached) before anything is timed
     models: dict[str, Any] = {}
@@ -132,6 +152,19 @@ def main(argv: list[str] | None = None) -> None:
             task, models["centralized"], pooled, cfg, epochs=epochs, seed=0, label="c"
         )
         info["centralized"] = {"seconds": time.perf_counter() - t0}
+        plain = _config(args.profile, rounds=args.rounds, model=PLAIN_LORA, seed=args.seed)
+        torch.manual_seed(cfg.base.seed)
+        plain_task = get_task("extraction", plain)
+        models["centralized_plain_lora"] = plain_task.initial_model()
+        train_with_config(
+            plain_task,
+            models["centralized_plain_lora"],
+            pooled,
+            plain,
+            epochs=epochs,
+            seed=0,
+            label="plain",
+        )
         for h in hospitals:
             torch.manual_seed(cfg.base.seed)
             model = task.initial_model()
@@ -146,9 +179,13 @@ def main(argv: list[str] | None = None) -> None:
             )
             models[f"local:{h.name}"] = model
         models["federated"], info["federated"] = _federate(cfg, hospitals, work / "fed")
-        plus = _config(args.profile, plus=True, rounds=args.rounds)
+        momentum = _config(args.profile, strategy="fedavgm", rounds=args.rounds, seed=args.seed)
+        models["federated_momentum"], info["federated_momentum"] = _federate(
+            momentum, hospitals, work / "momentum"
+        )
+        plus = _config(args.profile, strategy="plus", rounds=args.rounds, seed=args.seed)
         models["federated_plus"], info["federated_plus"] = _federate(plus, hospitals, work / "plus")
-        full_cfg = _config(args.profile, mode="full", rounds=args.rounds)
+        full_cfg = _config(args.profile, mode="full", rounds=args.rounds, seed=args.seed)
         if not args.no_full:
             models["federated_full"], info["federated_full"] = _federate(
                 full_cfg, hospitals, work / "full"
@@ -204,14 +241,20 @@ def main(argv: list[str] | None = None) -> None:
         ],
         rows,
     )
-    c_ext = external["centralized"]["entity_f1_strict"]
-    f_ext = external["federated"]["entity_f1_strict"]
-    best_local = max(v["entity_f1_strict"] for n, v in external.items() if n.startswith("local:"))
+    ext_f1 = {n: v["entity_f1_strict"] for n, v in external.items()}
+    pooled_f1 = {n: r["pooled"]["entity_f1_strict"] for n, r in results.items()}
+    c_ext, f_ext = ext_f1["centralized"], ext_f1["federated"]
+    best_local = max(v for n, v in ext_f1.items() if n.startswith("local:"))
     summary = {
         "federated_to_centralized_external": f_ext / c_ext,
-        "federated_to_centralized_pooled": results["federated"]["pooled"]["entity_f1_strict"]
-        / results["centralized"]["pooled"]["entity_f1_strict"],
+        "federated_to_centralized_pooled": pooled_f1["federated"] / pooled_f1["centralized"],
+        "momentum_to_centralized_external": ext_f1["federated_momentum"] / c_ext,
+        "momentum_to_centralized_pooled": pooled_f1["federated_momentum"]
+        / pooled_f1["centralized"],
+        "momentum_to_plain_lora_centralized_external": ext_f1["federated_momentum"]
+        / ext_f1["centralized_plain_lora"],
         "federated_minus_best_local_external": f_ext - best_local,
+        "momentum_minus_best_local_external": ext_f1["federated_momentum"] - best_local,
         "plus_minus_fedavg_external": external["federated_plus"]["entity_f1_strict"] - f_ext,
         "new_site_adapted_to_in_domain": settings["new_site"]["adapted_to_in_domain"],
         "bytes_update_lora": info["federated"]["bytes_update_per_hospital_round"],
@@ -224,10 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"- {k}: {v:.3f}" for k, v in summary.items()]
     markdown = table + "\n" + "\n".join(lines) + "\n\n" + markdown
     write_result(
-        "extraction" + (f"_rounds{args.rounds}" if args.rounds else ""),
+        "extraction"
+        + (f"_rounds{args.rounds}" if args.rounds else "")
+        + (f"_seed{args.seed}" if args.seed is not None else ""),
         {"summary": summary, "results": results, "settings": settings, "runs": info},
         markdown,
         f"python -m benchmarks extraction --profile {args.profile}"
         + (f" --rounds {args.rounds}" if args.rounds else "")
+        + (f" --seed {args.seed}" if args.seed is not None else "")
         + (" --no-full" if args.no_full else ""),
     )

@@ -9,6 +9,11 @@ its own; on CUDA the peak is ``torch.cuda.max_memory_allocated``. Modes are inte
 summed gradient as the hooks mode on the same batch (noise off).
 
     python -m benchmarks privacy_overhead [--profile default] [--steps 60] [--repeats 3]
+        [--batch N]
+
+``--batch`` times every mode at N examples per step instead of ``train.batch_size`` (e.g. the
+DP-SGD batch ``model.dp_batch_size``, 192, at which DP runs train); results then go to
+``results/privacy_overhead_batch<N>.*``.
 """
 
 from __future__ import annotations
@@ -86,13 +91,15 @@ def make_private(
     return module, optimizer, criterion, loader
 
 
-def worker(mode: str, profile: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+def worker(
+    mode: str, profile: str, steps: int, warmup: int, threads: int, batch: int | None = None
+) -> dict[str, Any]:
     """One mode in this (fresh) process: median step time and peak memory."""
     torch.set_num_threads(threads)
     cfg = make_config(profile)
     device = resolve_device(cfg.base.device)
     task = get_task(cfg.base.task, cfg)
-    batch = cfg.train.batch_size
+    batch = batch or cfg.train.batch_size
     data = synthetic_batch(cfg, batch * (steps + warmup))
     torch.manual_seed(0)
     model = task.build_model().to(device)
@@ -218,6 +225,7 @@ def _spawn(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.steps),
         "--threads",
         str(args.threads),
+        *(["--batch", str(args.batch)] if args.batch else []),
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -230,10 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="1 = as each hospital trains")
+    parser.add_argument("--batch", type=int, default=None, help="default: train.batch_size")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.profile, args.steps, args.warmup, args.threads)))
+        row = worker(args.worker, args.profile, args.steps, args.warmup, args.threads, args.batch)
+        print(json.dumps(row))
         return
     check = ghost_matches_hooks(args.profile)
     print("ghost vs hooks:", check, flush=True)
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     markdown = (
         f"DP-SGD step vs plain step (readmission model, {args.profile} profile: batch "
-        f"{cfg.train.batch_size}, hidden {cfg.model.hidden}, {runs[0]['parameters']:,} "
+        f"{runs[0]['batch_size']}, hidden {cfg.model.hidden}, {runs[0]['parameters']:,} "
         f"parameters; {runs[0]['device']}, {args.threads} thread(s); median of {args.repeats} "
         f"fresh processes × {args.steps} steps)\n\n"
         + md_table(
@@ -303,12 +313,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{check['max_abs_diff']:.2e}).\n"
     )
     _write(
-        "privacy_overhead",
+        "privacy_overhead" + (f"_batch{args.batch}" if args.batch else ""),
         {
             "profile": args.profile,
             "threads": args.threads,
             "steps": args.steps,
             "repeats": args.repeats,
+            "batch_size": runs[0]["batch_size"],
             "ghost_check": check,
             "runs": runs,
             "summary": summary,
@@ -316,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         markdown,
         f"python -m benchmarks privacy_overhead --profile {args.profile} --repeats "
-        f"{args.repeats} --threads {args.threads}",
+        f"{args.repeats} --threads {args.threads}"
+        + (f" --batch {args.batch}" if args.batch else ""),
     )
 
 

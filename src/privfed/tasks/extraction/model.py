@@ -4,9 +4,10 @@
 builds the same ones) to the modules ``lora_targets`` names; the adapters and both heads train
 and travel, nothing else (Fed-MedLoRA). With ``lora_freeze_a`` (the default) each adapter's A
 stays at its seeded init too (FFA-LoRA, :func:`privfed.exchange.freeze_lora_a`): only B and
-the heads train and travel, and the digest covers the frozen A. ``mode: full`` trains and sends every weight (the
-comparison). The state dict holds exactly what travels, plus the digest of the public build,
-so a hospital on another tokenizer or encoder is refused (as the notes task does).
+the heads train and travel, and the digest covers the frozen A. ``mode: full`` trains and
+sends every weight (the comparison). The state dict holds exactly what travels, plus the
+digest of the public build, so a hospital on another tokenizer or encoder is refused (as the
+notes task does).
 
 The relation head scores a (concept, modifier) pair from the encoder's vectors at the first
 token of each, ``[h_c; h_m; h_c * h_m]``, plus a learned bias per bucket of their signed token
