@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         / ext_f1["centralized_plain_lora"],
         "federated_minus_best_local_external": f_ext - best_local,
         "momentum_minus_best_local_external": ext_f1["federated_momentum"] - best_local,
-        "plus_minus_fedavg_external": external["federated_plus"]["entity_f1_strict"] - f_ext,
+        "plus_minus_fedavg_external": ext_f1["federated_plus"] - f_ext,
         "new_site_adapted_to_in_domain": settings["new_site"]["adapted_to_in_domain"],
         "bytes_update_lora": info["federated"]["bytes_update_per_hospital_round"],
     }

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from privfed.public import state_digest
+
 __all__ = ["BASE_DIGEST", "check_exchanged_state", "freeze_lora_a"]
 
 #: the state-dict entry holding the digest of the public base (tokenizer and weights)
@@ -62,8 +64,6 @@ def freeze_lora_a(model: nn.Module, base_digest: str) -> str:
     every hospital draws it from the same seed. Returns ``base_digest`` with the frozen A
     folded in, so a hospital whose A differs is refused like one on another public base.
     """
-    from privfed.public import state_digest
-
     frozen = {}
     for name, param in model.named_parameters():
         if ".lora_A." in name:
