@@ -44,6 +44,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "comparison",
         "every model best-on-validation, each over >= 3 seeds: the README comparison tables",
     ),
+    "peers": (
+        "peers",
+        "PrivFed vs stock Flower, Flower's simulation engine and NVIDIA FLARE's simulator",
+    ),
     "report": ("report", "refresh BENCHMARKS.md's tables from benchmarks/results/*.md"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -189,3 +190,29 @@ def test_privacy_utility_keeps_other_tasks_studies_through_json(tmp_path, monkey
     assert kept[0]["rows"]["federated"]["spent"] == [math.inf, math.inf]
     assert (tmp_path / plot).is_file()
     assert pu._kept_studies("tiny", []) == []  # another profile's results are never mixed in
+
+
+def test_peers_rounds_from_client_timelines(tmp_path) -> None:
+    # Prepare: two hospitals, three rounds; round 2 starts 5 s after round 1 at the first
+    # hospital to receive it, and its slowest hospital works 1.5 s
+    from benchmarks.peers import _timeline_rows, summarize
+
+    lines = [
+        {"hospital": "h1", "round": 1, "t_start": 100.0, "t_end": 101.0},
+        {"hospital": "h2", "round": 1, "t_start": 100.2, "t_end": 101.7},
+        {"hospital": "h1", "round": 2, "t_start": 105.0, "t_end": 106.0},
+        {"hospital": "h2", "round": 2, "t_start": 105.1, "t_end": 106.2},
+        {"hospital": "h2", "round": 3, "t_start": 109.0, "t_end": 110.0},
+        {"hospital": "h1", "round": 3, "t_start": 109.3, "t_end": 110.0},
+    ]
+    (tmp_path / "timeline-x.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # Execute
+    rows = _timeline_rows(tmp_path, "x")
+    # Assert: the last round has no next receipt to end it, so it is left out
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["round_s"] == pytest.approx(5.0)
+    assert rows[0]["work_s"] == pytest.approx(1.5)
+    assert rows[1]["round_s"] == pytest.approx(4.0)
+    assert rows[1]["work_s"] == pytest.approx(1.1)
+    s = summarize({"rounds": rows, "wall_s": 20.0})
+    assert s["overhead_median_s"] == pytest.approx(((5.0 - 1.5) + (4.0 - 1.1)) / 2)
