@@ -1,6 +1,6 @@
 """PrivFed against peer frameworks in one run: same model, same tensors, same rounds.
 
-    python -m benchmarks peers [--profile default] [--rounds 8] [--only NAME ...]
+    python -m benchmarks peers [--profile default] [--rounds 8] [--repeats 1] [--only NAME ...]
 
 Four runners train the readmission model of ``--profile`` (3 hospitals, non-DP FedAvg,
 ``train_federated.local_epochs`` epochs per round, the task's batch size and step size):
@@ -146,9 +146,8 @@ def ensure_venv(name: str) -> Path:
     return python
 
 
-def _deployment_rows(out: Path) -> list[dict[str, float]]:
+def _deployment_rows(run: dict[str, Any]) -> list[dict[str, float]]:
     """Per round: the server's round seconds and the slowest hospital's client seconds."""
-    run = json.loads((out / ROUNDS_FILE).read_text())["federated"]
     rows = []
     for row in run["rounds"][1:]:
         work = max(sum(t["seconds"].values()) for t in row["train"].values())
@@ -186,10 +185,13 @@ def run_deployment(name: str, profile: str, rounds: int, parts: Path, work: Path
         cfg, {"partitions": parts}, {"models": out, "metrics": work / "m.json"}
     )
     wall = time.monotonic() - t0
+    run = json.loads((out / ROUNDS_FILE).read_text())["federated"]
     return {
         "wall_s": wall,
-        "rounds": _deployment_rows(out),
-        "final_val_loss": metrics["runs"]["federated"]["final_val"].get("loss"),
+        "rounds": _deployment_rows(run),
+        # rounds[r]["val"]: the round-r model on each hospital's validation split, mean over
+        # hospitals; the peers' last line holds the round-(R-1) model's (what round R received)
+        "val_loss_before_last_round": run["rounds"][-2]["val"]["loss"],
         "start": metrics["federation"],
     }
 
@@ -198,6 +200,7 @@ def run_peer(name: str, folder: Path, timeout_s: float) -> dict[str, Any]:
     python = ensure_venv(name)
     script = APPS / PEERS[name][2]
     log = folder / f"{name}.log"
+    (folder / f"timeline-{name}.jsonl").unlink(missing_ok=True)  # this run's rounds only
     t0 = time.monotonic()
     with log.open("w") as fh:
         proc = subprocess.run(
@@ -219,17 +222,25 @@ def run_peer(name: str, folder: Path, timeout_s: float) -> dict[str, Any]:
         "wall_s": wall,
         "rounds": _timeline_rows(folder, name),
         "rounds_seen": last,
-        "final_val_loss": statistics.mean(x["val_loss"] for x in lines if x["round"] == last),
+        # each hospital scored the model it received in the last round: the round-(R-1) model
+        "val_loss_before_last_round": statistics.mean(
+            x["val_loss"] for x in lines if x["round"] == last
+        ),
     }
 
 
-def summarize(result: dict[str, Any]) -> dict[str, float]:
-    rows = result["rounds"]
+def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians over every round of every repeat (and over repeats for whole-run figures)."""
+    rows = [r for run in runs for r in run["rounds"]]
     return {
         "round_median_s": statistics.median(r["round_s"] for r in rows),
         "work_median_s": statistics.median(r["work_s"] for r in rows),
         "overhead_median_s": statistics.median(r["round_s"] - r["work_s"] for r in rows),
-        "wall_s": result["wall_s"],
+        "wall_s": statistics.median(run["wall_s"] for run in runs),
+        "val_loss_before_last_round": statistics.median(
+            run["val_loss_before_last_round"] for run in runs
+        ),
+        "repeats": len(runs),
     }
 
 
@@ -238,10 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--only", nargs="*", choices=RUNNERS, default=list(RUNNERS))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each, interleaved")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per peer run")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
-    results: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.only}
     with tempfile.TemporaryDirectory(prefix="privfed-peers-") as tmp:
         work = Path(tmp)
         cfg = _config(args.profile, args.rounds, {})
@@ -250,17 +262,19 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.only:
             if name in PEERS:
                 ensure_venv(name)  # installs are not part of any timing
-        for name in args.only:
-            load = wait_for_quiet()
-            print(f"running {name}", flush=True)
-            if name in DEPLOYMENTS:
-                res = run_deployment(name, args.profile, args.rounds, parts, work)
-            else:
-                res = run_peer(name, work / "workload", args.timeout)
-            res["load"] = load
-            res["summary"] = summarize(res)
-            results[name] = res
-            print(name, res["summary"], flush=True)
+        for repeat in range(args.repeats):
+            order = args.only if repeat % 2 == 0 else args.only[::-1]  # A B, B A, ...
+            for name in order:
+                load = wait_for_quiet()
+                print(f"running {name} (repeat {repeat + 1}/{args.repeats})", flush=True)
+                if name in DEPLOYMENTS:
+                    res = run_deployment(name, args.profile, args.rounds, parts, work)
+                else:
+                    res = run_peer(name, work / "workload", args.timeout)
+                res["load"] = load
+                runs[name].append(res)
+                print(name, summarize([res]), flush=True)
+    summaries = {name: summarize(rs) for name, rs in runs.items()}
     table = md_table(
         [
             "runner",
@@ -269,31 +283,35 @@ def main(argv: list[str] | None = None) -> None:
             "work (s)",
             "overhead / round (s)",
             "whole run (s)",
-            "final val loss",
+            "val loss, round R-1 model",
         ],
         [
             (
                 name,
                 KIND[name],
-                r["summary"]["round_median_s"],
-                r["summary"]["work_median_s"],
-                r["summary"]["overhead_median_s"],
-                r["summary"]["wall_s"],
-                r["final_val_loss"],
+                s["round_median_s"],
+                s["work_median_s"],
+                s["overhead_median_s"],
+                s["wall_s"],
+                s["val_loss_before_last_round"],
             )
-            for name, r in results.items()
+            for name, s in summaries.items()
         ],
     )
     note = (
         f"\nreadmission, profile {args.profile}: {len(plan['hospitals'])} hospitals, "
         f"{args.rounds} rounds of {plan['epochs']} local epochs (batch {plan['batch_size']}, "
-        f"Adam {plan['lr']}), no DP; medians over rounds. *work*: the slowest hospital's client "
-        "code in the round (validate the received model + train); *overhead*: round - work.\n"
+        f"Adam {plan['lr']}), no DP; medians over the rounds of {args.repeats} run(s) each. "
+        "*work*: the slowest hospital's client code in the round (validate the received model "
+        "+ train); *overhead*: round - work.\n"
     )
-    command = f"python -m benchmarks peers --profile {args.profile} --rounds {args.rounds}"
+    command = (
+        f"python -m benchmarks peers --profile {args.profile} --rounds {args.rounds} "
+        f"--repeats {args.repeats}"
+    )
     if set(args.only) != set(RUNNERS):
         command += " --only " + " ".join(args.only)
-    write_result("peers", {"plan": plan, "runners": results}, table + note, command)
+    write_result("peers", {"plan": plan, "summary": summaries, "runs": runs}, table + note, command)
 
 
 if __name__ == "__main__":

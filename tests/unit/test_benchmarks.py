@@ -214,5 +214,5 @@ def test_peers_rounds_from_client_timelines(tmp_path) -> None:
     assert rows[0]["work_s"] == pytest.approx(1.5)
     assert rows[1]["round_s"] == pytest.approx(4.0)
     assert rows[1]["work_s"] == pytest.approx(1.1)
-    s = summarize({"rounds": rows, "wall_s": 20.0})
+    s = summarize([{"rounds": rows, "wall_s": 20.0, "val_loss_before_last_round": 0.5}])
     assert s["overhead_median_s"] == pytest.approx(((5.0 - 1.5) + (4.0 - 1.1)) / 2)
