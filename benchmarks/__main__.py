@@ -16,6 +16,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "federation_overhead": ("overhead", "1. federated / centralized wall time, fixed + factor"),
     "federation_latency": ("federation_latency", "1. per-round latency: stock vs warm ClientApp"),
     "privacy_overhead": ("privacy", "2. DP-SGD step time and peak memory: hooks vs ghost"),
+    "dp_step": (
+        "dp_step",
+        "2. DP-SGD step / plain step for every task's model, through Task.fit",
+    ),
     "communication": ("communication", "3. bytes per round per hospital"),
     "scale": ("scale", "4. 3-20 hospitals: round time and federation memory"),
     "pipeline": ("pipeline", "5. dvc repro of the default profile, then a no-change rerun"),
