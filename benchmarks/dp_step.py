@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             "task",
             "parameters",
+            "DP trains",
             "examples",
             "batch",
             "plain step (ms)",
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             (
                 name,
                 r["parameters"],
+                ", ".join(r["dp_trainable"]) if r["dp_trainable"] else "all",
                 r["examples"],
                 r["batch_size"],
                 1000 * r["plain_step_s"],
