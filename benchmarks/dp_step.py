@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
             rows[name] = {
                 "examples": len(dataset),
                 "batch_size": task.train_batch_size(),
-                "parameters": sum(p.numel() for p in task.initial_model(stats).parameters()),
+                # what training updates: a LoRA task's frozen base is not counted
+                "trainable_parameters": sum(
+                    p.numel() for p in task.initial_model(stats).parameters() if p.requires_grad
+                ),
                 "dp_trainable": dp_trainable(task, cfg),
                 "plain_step_s": plain,
                 "dp_step_s": dp,
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     table = md_table(
         [
             "task",
-            "parameters",
+            "trainable parameters",
             "DP trains",
             "examples",
             "batch",
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             (
                 name,
-                r["parameters"],
+                r["trainable_parameters"],
                 ", ".join(r["dp_trainable"]) if r["dp_trainable"] else "all",
                 r["examples"],
                 r["batch_size"],
