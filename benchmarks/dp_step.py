@@ -1,7 +1,7 @@
 """DP-SGD step against plain step for every task's model, through the code a hospital runs.
 
     python -m benchmarks dp_step [--profile default] [--tasks readmission tabular ...]
-        [--epochs 1] [--repeats 3]
+        [--epochs 1] [--repeats 3] [--torch-profile]
 
 For each task: its data (generated, validated, partitioned as the pipeline does), the first
 hospital's training split, the task's initial model, then :meth:`Task.fit` (what the ClientApp
@@ -27,7 +27,14 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import make_config, md_table, prepare_data, wait_for_quiet, write_result
+from benchmarks.common import (
+    RESULTS,
+    make_config,
+    md_table,
+    prepare_data,
+    wait_for_quiet,
+    write_result,
+)
 from privfed.logs import setup_logging
 from privfed.partitions import hospital_dirs
 from privfed.tasks import get_task
@@ -61,12 +68,32 @@ def time_pass(
     return {"seconds": seconds, "steps": steps, "step_s": seconds / max(steps, 1)}
 
 
+def write_profile(
+    task: Any, dataset: Any, cfg: Any, stats: Any, name: str, mode: str, epochs: int
+) -> Path:
+    """torch.profiler's top operators (self CPU time) of one pass: where a DP step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        time_pass(task, dataset, cfg, stats, dp=mode == "dp", epochs=epochs)
+    out = RESULTS / "profiles" / f"dp_step_{name}_{mode}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+    out.write_text(f"{name}, {mode}, one pass of {epochs} epoch(s)\n{table}\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks dp_step")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--tasks", nargs="*", choices=TASKS, default=list(TASKS))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--torch-profile",
+        action="store_true",
+        help="also write torch.profiler tables of one pass per mode to results/profiles/",
+    )
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     torch.set_num_threads(1)
@@ -89,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                     run = time_pass(task, dataset, cfg, stats, dp=mode == "dp", epochs=args.epochs)
                     runs[mode].append({**run, "load": load})
                     print(name, mode, run, flush=True)
+            if args.torch_profile:
+                for mode in ("plain", "dp"):
+                    write_profile(task, dataset, cfg, stats, name, mode, args.epochs)
             plain = statistics.median(r["step_s"] for r in runs["plain"])
             dp = statistics.median(r["step_s"] for r in runs["dp"])
             rows[name] = {
