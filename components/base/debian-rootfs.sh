@@ -8,24 +8,8 @@ if docker image inspect "$image" >/dev/null 2>&1; then
     echo "$image exists; not rebuilt (docker rmi $image to rebuild)"
     exit 0
 fi
-# The mirror apt already uses (deb822 URIs: or one-line deb entries), unless DEBIAN_MIRROR is set.
-# Only the files that exist: grep exits 2 on a missing one (an unmatched glob, or no
-# sources.list), which pipefail would turn into a silent exit of this script.
-shopt -s nullglob
-sources=()
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    if [ -f "$f" ]; then sources+=("$f"); fi
-done
-shopt -u nullglob
-mirror=${DEBIAN_MIRROR:-}
-if [ -z "$mirror" ] && [ ${#sources[@]} -gt 0 ]; then
-    mirror=$( (grep -hoE '^(URIs:|deb) +https?://[^ ]*/debian/?( |$)' "${sources[@]}" || true) \
-        | awk '{print $2; exit}')
-fi
-if [ -z "$mirror" ]; then
-    echo "no Debian mirror in apt's sources list; set DEBIAN_MIRROR" >&2
-    exit 1
-fi
+# The mirror apt already uses, unless DEBIAN_MIRROR is set.
+mirror=${DEBIAN_MIRROR:-$("$(dirname "$0")/apt-mirror.sh")}
 rootfs=$(mktemp -d /var/tmp/privfed-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 echo "debootstrap bookworm from $mirror"
