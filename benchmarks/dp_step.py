@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     command = f"python -m benchmarks dp_step --profile {args.profile} --epochs {args.epochs} "
     command += f"--repeats {args.repeats}"
+    if args.torch_profile:
+        command += " --torch-profile"
     if set(args.tasks) != set(TASKS):
         command += " --tasks " + " ".join(args.tasks)
     write_result("dp_step", {"tasks": rows}, table + note, command)
