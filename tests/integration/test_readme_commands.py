@@ -123,7 +123,10 @@ def test_readme_commands_work_as_written_in_a_new_shell(tmp_path: Path) -> None:
         if not rel.startswith(("tests/", "benchmarks/")):
             (project / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PARAMS if rel == "params.yaml" else ROOT / rel, project / rel)
-    shutil.copytree(ROOT / "benchmarks", project / "benchmarks")
+    # the peers benchmark's own virtual environments (GBs, git-ignored) are not the project's
+    shutil.copytree(
+        ROOT / "benchmarks", project / "benchmarks", ignore=shutil.ignore_patterns(".venv-*")
+    )
     set_params(project, {"base.profile": "tiny"})
     (project / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
     env = _new_shell_env(tmp_path)
