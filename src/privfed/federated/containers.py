@@ -185,6 +185,32 @@ class DockerFederation(LocalFederation):
             ),
         )
 
+    def _wait_running(self, processes: Sequence[str], timeout_s: float) -> None:
+        """Until each process's container runs: ``docker run`` returns before it exists.
+
+        Without this, ``start`` could return while a hospital's container is still being
+        created (a ``docker exec`` into it then fails with "No such container").
+        """
+        deadline = time.monotonic() + timeout_s
+        for process in processes:
+            name = self.container_name(process)
+            while True:
+                self.processes.check_alive()  # a `docker run` that exited says why
+                state = subprocess.run(
+                    [self.docker, "inspect", "--format", "{{.State.Running}}", name],
+                    capture_output=True,
+                    text=True,
+                )
+                if state.returncode == 0 and state.stdout.strip() == "true":
+                    break
+                if time.monotonic() > deadline:
+                    raise FederationError(
+                        f"container {name} was not running {timeout_s:.0f} s after `docker run` "
+                        f"(train_federated.startup_timeout_s): {state.stderr.strip()}\n"
+                        + self.processes.tail(process)
+                    )
+                time.sleep(0.1)
+
     def _check_image(self) -> None:
         found = subprocess.run(
             [self.docker, "image", "inspect", "--format", "{{.Id}}", self.image],
@@ -230,6 +256,9 @@ class DockerFederation(LocalFederation):
             self.enroll(*(d.name for d in self.hospital_dirs))
         for hospital_dir in self.hospital_dirs:
             self.start_supernode(hospital_dir, warm=False)
+        self._wait_running(
+            [f"supernode-{d.name}" for d in self.hospital_dirs], fed.startup_timeout_s
+        )
         log.info(
             "federation up in containers of %s: SuperLink 127.0.0.1:%d (%s), %d SuperNodes (%s)",
             self.image,
