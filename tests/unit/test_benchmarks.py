@@ -216,3 +216,43 @@ def test_peers_rounds_from_client_timelines(tmp_path) -> None:
     assert rows[1]["work_s"] == pytest.approx(1.1)
     s = summarize([{"rounds": rows, "wall_s": 20.0, "val_loss_before_last_round": 0.5}])
     assert s["overhead_median_s"] == pytest.approx(((5.0 - 1.5) + (4.0 - 1.1)) / 2)
+
+
+def test_peer_workload_trains_the_exported_model_and_records_each_round(tmp_path) -> None:
+    # Prepare: a workload folder laid out as `peers` exports it (a small readmission model,
+    # one hospital whose label is the sign of a static feature)
+    import torch
+    from benchmarks.common import ROOT
+    from benchmarks.peer_apps.workload import WorkloadModel, load_workload
+
+    from privfed.tasks.readmission.model import ReadmissionNet
+
+    torch.manual_seed(0)
+    model = ReadmissionNet(n_vitals=2, n_labs=2, n_static=3, n_genes=4, hidden=8, dropout=0.0)
+    torch.save(model, tmp_path / "model.pt")
+
+    def split(n: int) -> list[torch.Tensor]:
+        static = torch.randn(n, 3)
+        x = [torch.randn(n, 2, 10), torch.randn(n, 2, 4), static, torch.randn(n, 4)]
+        return [*x, (static[:, 0] > 0).long()]
+
+    torch.save({"train": split(64), "val": split(64)}, tmp_path / "hospital_1.pt")
+    plan = {"hospitals": ["hospital_1"], "rounds": 2, "epochs": 5, "batch_size": 16}
+    plan |= {"lr": 0.01, "weight_decay": 0.0, "seed": 0, "src": str(ROOT / "src")}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    # Execute: two rounds of the local pass every peer app runs
+    work = load_workload(tmp_path, "hospital_1")
+    trained = work.initial_model()
+    first = work.local_round(trained, 1)
+    work.record("x", 1, 0.0, val_loss=first["val_loss"])
+    second = work.local_round(trained, 2)
+    # Assert: it trained (the model it validates in round 2 is the round-1 model, and better),
+    # took the planned steps, and wrote one timeline line
+    assert second["val_loss"] < first["val_loss"]
+    assert first["steps"] == 5 * 4 and first["n"] == 64
+    lines = (tmp_path / "timeline-x.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1]
+    # FLARE's wrapper holds the exported weights under net.
+    wrapped = WorkloadModel(str(tmp_path)).state_dict()
+    assert set(wrapped) == {f"net.{k}" for k in model.state_dict()}
+    assert all(torch.equal(wrapped[f"net.{k}"], v) for k, v in model.state_dict().items())
