@@ -41,14 +41,17 @@ from privfed.tasks import get_task
 from privfed.training import DPSettings, FitPlan, dp_max_grad_norm, dp_trainable
 
 TASKS = ("readmission", "tabular", "segmentation", "notes", "extraction")
+MODES = ("plain", "dp")
 
 
 def time_pass(
     task: Any, dataset: Any, cfg: Any, stats: Any, *, dp: bool, epochs: int
 ) -> dict[str, float]:
-    """One :meth:`Task.fit` pass from the task's initial model: seconds and steps."""
+    """One :meth:`Task.fit` pass from the task's initial model: seconds, steps, and the size of
+    what training updates (a LoRA task's frozen base is not counted)."""
     torch.manual_seed(0)
     model = task.initial_model(stats)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     batch = task.train_batch_size()
     settings = (
         DPSettings(
@@ -65,7 +68,12 @@ def time_pass(
     result = task.fit(model, dataset, plan)
     seconds = time.perf_counter() - t0
     steps = result.dp_steps() if dp else epochs * math.ceil(len(dataset) / batch)
-    return {"seconds": seconds, "steps": steps, "step_s": seconds / max(steps, 1)}
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "step_s": seconds / max(steps, 1),
+        "trainable_parameters": trainable,
+    }
 
 
 def write_profile(
@@ -106,28 +114,25 @@ def main(argv: list[str] | None = None) -> None:
             train = [hospital_dirs(parts)[0] / "train"]
             dataset = task.load_dataset(train)
             stats = task.local_statistics(train) if task.uses_statistics else None
-            for mode in ("plain", "dp"):  # warm-up: first calls pay for lazy imports and caches
-                time_pass(task, dataset, cfg, stats, dp=mode == "dp", epochs=1)
-            runs: dict[str, list[dict[str, float]]] = {"plain": [], "dp": []}
+            # warm-up: first calls pay for lazy imports and caches
+            warm = {m: time_pass(task, dataset, cfg, stats, dp=m == "dp", epochs=1) for m in MODES}
+            runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             for repeat in range(args.repeats):
-                order = ("plain", "dp") if repeat % 2 == 0 else ("dp", "plain")
+                order = MODES if repeat % 2 == 0 else MODES[::-1]
                 for mode in order:
                     load = wait_for_quiet()
                     run = time_pass(task, dataset, cfg, stats, dp=mode == "dp", epochs=args.epochs)
                     runs[mode].append({**run, "load": load})
                     print(name, mode, run, flush=True)
             if args.torch_profile:
-                for mode in ("plain", "dp"):
+                for mode in MODES:
                     write_profile(task, dataset, cfg, stats, name, mode, args.epochs)
             plain = statistics.median(r["step_s"] for r in runs["plain"])
             dp = statistics.median(r["step_s"] for r in runs["dp"])
             rows[name] = {
                 "examples": len(dataset),
                 "batch_size": task.train_batch_size(),
-                # what training updates: a LoRA task's frozen base is not counted
-                "trainable_parameters": sum(
-                    p.numel() for p in task.initial_model(stats).parameters() if p.requires_grad
-                ),
+                "trainable_parameters": warm["plain"]["trainable_parameters"],
                 "dp_trainable": dp_trainable(task, cfg),
                 "plain_step_s": plain,
                 "dp_step_s": dp,

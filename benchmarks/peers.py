@@ -155,11 +155,14 @@ def _deployment_rows(run: dict[str, Any]) -> list[dict[str, float]]:
     return rows
 
 
-def _timeline_rows(folder: Path, runner: str) -> list[dict[str, float]]:
+def _read_timeline(folder: Path, runner: str) -> list[dict[str, Any]]:
+    """The lines the peer's hospitals appended to ``timeline-<runner>.jsonl``."""
+    text = (folder / f"timeline-{runner}.jsonl").read_text()
+    return [json.loads(x) for x in text.split("\n") if x]
+
+
+def _timeline_rows(lines: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Per round but the last: interval between first receipts, and the slowest client's work."""
-    lines = [
-        json.loads(x) for x in (folder / f"timeline-{runner}.jsonl").read_text().split("\n") if x
-    ]
     by_round: dict[int, list[dict[str, Any]]] = {}
     for line in lines:
         by_round.setdefault(int(line["round"]), []).append(line)
@@ -196,8 +199,8 @@ def run_deployment(name: str, profile: str, rounds: int, parts: Path, work: Path
     }
 
 
-def run_peer(name: str, folder: Path, timeout_s: float) -> dict[str, Any]:
-    python = ensure_venv(name)
+def run_peer(name: str, python: Path, folder: Path, timeout_s: float) -> dict[str, Any]:
+    """One run of a peer app with the Python of its environment (:func:`ensure_venv`)."""
     script = APPS / PEERS[name][2]
     log = folder / f"{name}.log"
     (folder / f"timeline-{name}.jsonl").unlink(missing_ok=True)  # this run's rounds only
@@ -214,13 +217,11 @@ def run_peer(name: str, folder: Path, timeout_s: float) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"{name} exited with {proc.returncode}; last lines of {log}:\n{tail}")
-    lines = [
-        json.loads(x) for x in (folder / f"timeline-{name}.jsonl").read_text().split("\n") if x
-    ]
+    lines = _read_timeline(folder, name)
     last = max(int(x["round"]) for x in lines)
     return {
         "wall_s": wall,
-        "rounds": _timeline_rows(folder, name),
+        "rounds": _timeline_rows(lines),
         "rounds_seen": last,
         # each hospital scored the model it received in the last round: the round-(R-1) model
         "val_loss_before_last_round": statistics.mean(
@@ -259,9 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = _config(args.profile, args.rounds, {})
         parts = prepare_data(cfg, work)
         plan = export_workload(cfg, parts, work / "workload")
-        for name in args.only:
-            if name in PEERS:
-                ensure_venv(name)  # installs are not part of any timing
+        # installs are not part of any timing
+        pythons = {name: ensure_venv(name) for name in args.only if name in PEERS}
         for repeat in range(args.repeats):
             order = args.only if repeat % 2 == 0 else args.only[::-1]  # A B, B A, ...
             for name in order:
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                 if name in DEPLOYMENTS:
                     res = run_deployment(name, args.profile, args.rounds, parts, work)
                 else:
-                    res = run_peer(name, work / "workload", args.timeout)
+                    res = run_peer(name, pythons[name], work / "workload", args.timeout)
                 res["load"] = load
                 runs[name].append(res)
                 print(name, summarize([res]), flush=True)

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workload import load_workload  # noqa: E402
+from workload import initial_model, load_workload  # noqa: E402
 
 RUNNER = "flower_simulation"
 FOLDER = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path.cwd()
@@ -52,7 +52,7 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    model = load_workload(FOLDER, 0).initial_model()
+    model = initial_model(FOLDER)  # the server holds no hospital's data
     strategy = FedAvg(
         fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=len(PLAN["hospitals"])
     )

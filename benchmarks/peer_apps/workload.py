@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["Workload", "WorkloadModel", "load_workload"]
+__all__ = ["Workload", "WorkloadModel", "initial_model", "load_workload"]
 
 
 def _plan(folder: Path) -> dict[str, Any]:
@@ -42,6 +42,12 @@ def _plan(folder: Path) -> dict[str, Any]:
     return plan
 
 
+def initial_model(folder: Path) -> nn.Module:
+    """The exported initial model (its class comes from PrivFed's source tree)."""
+    _plan(folder)
+    return torch.load(folder / "model.pt", weights_only=False)
+
+
 class WorkloadModel(nn.Module):
     """The workload's model, built from the folder alone.
 
@@ -53,8 +59,7 @@ class WorkloadModel(nn.Module):
     def __init__(self, workload: str) -> None:
         super().__init__()
         self.workload = workload
-        _plan(Path(workload))
-        self.net = torch.load(Path(workload) / "model.pt", weights_only=False)
+        self.net = initial_model(Path(workload))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
@@ -73,7 +78,7 @@ class Workload:
         torch.set_num_threads(1)  # as PrivFed's ClientApp: hospitals share the machine's cores
 
     def initial_model(self) -> nn.Module:
-        return torch.load(self.folder / "model.pt", weights_only=False)
+        return initial_model(self.folder)
 
     def local_round(self, model: nn.Module, server_round: int) -> dict[str, float]:
         """Validate the received model, then train it in place; the numbers to send back."""

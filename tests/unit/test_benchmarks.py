@@ -195,7 +195,7 @@ def test_privacy_utility_keeps_other_tasks_studies_through_json(tmp_path, monkey
 def test_peers_rounds_from_client_timelines(tmp_path) -> None:
     # Prepare: two hospitals, three rounds; round 2 starts 5 s after round 1 at the first
     # hospital to receive it, and its slowest hospital works 1.5 s
-    from benchmarks.peers import _timeline_rows, summarize
+    from benchmarks.peers import _read_timeline, _timeline_rows, summarize
 
     lines = [
         {"hospital": "h1", "round": 1, "t_start": 100.0, "t_end": 101.0},
@@ -207,7 +207,7 @@ def test_peers_rounds_from_client_timelines(tmp_path) -> None:
     ]
     (tmp_path / "timeline-x.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     # Execute
-    rows = _timeline_rows(tmp_path, "x")
+    rows = _timeline_rows(_read_timeline(tmp_path, "x"))
     # Assert: the last round has no next receipt to end it, so it is left out
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["round_s"] == pytest.approx(5.0)
