@@ -43,3 +43,29 @@ def test_client_failure_fails_the_stage_and_cleans_up(tiny_raw, tmp_path) -> Non
     assert "cannot read Parquet file" in (kept / "executor-hospital_2.log").read_text()
     # no SuperLink, SuperNode or executor of this federation is still running
     assert _our_processes(str(tmp_path)) == []
+
+
+def test_a_run_past_its_timeout_is_reported_and_stopped_on_the_superlink(
+    tiny_raw, tmp_path
+) -> None:
+    """The submitter gives up after ``run_timeout_s`` and the run is stopped on the SuperLink,
+    both through Flower's Control API called in this process (no ``flwr`` CLI)."""
+    from privfed.federated.flower_control import run_status, stop_run
+    from privfed.federated.launcher import LocalFederation, RunSpec
+
+    # Prepare: a run cannot finish within 1 s (start-up and 2 rounds take longer)
+    cfg = config_from_dict(raw_params(train_federated={"run_timeout_s": 1.0}))
+    parts = partition(cfg, tiny_raw, tmp_path)
+    hospitals = sorted(p for p in parts.iterdir() if p.is_dir())
+    with LocalFederation(cfg, hospitals, tmp_path / "fed") as federation:
+        # Execute
+        with pytest.raises(FederationError, match="run_timeout_s=1.0") as err:
+            federation.run(RunSpec(name="slow", out_dir=tmp_path / "out", dp=False))
+        run_id = err.value.run_id
+        before = run_status(run_id, "local", federation._env)
+        stop_run(run_id, "local", federation._env)
+        after = run_status(run_id, "local", federation._env)
+    # Assert: the error named the run Flower started, which was still going until stopped
+    assert run_id is not None and run_id.isdigit()
+    assert before["run-id"] == run_id and not before["status"].startswith("finished")
+    assert after["status"] == "finished:stopped", after

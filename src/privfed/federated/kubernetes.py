@@ -4,9 +4,9 @@ With ``train_federated.launcher: kubernetes`` the SuperLink and one SuperNode pe
 long-lived pods (``manifests/``); this launcher starts no Flower process. It waits until every
 hospital in ``base.hospitals`` has a Ready SuperNode pod, submits the same generated Flower App
 as the local launcher to the cluster's SuperLink (TLS unless ``cluster.insecure``), reads the
-run's final status with ``flwr ls``, and copies what the ServerApp wrote on the shared volume
-(``cluster.shared_dir``) into the stage's output in the local launcher's layout. SuperNode pod
-logs are kept beside the outputs, on failure too.
+run's final status through Flower's Control API (what ``flwr ls`` shows), and copies what the
+ServerApp wrote on the shared volume (``cluster.shared_dir``) into the stage's output in the
+local launcher's layout. SuperNode pod logs are kept beside the outputs, on failure too.
 
 Only the Kubernetes API goes through the ``kubernetes`` client (list pods, read pod logs); the
 pure functions of :mod:`privfed.federated.kube_pods` decide readiness, paths and names so
@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -278,11 +277,11 @@ class KubernetesFederation(Federation):
         try:
             stop_run(run_id, CONNECTION, self._env)
             log.warning("stopped run %s on the SuperLink after: %s", run_id, err)
-        except (FederationError, OSError, subprocess.TimeoutExpired) as stop_err:
+        except (FederationError, OSError) as stop_err:
             err.add_note(f"(run {run_id} could not be stopped on the SuperLink: {stop_err})")
 
     def _final_status(self, run_id: str, name: str, *, deadline: float) -> dict[str, Any]:
-        """Flower's final status; ``flwr run --stream`` can return before the run ends."""
+        """Flower's final status, polled until the run is finished or the deadline passes."""
         while True:
             status = run_status(run_id, CONNECTION, self._env)
             if str(status.get("status", "")).startswith("finished"):

@@ -16,11 +16,15 @@ Usage: ``python -m privfed.federated.serverapp_executor --runtime-api-address 12
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
+from queue import Queue
+from typing import Any
 
 from privfed.federated.processes import die_with_parent, reap_children
 from privfed.logs import print_flower_lines_once
@@ -30,14 +34,45 @@ __all__ = ["serve"]
 log = logging.getLogger("privfed.serverapp_executor")
 
 
+def flush_when_pushed(module: Any) -> None:
+    """Make ``module``'s ``flush_logs`` wait for the log uploader, not for a fixed 1 s.
+
+    Before a ServerApp reports its final status, flwr 1.41's ``run_serverapp`` flushes the
+    run's log with ``flush_logs``: it waits until the log queue is empty and then sleeps 1 s
+    "to allow the PushLogs call to complete", on the critical path of every run (the final
+    status is what ends the submitter's log stream). This ends the uploader instead, as
+    ``stop_log_uploader`` does later anyway: the uploader pushes every line queued before the
+    end marker and exits, so the join returns as soon as the last ``PushLogs`` has completed
+    (within the uploader's 0.2 s upload interval). Lines written after the flush are no
+    different from before: they follow the final status, and the log stream has ended then.
+    """
+    uploaders: list[threading.Thread] = []
+    start_uploader = module.start_log_uploader
+
+    def start_and_keep(*args: Any, **kwargs: Any) -> threading.Thread:
+        thread = start_uploader(*args, **kwargs)
+        uploaders.append(thread)
+        return thread
+
+    def flush(log_queue: Queue[str | None], timeout: float = 3.0) -> bool:
+        log_queue.put(None)  # the uploader's end marker
+        deadline = time.monotonic() + timeout
+        for thread in uploaders:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in uploaders)
+
+    module.start_log_uploader = start_and_keep
+    module.flush_logs = flush
+
+
 def _run_one(runtime_api_address: str, token: str, certificates: bytes | None) -> int:
     """In the forked child: what ``flwr-serverapp`` does with its token; the exit code."""
-    from queue import Queue
-
     from flwr.supercore.logger import mirror_output_to_queue, restore_output
     from flwr.superlink.runtime import run_serverapp
 
     die_with_parent()  # the executor's children never outlive it
+    # the package re-exports the function under the module's name: fetch the module itself
+    flush_when_pushed(importlib.import_module("flwr.superlink.runtime.run_serverapp"))
     log_queue: Queue[str | None] = Queue()
     mirror_output_to_queue(log_queue)
     try:
