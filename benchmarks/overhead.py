@@ -211,8 +211,25 @@ def summarize(rows: list[dict[str, Any]], default_epochs: int) -> dict[str, Any]
             "fit": fit_fixed_proportional(xs, ys) if len(set(xs)) >= 2 else None,
             "per_epochs": per_size,
             "default_epochs": default_epochs,
+            "start": start_summary(mine),
         }
     return out
+
+
+def start_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 23 target 2: process start (once per federation's processes) and run start.
+
+    A stage runs two federations (non-DP, then DP) on one set of processes, so the start each
+    federation pays there is (process start + 2 × run start) / 2; a lone run pays the sum.
+    """
+    process = statistics.median({r["repeat"]: r["process_start_s"] for r in rows}.values())
+    run = median_spread(r["run_start_s"] for r in rows)
+    return {
+        "process_start_s": process,
+        "run_start_s": run,
+        "one_federation_s": process + run["median"],
+        "per_federation_of_a_stage_s": (process + 2 * run["median"]) / 2,
+    }
 
 
 def _markdown(summary: dict[str, Any], cfg: PrivFedConfig, repeats: int) -> str:
@@ -301,6 +318,32 @@ def _markdown(summary: dict[str, Any], cfg: PrivFedConfig, repeats: int) -> str:
                 "centralized total",
             ],
             br_rows,
+        )
+    )
+    start_rows = [
+        [
+            variant,
+            f"{st['process_start_s']:.1f}",
+            f"{st['run_start_s']['median']:.2f} ({st['run_start_s']['min']:.2f}-"
+            f"{st['run_start_s']['max']:.2f})",
+            f"{st['one_federation_s']:.1f}",
+            f"{st['per_federation_of_a_stage_s']:.1f}",
+        ]
+        for variant, s in summary.items()
+        if (st := s.get("start"))
+    ]
+    text += (
+        "\nFederation start (seconds; process start: median over repeats, until every SuperNode "
+        "registered and every executor warmed up; run start: median (min-max) over every run)\n\n"
+        + md_table(
+            [
+                "SuperNode",
+                "process start",
+                "run start",
+                "one federation alone",
+                "per federation of a stage (2 share the processes)",
+            ],
+            start_rows,
         )
     )
     return text
