@@ -27,13 +27,15 @@ import sys
 import time
 from collections.abc import Callable
 
-from privfed.federated.processes import die_with_parent, reap_children
+from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["fork_task", "serve"]
 
 log = logging.getLogger("privfed.executor")
 
+#: Acquire poll while a task of ours runs: a safety net only (see ``wait_for_exit``).
+BUSY_POLL_S = 1.0
 PRELOAD = ("privfed.federated.app", "opacus", "sklearn.metrics", "pandas", "pyarrow.parquet")
 _warmed = False  # set by warm_up; an executor forked from a warm template skips it
 
@@ -148,22 +150,28 @@ def serve(runtime_api_address: str, *, poll_interval: float, parent_pid: int | N
     )
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     log.info("warm ClientApp executor ready on %s (pid %d)", runtime_api_address, os.getpid())
+    running: set[int] = set()
     while _parent_alive(parent_pid):
-        reap_children("ClientApp task")
+        running -= reap_children("ClientApp task")
         response = client.AcquireTask(request)
         if response.HasField("task") and response.token:
-            fork_task(
-                functools.partial(
-                    run_clientapp,
-                    runtime_api_address=runtime_api_address,
-                    token=response.token,
-                    insecure=True,
-                    parent_pid=None,
-                    runtime_dependency_install=False,
+            running.add(
+                fork_task(
+                    functools.partial(
+                        run_clientapp,
+                        runtime_api_address=runtime_api_address,
+                        token=response.token,
+                        insecure=True,
+                        parent_pid=None,
+                        runtime_dependency_install=False,
+                    )
                 )
             )
             continue  # look for the next task right away (other runs may be queued)
-        time.sleep(poll_interval)
+        if running:  # the SuperNode has no next task before this one replies
+            wait_for_exit(running, BUSY_POLL_S)
+        else:
+            time.sleep(poll_interval)
     log.info("SuperNode %s is gone; executor exits", parent_pid)
 
 

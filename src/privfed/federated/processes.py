@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from privfed.federated.federation import FederationError
 
-__all__ = ["ProcessGroup", "die_with_parent", "free_port", "reap_children"]
+__all__ = ["ProcessGroup", "die_with_parent", "free_port", "reap_children", "wait_for_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,46 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def reap_children(what: str) -> None:
-    """Collect every exited child without blocking; log the ones that failed (``what`` they ran)."""
+def reap_children(what: str) -> set[int]:
+    """Collect every exited child without blocking; log the ones that failed (``what`` they ran).
+
+    Returns the pids collected.
+    """
+    reaped: set[int] = set()
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
-            return
+            return reaped
+        reaped.add(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             log.warning("%s process %d exited with %d", what, pid, code)
+
+
+def wait_for_exit(pids: set[int], timeout: float) -> None:
+    """Sleep at most ``timeout`` seconds, waking as soon as any child in ``pids`` exits.
+
+    A warm executor uses it while its task runs instead of polling for the next task: Flower
+    hands a SuperNode's tasks out one at a time, so none can come before this one replies. The
+    executor's 20 requests a second cost CPU the hospitals' training needed (BENCHMARKS.md,
+    figure 1). Waits on pidfds (Linux 5.3+); plain sleep where there are none.
+    """
+    fds = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:  # already collected: nothing to wait for
+                return
+        select.select(fds, [], [], timeout)
+    except (AttributeError, OSError):  # no pidfd_open here
+        time.sleep(timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def free_port() -> int:

@@ -26,7 +26,8 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-from privfed.federated.processes import die_with_parent, reap_children
+from privfed.federated.executor import BUSY_POLL_S
+from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["serve"]
@@ -122,8 +123,9 @@ def serve(
     )
     request = AcquireTaskRequest(supported_task_types=[TaskType.SERVER_APP])
     log.info("warm ServerApp executor ready on %s (pid %d)", runtime_api_address, os.getpid())
+    running: set[int] = set()
     while parent_pid is None or os.getppid() == parent_pid:
-        reap_children("ServerApp")
+        running -= reap_children("ServerApp")
         response = client.AcquireTask(request)
         if response.HasField("task") and response.token:
             pid = os.fork()
@@ -136,8 +138,12 @@ def serve(
                     sys.stderr.flush()
                     os._exit(code)
             log.info("ServerApp of run %d started (pid %d)", response.task.run_id, pid)
+            running.add(pid)
             continue
-        time.sleep(poll_interval)
+        if running:  # a run is going: poll the SuperLink at 1 Hz, wake when it ends
+            wait_for_exit(running, BUSY_POLL_S)
+        else:
+            time.sleep(poll_interval)
     log.info("the SuperLink's launcher (pid %s) is gone; executor exits", parent_pid)
 
 

@@ -1,4 +1,4 @@
-"""The warm ServerApp's log flush: every line written before it reaches the SuperLink."""
+"""Warm executors: the ServerApp's log flush loses no line; a busy executor waits on its task."""
 
 from __future__ import annotations
 
@@ -41,3 +41,18 @@ def test_flush_returns_only_when_every_queued_line_was_pushed() -> None:
     assert flushed is True
     assert client.pushed == lines
     assert not uploader.is_alive()
+
+
+def test_wait_for_exit_wakes_when_the_child_exits_not_at_the_timeout() -> None:
+    """What a warm executor does while its task runs: no polling, woken by the exit."""
+    import subprocess
+
+    from privfed.federated.processes import wait_for_exit
+
+    child = subprocess.Popen(["sleep", "0.3"])
+    t0 = time.monotonic()
+    wait_for_exit({child.pid}, 120.0)
+    waited = time.monotonic() - t0
+    assert child.poll() is not None  # it had exited (a zombie until collected here)
+    assert waited < 60.0  # woken by the exit, far before the 120 s timeout
+    wait_for_exit({child.pid}, 120.0)  # a collected child: returns at once, no error
