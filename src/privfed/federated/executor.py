@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from privfed.federated.flower_waits import shorten_pull_backoff
 from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
 from privfed.logs import print_flower_lines_once
 
@@ -141,6 +142,7 @@ def serve(runtime_api_address: str, *, poll_interval: float, parent_pid: int | N
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
+    shorten_pull_backoff("clientapp")  # the forked tasks pull their message from the SuperNode
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,
         insecure=True,

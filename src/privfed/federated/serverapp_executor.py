@@ -27,6 +27,7 @@ from queue import Queue
 from typing import Any
 
 from privfed.federated.executor import BUSY_POLL_S
+from privfed.federated.flower_waits import shorten_pull_backoff
 from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
 from privfed.logs import print_flower_lines_once
 
@@ -113,6 +114,7 @@ def serve(
 
     import privfed.federated.app  # noqa: F401 - the ServerApp and everything it imports
 
+    shorten_pull_backoff("serverapp")  # the ServerApps' grids pull the hospitals' replies
     torch.set_num_threads(1)  # no OpenMP pool before fork (see privfed.federated.executor)
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,

@@ -25,6 +25,8 @@ import sys
 import time as _time
 from typing import Any
 
+from privfed.federated.flower_waits import shorten_pull_backoff
+
 __all__ = ["CappedSleep", "main"]
 
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from flwr.supernode.cli import flower_supernode
 
     loop.time = cap  # type: ignore[assignment]
+    shorten_pull_backoff("supernode")  # its pulls of a message's objects from the SuperLink
     sys.argv = ["flower-supernode", *argv]
     sys.exit(flower_supernode())
 
