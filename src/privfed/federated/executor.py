@@ -28,15 +28,18 @@ import time
 from collections.abc import Callable
 
 from privfed.federated.flower_waits import shorten_pull_backoff
-from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
+from privfed.federated.processes import (
+    BUSY_POLL_S,
+    die_with_parent,
+    reap_children,
+    wait_for_exit,
+)
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["fork_task", "serve"]
 
 log = logging.getLogger("privfed.executor")
 
-#: Acquire poll while a task of ours runs: a safety net only (see ``wait_for_exit``).
-BUSY_POLL_S = 1.0
 PRELOAD = ("privfed.federated.app", "opacus", "sklearn.metrics", "pandas", "pyarrow.parquet")
 _warmed = False  # set by warm_up; an executor forked from a warm template skips it
 

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from privfed.federated.federation import FederationError
 
-__all__ = ["ProcessGroup", "die_with_parent", "free_port", "reap_children", "wait_for_exit"]
+__all__ = [
+    "BUSY_POLL_S",
+    "ProcessGroup",
+    "die_with_parent",
+    "free_port",
+    "reap_children",
+    "wait_for_exit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,11 @@ def reap_children(what: str) -> set[int]:
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             log.warning("%s process %d exited with %d", what, pid, code)
+
+
+#: A warm executor's acquire poll while a task of its own runs: a safety net only, it is woken
+#: by the task's exit (:func:`wait_for_exit`).
+BUSY_POLL_S = 1.0
 
 
 def wait_for_exit(pids: set[int], timeout: float) -> None:

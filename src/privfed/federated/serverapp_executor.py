@@ -26,9 +26,13 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-from privfed.federated.executor import BUSY_POLL_S
 from privfed.federated.flower_waits import shorten_pull_backoff
-from privfed.federated.processes import die_with_parent, reap_children, wait_for_exit
+from privfed.federated.processes import (
+    BUSY_POLL_S,
+    die_with_parent,
+    reap_children,
+    wait_for_exit,
+)
 from privfed.logs import print_flower_lines_once
 
 __all__ = ["serve"]
