@@ -12,7 +12,17 @@ figures), and the ratios to centralized are reported: FID central/federated (>= 
 least as good) and train-on-synthetic accuracy federated/central.
 
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
-        [--models centralized federated federated_dp]
+        [--models public_only centralized federated federated_dp] [--images-total 900]
+        [--jobs 2] [--name retina_study] [--init scratch]
+
+``--images-total`` holds the pooled image count fixed across federation sizes (each of N
+hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
+clients; without it each hospital has ``generate_data.retina.images_per_hospital``.
+``--jobs`` runs federation sizes in parallel processes (one intra-op thread each).
+``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
+that every other model starts from. Per round, the federation's example-weighted generator
+and discriminator losses are kept; the loss curves and one sample grid per size go to
+``results/<name>_losses.png`` and ``results/<name>_samples.png``.
 
 ``federated_dp`` is the same federation with DP-SGD on every hospital's discriminator steps
 on real images (``privacy.*``: noise calibrated for ``privacy.target_epsilon`` over
@@ -25,20 +35,26 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import multiprocessing
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import make_config, md_table, prepare_data, write_result
+from benchmarks.common import RESULTS, make_config, md_table, prepare_data, write_result
 from privfed.tasks import get_task
 from privfed.training import FitPlan
 
 __all__ = ["main", "run_size"]
 
+#: Models in the order tables and figures show them.
+ORDER = ("public_only", "centralized", "federated", "federated_dp")
 FIGURES = ("fid", "kid_x1000", "realism", "tstr_accuracy", "trtr_accuracy", "nn_ratio")
 
 
@@ -52,6 +68,15 @@ def _fedavg(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[s
     }
 
 
+def _round_losses(rnd: int, results: list) -> dict[str, float]:
+    """One round's generator and discriminator losses, example-weighted over hospitals."""
+    n = sum(r.num_examples for r in results)
+    row = {"round": rnd}
+    for key in results[0].losses:
+        row[key] = sum(r.losses[key] * r.num_examples for r in results) / n
+    return row
+
+
 def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.Module, dict]:
     """FedAvg rounds in process; with ``dp`` each hospital's fit is DP-SGD (its own history)."""
     from privfed.federated.client import _noise_multiplier
@@ -62,8 +87,9 @@ def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.
     fed = task.initial_model()
     histories: list[list] = [[] for _ in trains]
     sigmas = [_noise_multiplier(cfg, len(t)) for t in trains] if dp else []
+    curves: list[dict[str, float]] = []
     for rnd in range(cfg.train_federated.rounds):
-        states = []
+        states, results = [], []
         for i, train in enumerate(trains):
             local = copy.deepcopy(fed)
             seed = cfg.base.seed + 1000 * (rnd + 1) + i
@@ -91,8 +117,10 @@ def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.
             if dp:
                 histories[i] = result.history
             states.append(local.state_dict())
+            results.append(result)
         fed.load_state_dict(_fedavg(states, [len(t) for t in trains]))
-    info: dict[str, Any] = {}
+        curves.append(_round_losses(rnd + 1, results))
+    info: dict[str, Any] = {"losses": curves}
     if dp:
         info["noise_multiplier"] = sigmas
         info["epsilon"] = [
@@ -103,14 +131,31 @@ def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.
 
 
 def run_size(
-    profile: str, hospitals: int, scheme: str, work: Path, models: list[str] | None = None
+    profile: str,
+    hospitals: int,
+    scheme: str,
+    work: Path,
+    models: list[str] | None = None,
+    images_total: int | None = None,
+    figures: Path | None = None,
+    init: str | None = None,
 ) -> dict[str, Any]:
+    """Data for ``hospitals``, the listed models trained and scored; JSON-ready figures.
+
+    With ``figures``, each model's sample grid is written there (``n<N>_<model>.png``).
+    """
+    torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
+    data: dict[str, Any] = {}
+    if images_total is not None:
+        data = {"retina": {"images_per_hospital": images_total // hospitals}}
     cfg = make_config(
         profile,
         {
             "base": {"task": "retina", "num_hospitals": hospitals},
             "partition_data": {"scheme": scheme},
+            "generate_data": data,
+            "model": {"init": init} if init else {},
         },
     )
     task = get_task("retina", cfg)
@@ -123,14 +168,19 @@ def run_size(
     plan = {"batch_size": s.batch_size, "lr": s.lr}
 
     trained, seconds, info = {}, {}, {}
+    if "public_only" in models:
+        start = time.perf_counter()
+        trained["public_only"] = task.initial_model()  # model.init: the public GAN (cached)
+        seconds["public_only"] = time.perf_counter() - start
     if "centralized" in models:
         start = time.perf_counter()
         central = task.initial_model()
-        task.fit(
+        result = task.fit(
             central, pooled_train, FitPlan(epochs=s.baseline_epochs, seed=cfg.base.seed, **plan)
         )
         seconds["centralized"] = time.perf_counter() - start
         trained["centralized"] = central
+        info["centralized"] = {"losses": dict(result.losses)}
     for name in ("federated", "federated_dp"):
         if name in models:
             start = time.perf_counter()
@@ -138,6 +188,13 @@ def run_size(
             seconds[name] = time.perf_counter() - start
 
     scores = {name: task.evaluate(model, test) for name, model in trained.items()}
+    if figures is not None:
+        from privfed.tasks.retina.figures import sample_grid
+
+        for name, model in trained.items():
+            sample_grid(
+                model, figures / f"n{hospitals}_{name}.png", title=f"{name}, {hospitals} hospitals"
+            )
     ratios: dict[str, float] = {}
     if "centralized" in scores:
         c = scores["centralized"]
@@ -149,13 +206,67 @@ def run_size(
                 )
     return {
         "hospitals": hospitals,
+        "init": cfg.model.init,
         "train_images": len(pooled_train),
         "test_images": len(test),
         "seconds": seconds,
         "scores": scores,
         "ratios": ratios,
-        "privacy": info.get("federated_dp", {}),
+        "losses": {name: v["losses"] for name, v in info.items()},
+        "privacy": {k: v for k, v in info.get("federated_dp", {}).items() if k != "losses"},
     }
+
+
+def _loss_figure(results: list[dict[str, Any]], out: Path) -> Path:
+    """Generator and discriminator loss per round, one line per federation size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key in zip(axes, ("generator_loss", "discriminator_loss"), strict=True):
+        for r in results:
+            for name, curve in r["losses"].items():
+                if isinstance(curve, list):  # federated: one row per round
+                    ax.plot(
+                        [c["round"] for c in curve],
+                        [c[key] for c in curve],
+                        marker="o",
+                        ms=3,
+                        label=f"{r['hospitals']} hospitals, {name}",
+                    )
+        ax.set_title(key.replace("_", " ") + " (example-weighted mean over hospitals)", fontsize=8)
+        ax.set_xlabel("round")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _samples_figure(figures: Path, results: list[dict[str, Any]], out: Path) -> Path:
+    """The grids of every size and model side by side (rows: sizes, columns: models)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({n for r in results for n in r["scores"]}, key=ORDER.index)
+    fig, axes = plt.subplots(
+        len(results), len(names), figsize=(4 * len(names), 4 * len(results)), squeeze=False
+    )
+    for i, r in enumerate(results):
+        for j, name in enumerate(names):
+            ax = axes[i, j]
+            ax.axis("off")
+            path = figures / f"n{r['hospitals']}_{name}.png"
+            if path.is_file():
+                ax.imshow(plt.imread(path))
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,38 +274,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--hospitals", type=int, nargs="+", default=[3])
     parser.add_argument("--scheme", default="origin", choices=("origin", "dirichlet"))
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=["centralized", "federated"],
-        choices=("centralized", "federated", "federated_dp"),
-    )
+    parser.add_argument("--models", nargs="+", default=["centralized", "federated"], choices=ORDER)
+    parser.add_argument("--images-total", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="federation sizes run in parallel")
+    parser.add_argument("--name", default=None, help="result file name (default from --models)")
+    parser.add_argument("--init", default=None, help="model.init (default: params.yaml's, public)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    rows, results = [], []
+    models = [m for m in ORDER if m in args.models]
+    name = args.name or (
+        "retina" if models == ["centralized", "federated"] else "retina_" + "_".join(models)
+    )
+    figures = RESULTS / f"{name}_grids"
     with tempfile.TemporaryDirectory(prefix="privfed-retina-bench-") as tmp:
-        for n in args.hospitals:
-            result = run_size(args.profile, n, args.scheme, Path(tmp), args.models)
-            results.append(result)
-            for name, sc in result["scores"].items():
-                r = result["ratios"]
-                rows.append(
-                    [n, name, *(sc[k] for k in FIGURES), result["seconds"][name]]
-                    + [r.get(f"{name}_fid_ratio", ""), r.get(f"{name}_tstr_to_central", "")]
-                )
+        run = functools.partial(
+            run_size,
+            args.profile,
+            scheme=args.scheme,
+            work=Path(tmp),
+            models=models,
+            images_total=args.images_total,
+            figures=figures,
+            init=args.init,
+        )
+        if args.jobs > 1:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
+                # largest first, so the longest run does not start last
+                results = list(pool.map(run, sorted(args.hospitals, reverse=True)))
+            results.sort(key=lambda r: r["hospitals"])
+        else:
+            results = [run(n) for n in args.hospitals]
+    rows = []
+    for result in results:
+        r = result["ratios"]
+        for model, sc in result["scores"].items():
+            rows.append(
+                [result["hospitals"], model, *(sc[k] for k in FIGURES)]
+                + [result["seconds"][model]]
+                + [r.get(f"{model}_fid_ratio", ""), r.get(f"{model}_tstr_to_central", "")]
+            )
     markdown = md_table(
         ["hospitals", "model", *FIGURES, "train s", "FID central/model", "TSTR model/central"],
         rows,
     )
+    if any(isinstance(c, list) for r in results for c in r["losses"].values()):
+        _loss_figure(results, RESULTS / f"{name}_losses.png")
+        markdown += f"\n\nLoss curves: `{name}_losses.png`."
+    _samples_figure(figures, results, RESULTS / f"{name}_samples.png")
+    shutil.rmtree(figures)  # kept side by side in the one samples figure
+    markdown += f" Sample grids (rows: sizes; columns: models): `{name}_samples.png`."
     command = "python -m benchmarks retina " + " ".join(argv if argv is not None else sys.argv[2:])
-    name = (
-        "retina"
-        if args.models == ["centralized", "federated"]
-        else "retina_" + "_".join(args.models)
-    )
     write_result(
         name,
-        {"profile": args.profile, "scheme": args.scheme, "runs": results},
+        {
+            "profile": args.profile,
+            "scheme": args.scheme,
+            "images_total": args.images_total,
+            "runs": results,
+        },
         markdown,
         command,
     )

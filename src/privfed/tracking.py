@@ -347,10 +347,12 @@ class RoundLog:
             f"{n}.dropouts": len(dropouts),
             f"{n}.rejected_updates": len(rejected),
         }
+        out |= {f"{n}.{k}": v for k, v in row.get("losses", {}).items()}
         for hospital, values in train.items():
             for key in ("train_loss", "num_examples", "bytes_sent", "bytes_received"):
                 if key in values:
                     out[f"{n}.{hospital}.{key}"] = values[key]
+            out |= {f"{n}.{hospital}.{k}": v for k, v in values.get("losses", {}).items()}
             out[f"{n}.{hospital}.took_part"] = float(hospital not in rejected)
         for hospital in dropouts:
             out[f"{n}.{hospital}.took_part"] = 0.0

@@ -15,7 +15,7 @@ import fnmatch
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,6 +73,10 @@ class LocalResult:
     train_loss: float
     num_examples: int
     history: list[tuple[float, float, int]]
+    #: named parts of a pass whose loss has several (a GAN's ``generator_loss`` and
+    #: ``discriminator_loss``), each a mean over the pass's steps; they travel with the
+    #: update and become per-round curves (rounds.json, MLflow)
+    losses: Mapping[str, float] = field(default_factory=dict)
 
     def dp_steps(self, carried: Sequence[tuple[float, float, int]] = ()) -> int:
         """DP-SGD steps this pass added to ``carried`` (the history it started from)."""

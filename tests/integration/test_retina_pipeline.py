@@ -76,6 +76,22 @@ def test_retina_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
     rounds = _json(project, "models/federated/rounds.json")
     for name in ("federated", "federated_dp"):
         assert rounds[name]["rounds_completed"] == 2
+        # generator and discriminator loss curves, one point per round
+        for row in rounds[name]["rounds"][1:]:
+            assert row["generator_loss"] > 0 and row["discriminator_loss"] > 0, row
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if "federated.generator_loss" in r.data.metrics
+    ]
+    assert runs, "no MLflow run holds the federation's generator loss"
+    for hospital in HOSPITALS:
+        curve = client.get_metric_history(
+            runs[0].info.run_id, f"federated.{hospital}.generator_loss"
+        )
+        assert [m.step for m in curve] == [1, 2], hospital
     privacy = _json(project, "metrics/privacy.json")
     assert set(privacy["hospitals"]) == HOSPITALS
     assert 0 < privacy["epsilon"] <= privacy["budget"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from privfed.stages import validate_data
 from privfed.stages.validate_data import ValidationFailed
 from privfed.tasks import get_task
 from privfed.tasks.retina.generate import generate_hospitals
-from privfed.tasks.retina.metrics import fid, kid, nearest_distances, precision_recall
+from privfed.tasks.retina.metrics import (
+    fid,
+    kid,
+    nearest_distances,
+    precision_recall,
+    score_generator,
+)
+from privfed.tasks.retina.public import LEVELS, public_slices
 from privfed.tasks.retina.transforms import clahe, preprocess
 from privfed.training import DPSettings, FitPlan
 from tests.conftest import raw_params
@@ -208,6 +216,10 @@ def test_fit_trains_both_networks_and_charges_one_dp_step_per_real_batch(cfg, pa
         ]
         assert changed, prefix
     assert not hasattr(model.discriminator, "_module")  # Opacus' hooks are gone
+    # both networks' losses come back by name: they become per-round curves
+    assert set(result.losses) == {"generator_loss", "discriminator_loss"}
+    assert result.losses["discriminator_loss"] == result.train_loss
+    assert all(math.isfinite(v) and v > 0 for v in result.losses.values())
 
 
 def test_fit_refuses_fedprox_rather_than_ignoring_it(cfg, parts) -> None:
@@ -228,7 +240,64 @@ def test_an_empty_poisson_batch_is_a_zero_gradient_step(cfg) -> None:
     assert all(not p.grad.any() for p in model.discriminator.parameters() if p.grad is not None)
 
 
+# -- public pretraining ------------------------------------------------------------------------
+def test_public_archive_is_seeded_ct_slices_of_five_levels_black_outside_the_body() -> None:
+    # Execute
+    images, levels = public_slices(10, size=32)
+    again, _ = public_slices(10, size=32)
+    other, _ = public_slices(10, size=32, seed=1)
+    # Assert: seeded, every level twice, air black at the corners, a body in the middle
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    assert np.bincount(levels, minlength=len(LEVELS)).tolist() == [2] * len(LEVELS)
+    assert (images[:, 0, 0] == 0).all() and (images[:, 16, 16] > 0.2).all()
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_every_model_starts_from_the_public_gan_pretrained_on_ct_slices_only(cfg) -> None:
+    # Prepare
+    from privfed.tasks.retina.public import public_model
+
+    task = get_task("retina", cfg)
+    fresh = task.build_model().state_dict()
+    # Execute
+    start = task.initial_model().state_dict()
+    public = public_model(task)
+    # Assert: model.init public (the default) gives the public build's weights, which
+    # pretraining moved away from the seeded fresh GAN, both networks
+    assert cfg.model.init == "public"
+    assert all(torch.equal(start[k], public.state[k]) for k in start)
+    for prefix in ("generator.", "discriminator."):
+        assert any(not torch.equal(start[k], fresh[k]) for k in start if k.startswith(prefix))
+    assert public.meta["images"] == cfg.model.retina.public_images
+    assert public.meta["levels"] == list(LEVELS)
+    assert task.init_description().startswith("the task's public model")
+
+
 # -- metrics ------------------------------------------------------------------------------------
+def test_train_on_synthetic_uses_a_synthetic_training_set_like_the_real_one(cfg, parts) -> None:
+    # Prepare: record what the scorer asks the generator for
+    task = get_task("retina", cfg)
+    gan = task.build_model()
+    asked: list[torch.Tensor] = []
+    sample = gan.sample
+
+    def recording(grades, **kwargs):
+        asked.append(grades.clone())
+        return sample(grades, **kwargs)
+
+    gan.sample = recording
+    train = task.load_dataset([parts / h / "train" for h in HOSPITALS])
+    test = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    # Execute
+    score_generator(
+        gan, test.images, test.labels, train.images, train.labels, samples=10, epochs=1, seed=0
+    )
+    # Assert: one request of as many images as the real training set, with its grade mix
+    # (TSTR and TRTR then differ only in whether the training images are real)
+    (tstr_grades,) = [g for g in asked if len(g) == len(train.labels)]
+    assert torch.equal(tstr_grades.sort().values, train.labels.sort().values)
+
+
 def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_of_a_copy_is_small() -> None:
     # Prepare: b is a shifted by c, so both covariances are equal and FID = ||c||^2
     rng = np.random.default_rng(0)

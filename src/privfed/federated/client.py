@@ -57,6 +57,8 @@ SCAFFOLD_STATE_KEY = "privfed-scaffold"
 #: Reply metrics with this prefix are seconds the ClientApp spent per phase (benchmarks read
 #: them to split a round's time into load, (de)serialization, validation and training).
 TIMING_PREFIX = "t_"
+#: Prefix of reply metrics holding a task's named loss parts (:attr:`LocalResult.losses`).
+LOSS_PREFIX = "loss_"
 #: Reply metrics with serialized message sizes in bytes (:func:`count_bytes`).
 BYTE_COUNTS = ("bytes_sent", "bytes_update", "bytes_received")
 
@@ -223,6 +225,7 @@ def train_reply(content: RecordDict, node_config: dict[str, Any], state: RecordD
     metrics = {
         "num-examples": result.num_examples,
         "train_loss": result.train_loss,
+        **_metrics(LOSS_PREFIX, dict(result.losses)),
         **_metrics("val_", received_val),
         **trained_val,
         **_metrics(TIMING_PREFIX, timings),

@@ -24,7 +24,7 @@ from flwr.common.constant import ErrorCode
 
 from privfed.checkpoints import save_model
 from privfed.federated import LIVE_FILE
-from privfed.federated.client import BYTE_COUNTS, TIMING_PREFIX
+from privfed.federated.client import BYTE_COUNTS, LOSS_PREFIX, TIMING_PREFIX
 from privfed.federated.grid import FastPollGrid
 from privfed.federated.resume import ResumeState, ResumeStore
 from privfed.federated.screening import screen_updates
@@ -314,6 +314,8 @@ class RoundRecorder:
                 "num_examples": int(metrics["num-examples"]),
                 "seconds": _unprefix(metrics, TIMING_PREFIX),
             }
+            if losses := _unprefix(metrics, LOSS_PREFIX):  # a GAN's generator/discriminator
+                row["train"][hospital]["losses"] = losses
             for key in BYTE_COUNTS:  # serialized message sizes (privfed.federated.client)
                 if key in metrics:
                     row["train"][hospital][key] = int(metrics[key])
@@ -324,6 +326,11 @@ class RoundRecorder:
         row["train_loss"] = sum(
             v["train_loss"] * v["num_examples"] for v in row["train"].values()
         ) / max(n, 1)
+        for name in {k for v in row["train"].values() for k in v.get("losses", {})}:
+            parts = [v for v in row["train"].values() if name in v.get("losses", {})]
+            row.setdefault("losses", {})[name] = sum(
+                v["losses"][name] * v["num_examples"] for v in parts
+            ) / max(sum(v["num_examples"] for v in parts), 1)
         self._pending = []
         checkpoint = self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt"
         save_model(

@@ -67,6 +67,7 @@ def _train_one(
     metrics = {
         "seed": seed,
         "train_loss": result.train_loss,
+        **result.losses,  # a GAN: generator and discriminator losses
         "num_examples": result.num_examples,
         "selection": kept.record(),
         "val": task.evaluate(model, val),

@@ -73,6 +73,7 @@ def _round_row(row: dict[str, Any], metric: str) -> dict[str, Any]:
         "round": row["round"],
         "seconds": row.get("seconds"),
         "train_loss": row.get("train_loss"),
+        **row.get("losses", {}),  # a GAN: generator and discriminator loss
         f"val_{metric}": row["val"].get(metric),
         **{f"val_{metric}.{h}": m.get(metric) for h, m in sorted(row["val_per_hospital"].items())},
     }

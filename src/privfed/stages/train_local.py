@@ -59,6 +59,7 @@ def run(
             )
             metrics[hospital] = {
                 "train_loss": result.train_loss,
+                **result.losses,  # a GAN: generator and discriminator losses
                 "num_examples": result.num_examples,
                 "selection": kept.record(),
                 "val": task.evaluate(model, val),

@@ -17,9 +17,11 @@ Every figure is computed from the model's samples and real images the evaluation
   ``realism`` is its mean probability "real" on the other half of the samples. 0.5: it
   cannot tell them apart; 0: every sample is spotted. The seed's "realism score" (a central
   discriminator's mean real-probability on synthetic images) read this way;
-- ``tstr_accuracy``: the same CNN trained from scratch only on generated images (labelled
-  with the grade they were generated for, or by the feature classifier when the generator is
-  not conditional) and scored on the real images; ``tstr_ratio`` = it / ``trtr_accuracy``;
+- ``tstr_accuracy``: the same CNN trained from scratch, for as many epochs, only on a
+  generated training set as large as the real training images and with their exact grade mix
+  (labelled with the grade each was generated for, or by the feature classifier when the
+  generator is not conditional), scored on the real images; ``tstr_ratio`` = it /
+  ``trtr_accuracy``;
 - memorization: RMS pixel distance of each sample to its nearest real training image, and of
   each evaluated real image to its nearest training image. ``nn_ratio`` = the median of the
   first over the second (< 1: samples sit closer to training images than unseen patients
@@ -219,7 +221,6 @@ def score_generator(
     grades = real_labels[torch.randint(len(real_labels), (n,), generator=gen)]
     fake = gan.sample(grades, generator=gen).cpu()
     conditional = getattr(gan.generator, "conditional", False)
-    fake_labels = grades if conditional else _predict(classifier, fake).argmax(1)
 
     real_f, fake_f = _features(classifier, real), _features(classifier, fake)
     precision, recall = precision_recall(real_f, fake_f)
@@ -232,7 +233,14 @@ def score_generator(
             (_predict(classifier, real).argmax(1) == real_labels).float().mean()
         ),
     }
-    tstr = train_classifier(fake, fake_labels, num_classes=5, epochs=epochs, seed=seed + 1)
+    # train on synthetic: a generated training set as large as the real one, with its exact
+    # grade mix, trained as the feature classifier was, so TSTR and TRTR differ only in
+    # whether the training images are generated or real
+    gen_t = torch.Generator().manual_seed(seed + 3)
+    synth_grades = train_labels[torch.randperm(len(train_labels), generator=gen_t)]
+    synth = gan.sample(synth_grades, generator=gen_t).cpu()
+    synth_labels = synth_grades if conditional else _predict(classifier, synth).argmax(1)
+    tstr = train_classifier(synth, synth_labels, num_classes=5, epochs=epochs, seed=seed + 1)
     out["tstr_accuracy"] = float((_predict(tstr, real).argmax(1) == real_labels).float().mean())
     out["tstr_ratio"] = (
         out["tstr_accuracy"] / out["trtr_accuracy"] if out["trtr_accuracy"] else float("nan")

@@ -38,6 +38,10 @@ class RetinaModelSection(Section):
     baseline_epochs: int = Field(
         16, ge=1, le=10_000, description="centralized and local-only epochs"
     )
+    public_images: int = Field(
+        2000, ge=10, le=1_000_000, description="public CT slices the public GAN is pretrained on"
+    )
+    public_epochs: int = Field(4, ge=1, le=1000, description="public GAN pretraining epochs")
     dp_batch_size: int = Field(64, ge=2, le=4096, description="DP-SGD expected images per step")
     dp_lr: float = Field(2e-4, gt=0.0, description="DP-SGD discriminator step size")
     dp_max_grad_norm: float = Field(1.0, gt=0.0, description="DP-SGD per-image clipping bound")

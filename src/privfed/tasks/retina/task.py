@@ -223,6 +223,12 @@ class RetinaTask(Task):
     def dp_max_grad_norm(self) -> float:
         return self._settings().dp_max_grad_norm
 
+    def public_state(self) -> dict[str, torch.Tensor]:
+        """The GAN pretrained on the public CT-slice archive (:mod:`.public`), cached."""
+        from privfed.tasks.retina.public import public_model
+
+        return public_model(self).state
+
     # -- model ------------------------------------------------------------------------------
     def build_model(self, statistics: Mapping[str, np.ndarray] | None = None) -> nn.Module:
         from privfed.tasks.retina.model import build_gan
@@ -338,6 +344,10 @@ class RetinaTask(Task):
             train_loss=d_total / max(steps, 1),
             num_examples=len(dataset),
             history=private.history(),
+            losses={
+                "discriminator_loss": d_total / max(steps, 1),
+                "generator_loss": g_total / max(steps, 1),
+            },
         )
 
     # -- evaluation -------------------------------------------------------------------------
