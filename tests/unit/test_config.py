@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from privfed.config import STAGES, ConfigError, config_from_dict, load_config
+from privfed.config import STAGES, ConfigError, config_from_dict, load_config, resolved_config
 from tests.conftest import PARAMS, ROOT, raw_params
 
 
@@ -43,6 +43,26 @@ def test_bad_values_are_named(section: str, values: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict(raw)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("task", "strategy", "expected"),
+    [
+        ("extraction", None, "fedavgm"),  # params.yaml's null: the task's own
+        ("readmission", None, "fedavg"),
+        ("extraction", "fedavg", "fedavg"),  # a strategy set in params wins
+    ],
+)
+def test_a_null_strategy_is_the_tasks_own(task: str, strategy: str | None, expected: str) -> None:
+    # Prepare
+    raw = raw_params(base={"task": task}, train_federated={"strategy": strategy})
+    assert yaml.safe_load(PARAMS.read_text())["train_federated"]["strategy"] is None
+    # Execute
+    cfg = config_from_dict(raw)
+    # Assert: resolved before validation, so the resolved config that travels to the
+    # ServerApp and every ClientApp holds it, and reloads to the same strategy
+    assert cfg.train_federated.strategy == expected
+    assert resolved_config(cfg.model_dump(mode="json")).train_federated.strategy == expected
 
 
 def test_unknown_profile_is_rejected() -> None:

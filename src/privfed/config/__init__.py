@@ -243,10 +243,32 @@ def config_from_dict(raw: dict[str, Any]) -> PrivFedConfig:
         )
     merged = _deep_merge(raw, profiles.get(profile) or {})
     import_plugins((merged.get("base") or {}).get("plugins") or ())
+    _task_strategy(merged)
     try:
         return config_model().model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+
+
+def _task_strategy(merged: dict[str, Any]) -> None:
+    """``train_federated.strategy`` null or absent -> the task's own (:class:`TaskSettings`).
+
+    An unknown ``base.task`` is left for validation to name with the available tasks.
+    """
+    from privfed.tasks import available_tasks, task_settings
+
+    fed = merged.get("train_federated")
+    if fed is not None and not isinstance(fed, dict):
+        return  # validation names the bad section
+    if (fed or {}).get("strategy") is not None:
+        return
+    task = (merged.get("base") or {}).get("task", "readmission")
+    if task not in available_tasks():
+        return
+    merged["train_federated"] = {
+        **(fed or {}),
+        "strategy": (task_settings(task) or TaskSettings()).strategy,
+    }
 
 
 def import_plugins(modules: Any) -> None:
@@ -270,6 +292,8 @@ def resolved_config(data: dict[str, Any]) -> PrivFedConfig:
     This is how the config travels to the Flower ServerApp and ClientApps.
     """
     import_plugins((data.get("base") or {}).get("plugins") or ())
+    data = copy.deepcopy(data)
+    _task_strategy(data)
     try:
         return config_model().model_validate(data)
     except ValidationError as err:

@@ -84,10 +84,13 @@ class TaskSettings:
         flat: section name -> settings model whose keys sit at the top of the section, beside
             the shared ones (readmission's keys, which predate the registry, and the tabular
             task's ``ingest_data.schema``). Two tasks may not declare the same flat key.
+        strategy: the task's ``train_federated.strategy`` where params leave it ``null``: the
+            strategy measured best for the task (extraction's adapters need server momentum).
     """
 
     nested: Mapping[str, type[Section]] = field(default_factory=dict)
     flat: Mapping[str, type[Section]] = field(default_factory=dict)
+    strategy: str = "fedavg"
 
     def __post_init__(self) -> None:
         for name in (*self.nested, *self.flat):
