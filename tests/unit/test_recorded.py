@@ -11,6 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from privfed.config import config_from_dict
+from privfed.federated.client import LOSS_PREFIX
 from privfed.federated.recorded import RecordedStrategy
 from privfed.federated.recorder import RoundRecorder
 from privfed.federated.strategies import make_strategy
@@ -39,12 +40,24 @@ def _recorder(tmp_path, *, screen: float | None = 10.0, rounds: int = 1) -> Roun
     )
 
 
-def _reply(request: Message, hospital: str, w: list[float], n: int, loss: float) -> Message:
+def _reply(
+    request: Message,
+    hospital: str,
+    w: list[float],
+    n: int,
+    loss: float,
+    parts: dict[str, float] | None = None,
+) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": torch.tensor(w, dtype=torch.float32)}),
             "metrics": MetricRecord(
-                {"num-examples": n, "train_loss": loss, "val_macro_auroc": 0.5}
+                {
+                    "num-examples": n,
+                    "train_loss": loss,
+                    "val_macro_auroc": 0.5,
+                    **{f"{LOSS_PREFIX}{k}": v for k, v in (parts or {}).items()},
+                }
             ),
             "ident": ConfigRecord({"hospital": hospital}),
         }
@@ -125,6 +138,23 @@ def test_without_screening_every_update_is_aggregated(tmp_path) -> None:
     # Assert: (10·[1, 0] + 30·[0, 1]) / 40
     np.testing.assert_allclose(arrays["w"].numpy(), [0.25, 0.75])
     assert inner.handed == [(1, ["hospital_1", "hospital_2"])]
+
+
+def test_named_loss_parts_are_kept_per_hospital_and_example_weighted_per_round(tmp_path) -> None:
+    # Prepare: a GAN's two losses travel as reply metrics
+    recorder = _recorder(tmp_path, screen=None)
+    strategy = RecordedStrategy(_Spy(), recorder)
+    replies = [
+        _reply(_request(1), "hospital_1", [1.0, 0.0], 10, 1.0, {"generator_loss": 2.0}),
+        _reply(_request(2), "hospital_2", [0.0, 1.0], 30, 1.0, {"generator_loss": 4.0}),
+    ]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    recorder.on_round_end(1, arrays)
+    # Assert: each hospital's value, and (10·2 + 30·4) / 40 for the round
+    row = recorder.rounds[1]
+    assert row["train"]["hospital_1"]["losses"] == {"generator_loss": 2.0}
+    assert row["losses"] == {"generator_loss": 3.5}
 
 
 class _Grid:

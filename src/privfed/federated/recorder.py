@@ -40,6 +40,12 @@ def _unprefix(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
+def _example_weighted(values: list[tuple[float, dict[str, Any]]]) -> float:
+    """Mean of ``(value, hospital's train row)`` pairs, weighted by the rows' ``num_examples``."""
+    n = sum(row["num_examples"] for _, row in values)
+    return sum(value * row["num_examples"] for value, row in values) / max(n, 1)
+
+
 def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in arrays.items()}
 
@@ -322,15 +328,12 @@ class RoundRecorder:
             if "secagg-clipped" in metrics:  # values SecAgg+ clipped to ±clipping_range
                 row["train"][hospital]["secagg_clipped"] = int(metrics["secagg-clipped"])
             self.record_val(server_round - 1, hospital, metrics)
-        n = sum(v["num_examples"] for v in row["train"].values())
-        row["train_loss"] = sum(
-            v["train_loss"] * v["num_examples"] for v in row["train"].values()
-        ) / max(n, 1)
-        for name in {k for v in row["train"].values() for k in v.get("losses", {})}:
-            parts = [v for v in row["train"].values() if name in v.get("losses", {})]
-            row.setdefault("losses", {})[name] = sum(
-                v["losses"][name] * v["num_examples"] for v in parts
-            ) / max(sum(v["num_examples"] for v in parts), 1)
+        trained = list(row["train"].values())
+        row["train_loss"] = _example_weighted([(v["train_loss"], v) for v in trained])
+        for name in sorted({k for v in trained for k in v.get("losses", {})}):
+            row.setdefault("losses", {})[name] = _example_weighted(
+                [(v["losses"][name], v) for v in trained if name in v.get("losses", {})]
+            )
         self._pending = []
         checkpoint = self.out_dir / "checkpoints" / f"round_{server_round:03d}.pt"
         save_model(
