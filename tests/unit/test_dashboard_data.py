@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from privfed.dashboard import data
 from tests import dashboard_store as store
@@ -101,6 +102,29 @@ def test_curves_per_hospital_and_global(finished: tuple[MlflowClient, str]) -> N
     glob = frame[(frame.hospital == data.GLOBAL) & (frame.series == f"val_{store.METRIC}")]
     assert glob["value"].iloc[-1] == pytest.approx(sum(store.val_score(5, i) for i in range(3)) / 3)
     assert set(frame.hospital) == {*store.HOSPITALS, data.GLOBAL}
+
+
+def test_a_gans_loss_parts_are_curves_of_their_own(tmp_path: Path) -> None:
+    # Prepare: two rounds with the generator's loss, as train_federated logs a GAN's
+    _, client, exp_id = store.open_store(tmp_path)
+    run_id = store.start_pipeline_run(client, exp_id)
+    for r in (1, 2):
+        store.log_round(client, run_id, r)
+        parts = {"federated_dp.generator_loss": 0.5 * r}
+        parts |= {f"federated_dp.{h}.generator_loss": r + i for i, h in enumerate(store.HOSPITALS)}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, 0, r) for k, v in parts.items()],
+        )
+    run = client.get_run(run_id)
+    # Execute
+    frame = data.curves(client, run, "federated_dp", store.METRIC)
+    # Assert: a series per part, global and per hospital; val_loss is not a part
+    assert data.loss_parts(run.data.metrics, "federated_dp") == ["generator_loss"]
+    glob = frame[(frame.hospital == data.GLOBAL) & (frame.series == "generator_loss")]
+    assert list(glob["value"]) == [0.5, 1.0]
+    last = frame[(frame.hospital == store.HOSPITALS[-1]) & (frame.series == "generator_loss")]
+    assert list(last["value"]) == [3.0, 4.0]
 
 
 def test_epsilon_per_hospital_against_the_budget(finished: tuple[MlflowClient, str]) -> None:

@@ -129,6 +129,11 @@ def _curves(client: MlflowClient, run: Any, name: str) -> None:
     if metric:
         val = frame[frame.series == f"val_{metric}"]
         right.altair_chart(_line_chart(val, "value", f"validation {metric}"), width="stretch")
+    parts = data.loss_parts(run.data.metrics, name)  # a GAN: generator, discriminator loss
+    columns = st.columns(2) if parts else []
+    for i, part in enumerate(parts):
+        chart = _line_chart(frame[frame.series == part], "value", part.replace("_", " "))
+        columns[i % 2].altair_chart(chart, width="stretch")
     st.caption(
         "global: the train loss weighted by each hospital's examples, the validation score the "
         "mean over hospitals. A round's validation scores arrive with the next round's replies "

@@ -217,6 +217,24 @@ def val_metrics(keys: Iterable[str], name: str) -> list[str]:
     return sorted(f[len("val_") :] for f in fields if f.startswith("val_"))
 
 
+def loss_parts(keys: Iterable[str], name: str) -> list[str]:
+    """Named parts of federation ``name``'s training loss (a GAN's ``generator_loss`` and
+    ``discriminator_loss``): round-level ``<name>.<part>_loss`` keys other than the train
+    loss and the validation metrics."""
+    keys = list(keys)
+    prefix = f"{name}."
+    vals = set(val_metrics(keys, name))
+    return sorted(
+        part
+        for k in keys
+        if k.startswith(prefix)
+        and "." not in (part := k[len(prefix) :])
+        and part.endswith("_loss")
+        and part != "train_loss"
+        and part not in vals
+    )
+
+
 def primary_metric(metrics: list[str]) -> str | None:
     """The task's primary metric among ``metrics``: a known one, else the first that is not
     a loss (a loss is already drawn as the training curve), else None."""
@@ -265,13 +283,17 @@ def _series(
 def curves(client: Any, run: Any, name: str, metric: str | None) -> pd.DataFrame:
     """Per-round training loss and validation ``metric``, per hospital and ``global``.
 
-    Columns ``round, hospital, series, value``; ``series`` is ``train_loss`` or ``val_<metric>``.
+    Columns ``round, hospital, series, value``; ``series`` is ``train_loss``, ``val_<metric>``
+    or one of :func:`loss_parts` (a GAN's ``generator_loss``, ``discriminator_loss``).
     """
+    parts = loss_parts(run.data.metrics, name)
     keys: dict[str, tuple[str, str]] = {f"{name}.train_loss": (GLOBAL, "train_loss")}
+    keys |= {f"{name}.{part}": (GLOBAL, part) for part in parts}
     if metric:
         keys[f"{name}.{metric}"] = (GLOBAL, f"val_{metric}")
     for hospital in hospitals(run.data.metrics, name):
         keys[f"{name}.{hospital}.train_loss"] = (hospital, "train_loss")
+        keys |= {f"{name}.{hospital}.{part}": (hospital, part) for part in parts}
         if metric:
             keys[f"{name}.{hospital}.val_{metric}"] = (hospital, f"val_{metric}")
     keys = {k: v for k, v in keys.items() if k in run.data.metrics}
