@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PublicModel",
+    "built_public_model",
     "cache_key",
     "cache_root",
     "cached_build",
@@ -181,6 +182,18 @@ class PublicModel:
         )
         if state_digest(self.state) != self.meta["digest"]:
             raise ValueError(f"{folder / STATE_FILE} does not match its digest; delete {folder}")
+
+
+def built_public_model(
+    kind: str,
+    settings: Mapping[str, Any],
+    modules: tuple[ModuleType, ...],
+    build: Callable[[Path], None],
+) -> PublicModel:
+    """The ``kind`` build for ``settings``, keyed also by the source of ``modules`` (the code
+    that builds it): built once per cache folder, read once per process."""
+    folder = cached_build(kind, cache_key(settings, modules), build)
+    return load_public_model(str(folder))
 
 
 @functools.cache

@@ -20,9 +20,7 @@ from torch.utils.data import Subset
 
 from privfed.public import (
     PublicModel,
-    cache_key,
-    cached_build,
-    load_public_model,
+    built_public_model,
     one_thread_seeded,
     pretrain_best,
     write_public_model,
@@ -90,6 +88,6 @@ def public_model(task: Task) -> PublicModel:
     from privfed.tasks.readmission import features, generate
 
     settings = _settings(task.cfg)
-    key = cache_key(settings, (generate, features, inspect.getmodule(_build)))
-    folder = cached_build("readmission-public", key, functools.partial(_build, settings, task))
-    return load_public_model(str(folder))
+    modules = (generate, features, inspect.getmodule(_build))
+    build = functools.partial(_build, settings, task)
+    return built_public_model("readmission-public", settings, modules, build)  # type: ignore[arg-type]

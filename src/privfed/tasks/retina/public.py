@@ -25,9 +25,7 @@ import torch
 from privfed.public import (
     Pretrained,
     PublicModel,
-    cache_key,
-    cached_build,
-    load_public_model,
+    built_public_model,
     one_thread_seeded,
     write_public_model,
 )
@@ -202,6 +200,5 @@ def public_model(task: Task) -> PublicModel:
 
     settings = _settings(task)
     modules = (model, transforms, task_module, inspect.getmodule(_build))
-    key = cache_key(settings, modules)  # type: ignore[arg-type]
-    folder = cached_build("retina-public", key, functools.partial(_build, settings, task))
-    return load_public_model(str(folder))
+    build = functools.partial(_build, settings, task)
+    return built_public_model("retina-public", settings, modules, build)  # type: ignore[arg-type]

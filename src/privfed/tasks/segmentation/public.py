@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from privfed.public import (
     PublicModel,
-    cache_key,
-    cached_build,
-    load_public_model,
+    built_public_model,
     one_thread_seeded,
     pretrain_best,
     write_public_model,
@@ -98,6 +96,5 @@ def public_model(task: Task) -> PublicModel:
 
     settings = _settings(task)
     modules = (generate, transforms, model, inspect.getmodule(_build))
-    key = cache_key(settings, modules)  # type: ignore[arg-type]
-    folder = cached_build("segmentation-public", key, functools.partial(_build, settings, task))
-    return load_public_model(str(folder))
+    build = functools.partial(_build, settings, task)
+    return built_public_model("segmentation-public", settings, modules, build)  # type: ignore[arg-type]
