@@ -80,7 +80,10 @@ def test_retina_dvc_repro_end_to_end(project: Path, mlflow_server: str) -> None:
         assert rounds[name]["rounds_completed"] == 2
         # generator and discriminator loss curves, one point per round
         for row in rounds[name]["rounds"][1:]:
-            assert row["generator_loss"] > 0 and row["discriminator_loss"] > 0, row
+            assert row["losses"]["generator_loss"] > 0, row
+            assert row["losses"]["discriminator_loss"] > 0, row
+            for hospital in HOSPITALS:
+                assert row["train"][hospital]["losses"]["generator_loss"] > 0, (row, hospital)
     client = MlflowClient(tracking_uri=mlflow_server)
     runs = [
         r
