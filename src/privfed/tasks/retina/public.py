@@ -78,8 +78,9 @@ def render_slice(level: int, size: int, rng: np.random.Generator) -> np.ndarray:
     j = functools.partial(rng.normal, 0.0)
     body_a, body_b = 0.82 + j(0.05), 0.6 + j(0.05)
     tilt = j(0.05)
+    body = _ellipse(xx, yy, 0, 0.05, body_a, body_b, tilt)
     img = np.zeros((size, size))
-    img[_ellipse(xx, yy, 0, 0.05, body_a, body_b, tilt)] = 0.25  # subcutaneous fat
+    img[body] = 0.25  # subcutaneous fat
     img[_ellipse(xx, yy, 0, 0.05, body_a - 0.07, body_b - 0.07, tilt)] = 0.45  # muscle, viscera
     spine_y = 0.05 + body_b - 0.3
     img[_ellipse(xx, yy, j(0.02), spine_y, 0.12, 0.1)] = 0.9  # vertebral body
@@ -116,7 +117,6 @@ def render_slice(level: int, size: int, rng: np.random.Generator) -> np.ndarray:
         img[_ellipse(xx, yy, x + j(0.03), y + j(0.03), a * (1 + j(0.08)), b * (1 + j(0.08)))] = (
             value
         )
-    body = _ellipse(xx, yy, 0, 0.05, body_a, body_b, tilt)
     window = rng.uniform(0.8, 1.25)  # the scanner's soft-tissue window
     img = gaussian_filter(img, sigma=size / 128) + rng.normal(0, 0.02, img.shape)
     img = np.clip((img - 0.45) * window + 0.45, 0.0, 1.0)
@@ -137,6 +137,7 @@ def _settings(task: Task) -> dict[str, Any]:
     return {
         "model": m.model_dump(mode="json", exclude=NOT_PRETRAINING),
         "seed": PUBLIC_SEED,
+        "init_seed": task.cfg.base.seed,  # build_model's initial weights
     }
 
 
@@ -144,31 +145,18 @@ def _build(settings: dict[str, Any], task: Task, folder: Path) -> None:
     """Render the archive, preprocess it as fundus images are, train the GAN, keep the last."""
     from torch.utils.data import TensorDataset
 
-    from privfed.tasks.retina.transforms import preprocess
+    from privfed.tasks.retina.transforms import preprocess_as
     from privfed.training import FitPlan
 
     m = task.cfg.model.retina
     # rendered at 2x and binned down by the shared preprocessing, as a 2x fundus camera is
     raw, levels = public_slices(m.public_images, size=2 * m.image_size)
-    images = np.stack(
-        [
-            preprocess(
-                x,
-                size=m.image_size,
-                use_clahe=m.clahe,
-                clahe_clip=m.clahe_clip,
-                clahe_tiles=m.clahe_tiles,
-                gamma=m.gamma,
-            )
-            for x in raw
-        ]
-    )
+    images = np.stack([preprocess_as(x, m) for x in raw])
     archive = TensorDataset(
         torch.from_numpy(images)[:, None], torch.from_numpy(levels).to(torch.long)
     )
     with one_thread_seeded(PUBLIC_SEED):
-        torch.manual_seed(PUBLIC_SEED)
-        model = task.build_model()
+        model = task.build_model()  # seeded by base.seed, which the key therefore holds
         result = task.fit(
             model,
             archive,

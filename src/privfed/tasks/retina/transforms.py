@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from privfed.io import DataError
 from privfed.tasks.retina.layout import IMAGE_COLUMN, LABEL_COLUMN, read_labels
 
-__all__ = ["RetinaDataset", "clahe", "load_gray", "preprocess"]
+__all__ = ["RetinaDataset", "clahe", "load_gray", "preprocess", "preprocess_as"]
 
 
 def clahe(image: np.ndarray, *, tiles: int = 4, clip: float = 0.01, bins: int = 256) -> np.ndarray:
@@ -99,6 +99,18 @@ def preprocess(
     return (x * 2.0 - 1.0).astype(np.float32)
 
 
+def preprocess_as(image: np.ndarray, settings: object) -> np.ndarray:
+    """:func:`preprocess` with the ``model.retina`` settings every stage shares."""
+    return preprocess(
+        image,
+        size=settings.image_size,
+        use_clahe=settings.clahe,
+        clahe_clip=settings.clahe_clip,
+        clahe_tiles=settings.clahe_tiles,
+        gamma=settings.gamma,
+    )
+
+
 class RetinaDataset(Dataset):
     """Preprocessed images ``[1, S, S]`` in [-1, 1] and grades of the folders ``split_dirs``.
 
@@ -120,16 +132,7 @@ class RetinaDataset(Dataset):
                     gray = load_gray(path)
                 except Exception as err:
                     raise DataError(f"{path}: unreadable image ({err})") from err
-                images.append(
-                    preprocess(
-                        gray,
-                        size=settings.image_size,
-                        use_clahe=settings.clahe,
-                        clahe_clip=settings.clahe_clip,
-                        clahe_tiles=settings.clahe_tiles,
-                        gamma=settings.gamma,
-                    )
-                )
+                images.append(preprocess_as(gray, settings))
                 labels.append(int(grade))
                 files.append(path)
         if not images:
