@@ -39,6 +39,13 @@ def cfg() -> PrivFedConfig:
     return config_from_dict(raw_params(base={"task": "retina", "profile": "tiny"}))
 
 
+def _retina_cfg(**retina: float) -> PrivFedConfig:
+    """The tiny retina config with ``model.retina`` keys changed."""
+    raw = raw_params(base={"task": "retina", "profile": "tiny"})
+    raw["model"]["retina"].update(retina)
+    return config_from_dict(raw)
+
+
 @pytest.fixture(scope="module")
 def raw(cfg: PrivFedConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny profile's synthetic images, generated and ingested (shared, read-only)."""
@@ -189,8 +196,10 @@ def test_discriminator_has_per_sample_gradients_under_opacus(cfg) -> None:
     d = GradSampleModule(model.discriminator)
     image, grade = torch.randn(3, 1, 32, 32), torch.tensor([0, 2, 4])
     # Execute
-    d(image, grade).sum().backward()
-    # Assert: one gradient per image for every discriminator weight (the grade embedding too)
+    logit, grade_logits = d(image, grade, grades=True)
+    (logit.sum() + grade_logits.sum()).backward()
+    # Assert: one gradient per image for every discriminator weight (the grade embedding and
+    # the auxiliary grade head too)
     for name, p in d.named_parameters():
         assert p.grad_sample.shape == (3, *p.shape), name
 
@@ -220,6 +229,108 @@ def test_fit_trains_both_networks_and_charges_one_dp_step_per_real_batch(cfg, pa
     assert set(result.losses) == {"generator_loss", "discriminator_loss"}
     assert result.losses["discriminator_loss"] == result.train_loss
     assert all(math.isfinite(v) and v > 0 for v in result.losses.values())
+
+
+def test_weight_average_follows_every_generator_step_travels_and_samples(cfg, parts) -> None:
+    # Prepare: a GAN with a weight average (decay 0.5)
+    task = get_task("retina", _retina_cfg(ema_decay=0.5))
+    model = task.build_model()
+    assert torch.equal(
+        model.generator_ema.out.weight, model.generator.out.weight
+    )  # starts as a copy
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    ema, g = model.generator_ema.out.weight, model.generator.out.weight
+    # Execute: one update by hand, then a fit
+    with torch.no_grad():
+        g.add_(1.0)
+    start = ema.clone()
+    model.update_ema(0.5)
+    by_hand = ema.clone()
+    task.fit(
+        model,
+        task.load_dataset([parts / "hospital_1" / "train"]),
+        FitPlan(epochs=1, batch_size=8, lr=2e-4, seed=0),
+    )
+    # Assert: ema = 0.5 ema + 0.5 g; the fit moved it without training it (it lags the
+    # generator); it is in the state dict (travels, FedAvg averages it), samples and is
+    # what registration releases
+    assert torch.allclose(by_hand, start + 0.5)
+    assert not torch.equal(ema, by_hand) and not torch.equal(ema, g)
+    assert any(k.startswith("generator_ema.") for k in model.state_dict())
+    assert task.released_model(model) is model.generator_ema
+    grades = torch.tensor([0, 4])
+    drawn = model.sample(grades, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(2, model.sampler.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(drawn, model.generator_ema.eval()(z, grades))
+    # without ema_decay the GAN has no average and samples from its generator
+    plain = get_task("retina", _retina_cfg(ema_decay=0.0)).build_model()
+    assert plain.generator_ema is None and plain.sampler is plain.generator
+
+
+def test_grade_head_learns_real_grades_privately_and_steers_the_generator(cfg) -> None:
+    from opacus import GradSampleModule
+
+    from privfed.tasks.retina.task import _fooling_losses
+
+    # Prepare: a GAN whose discriminator has the auxiliary grade head (AC-GAN), weight 2
+    task = get_task("retina", _retina_cfg(class_weight=2.0))
+    model = task.build_model()
+    image, grade = torch.randn(3, 1, 32, 32), torch.tensor([0, 2, 4])
+    logit, grade_logits = model(image, grade, grades=True)
+    ce = torch.nn.functional.cross_entropy(grade_logits, grade)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.ones(3))
+    # Execute
+    real = task.loss(model, [image, grade])
+    adversarial, aims = _fooling_losses(model.discriminator, image, grade, 2.0)
+    d = GradSampleModule(model.discriminator)
+    task.loss(d, [image, grade]).backward()
+    # Assert: the private real-image loss is BCE + 2 CE; the generator's extra term is 2 CE
+    # of the same head on its samples; the head has per-image gradients under Opacus
+    assert real.item() == pytest.approx((bce + 2 * ce).item(), rel=1e-5)
+    assert aims.item() == pytest.approx(2 * ce.item(), rel=1e-5)
+    assert adversarial.item() == pytest.approx(bce.item(), rel=1e-5)
+    assert d._module.classify.weight.grad_sample.shape == (3, 5, d._module.classify.in_features)
+    # without class_weight there is no head, and asking for grades says so
+    with pytest.raises(ValueError, match="class_weight"):
+        get_task("retina", _retina_cfg(class_weight=0.0)).build_model()(image, grade, grades=True)
+
+
+def test_mode_seeking_term_penalizes_two_codes_giving_one_image() -> None:
+    from privfed.tasks.retina.task import _mode_seeking
+
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    apart = torch.stack([torch.zeros(1, 4, 4), torch.full((1, 4, 4), 2.0)])
+    same = torch.zeros(2, 1, 4, 4)
+    # |G(z1)-G(z2)| / |z1-z2| = 2 / 1: the term is weight / 2
+    assert _mode_seeking(apart, z, 3.0).item() == pytest.approx(1.5, rel=1e-4)
+    # a collapsed pair is penalized without bound; weight 0 turns the term off
+    assert _mode_seeking(same, z, 1.0).item() > 1e4
+    assert _mode_seeking(same, z, 0.0).item() == 0.0
+
+
+def test_fit_adds_the_mode_seeking_term_to_the_generator_loss(cfg, parts, monkeypatch) -> None:
+    from privfed.tasks.retina import task as task_module
+
+    weights: list[float] = []
+    halves: list[bool] = []
+    original = task_module._mode_seeking
+
+    def recording(fake, z, weight):
+        weights.append(weight)
+        half = len(fake) // 2
+        halves.append(len(fake) % 2 == 0 and half > 0)
+        return original(fake, z, weight)
+
+    monkeypatch.setattr(task_module, "_mode_seeking", recording)
+    task = get_task("retina", _retina_cfg(diversity_weight=0.7))
+    task.fit(
+        task.build_model(),
+        task.load_dataset([parts / "hospital_1" / "train"]),
+        FitPlan(epochs=1, batch_size=7, lr=2e-4, seed=0),
+    )
+    # every generator step carries the configured weight, on an even batch of paired halves
+    assert weights and set(weights) == {0.7} and all(halves)
 
 
 def test_fit_refuses_fedprox_rather_than_ignoring_it(cfg, parts) -> None:
@@ -340,6 +451,28 @@ def test_evaluate_scores_every_figure_and_uses_the_hospitals_training_images(cfg
     assert task._train_sets  # the pooled training folders of the same hospitals
     (key,) = task._train_sets
     assert sorted(Path(k).parent.name for k in key) == HOSPITALS
+
+
+def test_epoch_selection_scores_fid_alone_without_training_the_other_classifiers(
+    cfg, parts, monkeypatch
+) -> None:
+    from privfed.tasks.retina import metrics
+
+    # Prepare
+    task = get_task("retina", cfg)
+    val = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    model = task.build_model()
+    full = get_task("retina", cfg).evaluate(model, val)["fid"]  # warms the feature classifier
+    trained: list[int] = []
+    original = metrics.train_classifier
+    monkeypatch.setattr(
+        metrics, "train_classifier", lambda *a, **k: trained.append(1) or original(*a, **k)
+    )
+    # Execute
+    score = task.selection_score(model, val)
+    # Assert: the same FID as evaluate's (same samples, same features), no classifier trained
+    assert score == pytest.approx(full, rel=1e-9)
+    assert trained == []
 
 
 def test_report_figures_and_section_show_sample_grids(cfg, parts, tmp_path) -> None:

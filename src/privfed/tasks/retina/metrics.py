@@ -48,6 +48,7 @@ from privfed.io import DataError, atomic_path
 
 __all__ = [
     "fid",
+    "generator_fid",
     "kid",
     "nearest_distances",
     "precision_recall",
@@ -203,6 +204,40 @@ def feature_classifier(
     return model
 
 
+def _sampled_features(
+    gan: nn.Module,
+    classifier: nn.Sequential,
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    samples: int,
+    seed: int,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Seeded samples with the real images' grade mix, and both sets' classifier features."""
+    gen = torch.Generator().manual_seed(seed)
+    grades = real_labels[torch.randint(len(real_labels), (max(samples, 2),), generator=gen)]
+    fake = gan.sample(grades, generator=gen).cpu()
+    return fake, _features(classifier, real), _features(classifier, fake)
+
+
+def generator_fid(
+    gan: nn.Module,
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    *,
+    samples: int,
+    epochs: int,
+    seed: int,
+) -> float:
+    """``fid`` alone, exactly as :func:`score_generator` computes it (same samples, same
+    feature classifier): what picks a baseline's epoch, without training the three small
+    classifiers the other figures need."""
+    classifier = feature_classifier(train, train_labels, epochs=epochs, seed=seed)
+    _, real_f, fake_f = _sampled_features(gan, classifier, real, real_labels, samples, seed)
+    return fid(real_f, fake_f) if len(real) > 1 else float("nan")
+
+
 def score_generator(
     gan: nn.Module,
     real: torch.Tensor,
@@ -216,13 +251,9 @@ def score_generator(
 ) -> dict[str, float]:
     """Every figure of the module docstring for ``gan`` against the ``real`` images."""
     classifier = feature_classifier(train, train_labels, epochs=epochs, seed=seed)
-    n = max(samples, 2)
-    gen = torch.Generator().manual_seed(seed)
-    grades = real_labels[torch.randint(len(real_labels), (n,), generator=gen)]
-    fake = gan.sample(grades, generator=gen).cpu()
+    fake, real_f, fake_f = _sampled_features(gan, classifier, real, real_labels, samples, seed)
+    n = len(fake)
     conditional = getattr(gan.generator, "conditional", False)
-
-    real_f, fake_f = _features(classifier, real), _features(classifier, fake)
     precision, recall = precision_recall(real_f, fake_f)
     out = {
         "fid": fid(real_f, fake_f) if len(real) > 1 else float("nan"),

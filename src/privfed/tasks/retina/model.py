@@ -6,10 +6,21 @@ checkerboard artefacts of transposed convolutions); the discriminator is strided
 convolutions. With ``conditional`` the generator adds a grade embedding to its latent code and
 the discriminator is a projection discriminator (Miyato & Koyama, 2018): its score adds the
 inner product of a grade embedding with its features, so it judges "a real grade-g image".
+With ``class_weight`` the discriminator also has an auxiliary grade head (AC-GAN, Odena et
+al., 2017), trained on real images only; the generator is asked to make samples it grades as
+the grade they were drawn for, so a grade's samples carry that grade's signs.
+
+With ``ema_decay`` the module also holds ``generator_ema``: an exponential moving average of
+the generator's weights (Karras et al., 2018; Yazici et al., 2019), updated after every
+generator step and never trained itself. Samples, figures, metrics and the registered model
+use it: a GAN's last iterate oscillates around a better average. It is part of the state dict,
+so it travels and FedAvg averages it like every weight (an average of EMAs is the EMA of the
+average: both are linear).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -60,7 +71,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """``(image, grade) -> logit [B]`` that the image is a real one (of that grade)."""
 
-    def __init__(self, *, image_size: int, channels: int, conditional: bool):
+    def __init__(
+        self, *, image_size: int, channels: int, conditional: bool, classifier: bool = False
+    ):
         super().__init__()
         blocks = int(math.log2(image_size // 4))
         widths = [min(channels * 2**i, channels * 8) for i in range(blocks)]
@@ -79,15 +92,23 @@ class Discriminator(nn.Module):
         features = widths[-1] * 16
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(NUM_GRADES, features) if conditional else None
+        self.classify = nn.Linear(features, NUM_GRADES) if classifier else None
 
-    def forward(self, image: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, grade: torch.Tensor | None = None, *, grades: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The logit; with ``grades`` also the auxiliary head's grade logits ``[B, 5]``."""
         h = self.pool(self.features(image))
         logit = self.head(h)[:, 0]
         if self.embed is not None:
             if grade is None:
                 raise ValueError("a conditional discriminator needs the grades")
             logit = logit + (self.embed(grade) * h).sum(dim=1) / math.sqrt(h.shape[1])
-        return logit
+        if not grades:
+            return logit
+        if self.classify is None:
+            raise ValueError("this discriminator has no grade head (model.retina.class_weight 0)")
+        return logit, self.classify(h)
 
 
 class RetinaGAN(nn.Module):
@@ -97,13 +118,31 @@ class RetinaGAN(nn.Module):
     the membership audit see the only network that reads real images.
     """
 
-    def __init__(self, generator: Generator, discriminator: Discriminator) -> None:
+    def __init__(
+        self, generator: Generator, discriminator: Discriminator, *, ema: bool = False
+    ) -> None:
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema else None
 
-    def forward(self, image: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
-        return self.discriminator(image, grade)
+    @property
+    def sampler(self) -> Generator:
+        """The generator samples come from: the weight average where there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """``ema <- decay * ema + (1 - decay) * generator``, weight by weight (no-op without)."""
+        if self.generator_ema is None:
+            return
+        ema = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in self.generator.parameters()], 1 - decay)
+
+    def forward(
+        self, image: torch.Tensor, grade: torch.Tensor | None = None, *, grades: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(image, grade, grades=grades)
 
     @torch.no_grad()
     def sample(
@@ -113,9 +152,9 @@ class RetinaGAN(nn.Module):
         was = self.training
         self.eval()
         try:
-            z = torch.randn(len(grades), self.generator.latent_dim, generator=generator)
+            z = torch.randn(len(grades), self.sampler.latent_dim, generator=generator)
             device = next(self.parameters()).device
-            return self.generator(z.to(device), grades.to(device))
+            return self.sampler(z.to(device), grades.to(device))
         finally:
             self.train(was)
 
@@ -133,5 +172,7 @@ def build_gan(settings: object) -> RetinaGAN:
             image_size=settings.image_size,
             channels=settings.d_channels,
             conditional=settings.conditional,
+            classifier=settings.class_weight > 0,
         ),
+        ema=settings.ema_decay > 0,
     )

@@ -35,6 +35,22 @@ class RetinaModelSection(Section):
     batch_size: int = Field(32, ge=2, le=4096, description="images per step")
     lr: float = Field(2e-4, gt=0.0, description="discriminator step size (Adam, beta1 0.5)")
     g_lr: float = Field(2e-4, gt=0.0, description="generator step size (Adam, beta1 0.5)")
+    ema_decay: float = Field(
+        0.98,
+        ge=0.0,
+        lt=1.0,
+        description="per-step decay of the generator's weight average that samples; 0 = none",
+    )
+    class_weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="auxiliary grade head (AC-GAN): its cross-entropy's weight; 0 = none",
+    )
+    diversity_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="mode-seeking term (MSGAN) in the generator's loss; 0 = none",
+    )
     baseline_epochs: int = Field(
         16, ge=1, le=10_000, description="centralized and local-only epochs"
     )

@@ -67,6 +67,33 @@ def _bce(logits: torch.Tensor, target: float, reduction: str = "mean") -> torch.
     )
 
 
+def _fooling_losses(
+    disc: nn.Module, fake: torch.Tensor, grade: torch.Tensor, class_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's two terms from one discriminator pass: BCE of its score against "real",
+    and AC-GAN's ``class_weight`` x cross-entropy of its grade head against the grades the
+    samples were drawn for (0 without a head)."""
+    if class_weight <= 0:
+        return _bce(disc(fake, grade), 1.0), fake.new_zeros(())
+    logit, grade_logits = disc(fake, grade, grades=True)
+    return _bce(logit, 1.0), class_weight * F.cross_entropy(grade_logits, grade)
+
+
+def _mode_seeking(fake: torch.Tensor, z: torch.Tensor, weight: float) -> torch.Tensor:
+    """MSGAN's term (Mao et al., 2019): ``weight / (|G(z1)-G(z2)| / |z1-z2|)``, same grades.
+
+    The batch's two halves share their grades, so the ratio asks two latent codes of one
+    grade to give images as far apart as the codes are: against the collapse of a grade to
+    one image, which a classifier trained on the samples cannot learn from.
+    """
+    if weight <= 0:
+        return fake.new_zeros(())
+    half = len(fake) // 2
+    image_gap = (fake[:half] - fake[half : 2 * half]).abs().mean()
+    code_gap = (z[:half] - z[half : 2 * half]).abs().mean()
+    return weight / (image_gap / code_gap + 1e-5)
+
+
 @contextlib.contextmanager
 def _hooks_off(module: nn.Module) -> Iterator[None]:
     """Opacus' per-sample-gradient hooks off while the block runs (no-op without Opacus).
@@ -237,20 +264,35 @@ class RetinaTask(Task):
         return build_gan(self._settings())
 
     def released_model(self, model: nn.Module) -> nn.Module:
-        """Only the generator is registered: the discriminator saw the real images."""
-        return model.generator
+        """Only the generator that samples is registered (its weight average where there is
+        one): the discriminator saw the real images."""
+        return model.sampler
 
     def loss(self, model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The discriminator's loss on real images (labelled real): what DP-SGD clips."""
+        """The discriminator's loss on real images (labelled real), plus its grade head's
+        cross-entropy on them (``class_weight``): what DP-SGD clips."""
         image, grade = batch[0], batch[1]
+        weight = self._settings().class_weight
         if len(image) == 0:
             # Poisson sampling can draw an empty batch; GroupNorm cannot run on none. A
             # zero-weighted blank image keeps the step (Opacus adds its noise and counts it)
             # with exactly zero gradient.
             return (
-                _bce(model(image.new_zeros((1, *image.shape[1:])), grade.new_zeros(1)), 1.0) * 0.0
+                self._real_loss(
+                    model, image.new_zeros((1, *image.shape[1:])), grade.new_zeros(1), weight
+                )
+                * 0.0
             )
-        return _bce(model(image, grade), 1.0)
+        return self._real_loss(model, image, grade, weight)
+
+    @staticmethod
+    def _real_loss(
+        model: nn.Module, image: torch.Tensor, grade: torch.Tensor, weight: float
+    ) -> torch.Tensor:
+        if weight <= 0:
+            return _bce(model(image, grade), 1.0)
+        logit, grade_logits = model(image, grade, grades=True)
+        return _bce(logit, 1.0) + weight * F.cross_entropy(grade_logits, grade)
 
     def fit(self, model: nn.Module, dataset: Dataset, plan: FitPlan) -> LocalResult:
         """Alternate, per batch of real images: a discriminator step on them (the only private
@@ -259,7 +301,9 @@ class RetinaTask(Task):
 
         Generated images use uniformly drawn grades and a fixed batch size, never the
         hospital's grade mix or Poisson batch size, so the two non-private steps depend on
-        the private data only through the discriminator's privatized weights.
+        the private data only through the discriminator's privatized weights. The generator's
+        loss adds the mode-seeking term (``model.retina.diversity_weight``) and each of its
+        steps updates its weight average (``ema_decay``): both read no real image.
         """
         from privfed.training import LocalResult, only_trainable, private_training
 
@@ -288,7 +332,7 @@ class RetinaTask(Task):
         d_real_opt = torch.optim.Adam(d.parameters(), lr=plan.lr, betas=(0.5, 0.999))
         d_fake_opt = torch.optim.Adam(d.parameters(), lr=plan.lr, betas=(0.5, 0.999))
         g_opt = torch.optim.Adam(g.parameters(), lr=s.g_lr, betas=(0.5, 0.999))
-        n_fake = plan.batch_size
+        n_fake = 2 * max(plan.batch_size // 2, 1)
         d_total = g_total = 0.0
         steps = 0
         with (
@@ -307,9 +351,10 @@ class RetinaTask(Task):
                     real_loss = self.loss(disc, [image, grade])
                     real_loss.backward()
                     d_real_opt.step()
-                    # 2. discriminator on generated images: no private data
+                    # 2. discriminator on generated images: no private data. Grades come
+                    # in two equal halves, so the mode-seeking term can pair samples
                     z = torch.randn(n_fake, latent, device=device)
-                    fake_grade = torch.randint(0, 5, (n_fake,), device=device)
+                    fake_grade = torch.randint(0, 5, (n_fake // 2,), device=device).repeat(2)
                     with _hooks_off(disc):
                         fake = g(z, fake_grade)
                         d_fake_opt.zero_grad(set_to_none=True)
@@ -318,9 +363,11 @@ class RetinaTask(Task):
                         d_fake_opt.step()
                         # 3. generator: fool the (privatized) discriminator
                         g_opt.zero_grad(set_to_none=True)
-                        g_loss = _bce(disc(fake, fake_grade), 1.0)
-                        g_loss.backward()
+                        g_loss, aims = _fooling_losses(disc, fake, fake_grade, s.class_weight)
+                        diverse = _mode_seeking(fake, z, s.diversity_weight)
+                        (g_loss + aims + diverse).backward()
                         g_opt.step()
+                        model.update_ema(s.ema_decay)
                     for p in d.parameters():  # the generator step's gradient on D is discarded
                         p.grad = None
                     d_epoch += real_loss.item() + fake_loss.item()
@@ -376,6 +423,39 @@ class RetinaTask(Task):
             h.update(tensor.detach().cpu().numpy().tobytes())
         return h.hexdigest()
 
+    def _real(
+        self, dataset: Dataset
+    ) -> tuple[RetinaDataset, torch.Tensor, torch.Tensor, tuple[str, ...]]:
+        """``dataset``'s base, its real images and grades, and their files (a Subset's own)."""
+        base = self._base(dataset)
+        if not isinstance(dataset, Subset):
+            return base, base.images, base.labels, tuple(str(f) for f in base.files)
+        idx = list(dataset.indices)
+        files = tuple(str(base.files[i]) for i in idx)
+        return base, base.images[idx], base.labels[idx], files
+
+    def selection_score(self, model: nn.Module, val: Dataset) -> float:
+        """FID alone picks a baseline's epoch: :meth:`evaluate` also trains a train-on-
+        synthetic and a realism classifier, which cost more than the epoch's training."""
+        from privfed.tasks.retina.metrics import generator_fid
+
+        base, images, labels, files = self._real(val)
+        key = (self._digest(model), files)
+        if key in self._scores:
+            return float(self._scores[key]["fid"])
+        s = self._settings()
+        train = self._train_set(base)
+        return generator_fid(
+            model,
+            images,
+            labels,
+            train.images,
+            train.labels,
+            samples=s.eval_samples,
+            epochs=s.evaluator_epochs,
+            seed=self.cfg.base.seed,
+        )
+
     def evaluate(
         self, model: nn.Module, dataset: Dataset, *, batch_size: int = 256
     ) -> dict[str, float]:
@@ -384,14 +464,8 @@ class RetinaTask(Task):
         image files, so the report's table reuses the evaluation stage's figures."""
         from privfed.tasks.retina.metrics import score_generator
 
-        base = self._base(dataset)
-        images, labels = base.images, base.labels
-        if isinstance(dataset, Subset):
-            images, labels = images[list(dataset.indices)], labels[list(dataset.indices)]
-        files = base.files
-        if isinstance(dataset, Subset):
-            files = [files[i] for i in dataset.indices]
-        key = (self._digest(model), tuple(str(f) for f in files))
+        base, images, labels, files = self._real(dataset)
+        key = (self._digest(model), files)
         if key in self._scores:
             return dict(self._scores[key])
         s = self._settings()
