@@ -13,12 +13,15 @@ least as good) and train-on-synthetic accuracy federated/central.
 
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
         [--models public_only centralized federated federated_dp] [--images-total 900]
-        [--jobs 2] [--name retina_study] [--init scratch]
+        [--jobs 2] [--name retina_study] [--init scratch] [--seed 42]
+        [--set ema_decay=0 class_weight=0]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
 hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
 clients; without it each hospital has ``generate_data.retina.images_per_hospital``.
 ``--jobs`` runs federation sizes in parallel processes (one intra-op thread each).
+``--set KEY=VALUE`` changes ``model.retina`` keys (an ablation: ``--set class_weight=0``) and
+``--seed`` sets ``base.seed`` (data, splits, initial weights, training draws).
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
 that every other model starts from. Per round, the federation's example-weighted generator
 and discriminator losses are kept; the loss curves and one sample grid per size go to
@@ -46,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from benchmarks.common import RESULTS, make_config, md_table, prepare_data, write_result
+from benchmarks.common import RESULTS, ROOT, make_config, md_table, prepare_data, write_result
 from privfed.tasks import get_task
 from privfed.training import FitPlan
 
@@ -130,6 +134,28 @@ def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.
     return fed, info
 
 
+def _model_overrides(profile: str, init: str | None, retina: dict[str, Any]) -> dict[str, Any]:
+    """``model`` keys for the profile overlay: ``init`` and ``retina`` laid over the profile's
+    own ``model.retina`` (an overlay key replaces the profile's whole nested section)."""
+    out: dict[str, Any] = {"init": init} if init else {}
+    if retina:
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        own = ((raw.get("profiles", {}).get(profile) or {}).get("model") or {}).get("retina")
+        out["retina"] = {**(own or {}), **retina}
+    return out
+
+
+def _assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["ema_decay=0", ...]`` -> ``{"ema_decay": 0}`` (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE (a model.retina key)")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def run_size(
     profile: str,
     hospitals: int,
@@ -139,6 +165,8 @@ def run_size(
     images_total: int | None = None,
     figures: Path | None = None,
     init: str | None = None,
+    retina: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Data for ``hospitals``, the listed models trained and scored; JSON-ready figures.
 
@@ -152,10 +180,14 @@ def run_size(
     cfg = make_config(
         profile,
         {
-            "base": {"task": "retina", "num_hospitals": hospitals},
+            "base": {
+                "task": "retina",
+                "num_hospitals": hospitals,
+                **({"seed": seed} if seed is not None else {}),
+            },
             "partition_data": {"scheme": scheme},
             "generate_data": data,
-            "model": {"init": init} if init else {},
+            "model": _model_overrides(profile, init, retina or {}),
         },
     )
     task = get_task("retina", cfg)
@@ -207,6 +239,8 @@ def run_size(
     return {
         "hospitals": hospitals,
         "init": cfg.model.init,
+        "seed": cfg.base.seed,
+        "retina": cfg.model.retina.model_dump(mode="json"),
         "train_images": len(pooled_train),
         "test_images": len(test),
         "seconds": seconds,
@@ -279,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="federation sizes run in parallel")
     parser.add_argument("--name", default=None, help="result file name (default from --models)")
     parser.add_argument("--init", default=None, help="model.init (default: params.yaml's, public)")
+    parser.add_argument("--seed", type=int, default=None, help="base.seed (default: params')")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="model.retina keys to change"
+    )
     args = parser.parse_args(argv)
     models = [m for m in ORDER if m in args.models]
     name = args.name or (
@@ -295,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             images_total=args.images_total,
             figures=figures,
             init=args.init,
+            retina=_assignments(args.set),
+            seed=args.seed,
         )
         if args.jobs > 1:
             spawn = multiprocessing.get_context("spawn")

@@ -256,3 +256,19 @@ def test_peer_workload_trains_the_exported_model_and_records_each_round(tmp_path
     wrapped = WorkloadModel(str(tmp_path)).state_dict()
     assert set(wrapped) == {f"net.{k}" for k in model.state_dict()}
     assert all(torch.equal(wrapped[f"net.{k}"], v) for k, v in model.state_dict().items())
+
+
+def test_retina_ablation_overrides_keep_the_profiles_other_retina_keys() -> None:
+    from benchmarks.common import make_config
+    from benchmarks.retina import _assignments, _model_overrides
+
+    changes = _assignments(["class_weight=0", "ema_decay=0.9"])
+    cfg = make_config(
+        "tiny", {"base": {"task": "retina"}, "model": _model_overrides("tiny", None, changes)}
+    )
+    r = cfg.model.retina
+    # the two keys changed; the tiny profile's own keys (32x32, 2 epochs) still apply
+    assert (r.class_weight, r.ema_decay) == (0, 0.9)
+    assert (r.image_size, r.baseline_epochs) == (32, 2)
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        _assignments(["class_weight"])

@@ -42,7 +42,7 @@ def cfg() -> PrivFedConfig:
 def _retina_cfg(**retina: float) -> PrivFedConfig:
     """The tiny retina config with ``model.retina`` keys changed."""
     raw = raw_params(base={"task": "retina", "profile": "tiny"})
-    raw["model"]["retina"].update(retina)
+    raw["profiles"]["tiny"]["model"]["retina"].update(retina)  # the profile's keys win
     return config_from_dict(raw)
 
 

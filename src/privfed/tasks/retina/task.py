@@ -443,9 +443,21 @@ class RetinaTask(Task):
         key = (self._digest(model), files)
         if key in self._scores:
             return float(self._scores[key]["fid"])
+        return self._scored_by(generator_fid, model, base, images, labels)
+
+    def _scored_by(
+        self,
+        scorer: Any,
+        model: nn.Module,
+        base: RetinaDataset,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> Any:
+        """``scorer`` (a :mod:`.metrics` function) of ``model`` against these real images, with
+        the same hospitals' training images and the ``model.retina`` evaluation settings."""
         s = self._settings()
         train = self._train_set(base)
-        return generator_fid(
+        return scorer(
             model,
             images,
             labels,
@@ -468,18 +480,7 @@ class RetinaTask(Task):
         key = (self._digest(model), files)
         if key in self._scores:
             return dict(self._scores[key])
-        s = self._settings()
-        train = self._train_set(base)
-        out = score_generator(
-            model,
-            images,
-            labels,
-            train.images,
-            train.labels,
-            samples=s.eval_samples,
-            epochs=s.evaluator_epochs,
-            seed=self.cfg.base.seed,
-        )
+        out = self._scored_by(score_generator, model, base, images, labels)
         out["loss"] = float(np.mean(self.example_losses(model, dataset)))
         out["n"] = len(labels)
         self._scores[key] = out
