@@ -13,7 +13,7 @@ least as good) and train-on-synthetic accuracy federated/central.
 
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
         [--models public_only centralized federated federated_dp] [--images-total 900]
-        [--jobs 2] [--name retina_study] [--init scratch] [--seed 42]
+        [--jobs 2] [--name retina_study] [--init scratch] [--seeds 42 43 44]
         [--set ema_decay=0 class_weight=0]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
@@ -21,7 +21,8 @@ hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5,
 clients; without it each hospital has ``generate_data.retina.images_per_hospital``.
 ``--jobs`` runs federation sizes in parallel processes (one intra-op thread each).
 ``--set KEY=VALUE`` changes ``model.retina`` keys (an ablation: ``--set class_weight=0``) and
-``--seed`` sets ``base.seed`` (data, splits, initial weights, training draws).
+``--seeds`` repeats every size with each ``base.seed`` (data, splits, initial weights, training
+draws); the table then has one row per size, seed and model.
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
 that every other model starts from. Per round, the federation's example-weighted generator
 and discriminator losses are kept; the loss curves and one sample grid per size go to
@@ -59,7 +60,15 @@ __all__ = ["main", "run_size"]
 
 #: Models in the order tables and figures show them.
 ORDER = ("public_only", "centralized", "federated", "federated_dp")
-FIGURES = ("fid", "kid_x1000", "realism", "tstr_accuracy", "trtr_accuracy", "nn_ratio")
+FIGURES = (
+    "fid",
+    "kid_x1000",
+    "realism",
+    "tstr_accuracy",
+    "trtr_accuracy",
+    "tstr_ratio",
+    "nn_ratio",
+)
 
 
 def _fedavg(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[str, torch.Tensor]:
@@ -156,9 +165,14 @@ def _assignments(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _grid_name(hospitals: int, seed: int, model: str) -> str:
+    return f"n{hospitals}_s{seed}_{model}.png"
+
+
 def run_size(
     profile: str,
     hospitals: int,
+    seed: int | None,
     scheme: str,
     work: Path,
     models: list[str] | None = None,
@@ -166,11 +180,11 @@ def run_size(
     figures: Path | None = None,
     init: str | None = None,
     retina: dict[str, Any] | None = None,
-    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Data for ``hospitals``, the listed models trained and scored; JSON-ready figures.
+    """Data for ``hospitals`` (``base.seed`` = ``seed``, None: params.yaml's), the listed models
+    trained and scored; JSON-ready figures.
 
-    With ``figures``, each model's sample grid is written there (``n<N>_<model>.png``).
+    With ``figures``, each model's sample grid is written there (:func:`_grid_name`).
     """
     torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
@@ -192,7 +206,7 @@ def run_size(
     )
     task = get_task("retina", cfg)
     s = cfg.model.retina
-    parts = prepare_data(cfg, work / f"n{hospitals}")
+    parts = prepare_data(cfg, work / f"n{hospitals}_s{cfg.base.seed}")
     dirs = sorted(p for p in parts.iterdir() if p.is_dir())
     trains = [task.load_dataset([d / "train"]) for d in dirs]
     pooled_train = task.load_dataset([d / "train" for d in dirs])
@@ -225,7 +239,9 @@ def run_size(
 
         for name, model in trained.items():
             sample_grid(
-                model, figures / f"n{hospitals}_{name}.png", title=f"{name}, {hospitals} hospitals"
+                model,
+                figures / _grid_name(hospitals, cfg.base.seed, name),
+                title=f"{name}, {hospitals} hospitals, seed {cfg.base.seed}",
             )
     ratios: dict[str, float] = {}
     if "centralized" in scores:
@@ -268,7 +284,7 @@ def _loss_figure(results: list[dict[str, Any]], out: Path) -> Path:
                         [c[key] for c in curve],
                         marker="o",
                         ms=3,
-                        label=f"{r['hospitals']} hospitals, {name}",
+                        label=f"{r['hospitals']} hospitals, seed {r['seed']}, {name}",
                     )
         ax.set_title(key.replace("_", " ") + " (example-weighted mean over hospitals)", fontsize=8)
         ax.set_xlabel("round")
@@ -294,7 +310,7 @@ def _samples_figure(figures: Path, results: list[dict[str, Any]], out: Path) -> 
         for j, name in enumerate(names):
             ax = axes[i, j]
             ax.axis("off")
-            path = figures / f"n{r['hospitals']}_{name}.png"
+            path = figures / _grid_name(r["hospitals"], r["seed"], name)
             if path.is_file():
                 ax.imshow(plt.imread(path))
     fig.tight_layout()
@@ -313,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="federation sizes run in parallel")
     parser.add_argument("--name", default=None, help="result file name (default from --models)")
     parser.add_argument("--init", default=None, help="model.init (default: params.yaml's, public)")
-    parser.add_argument("--seed", type=int, default=None, help="base.seed (default: params')")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[None], help="base.seed values")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="model.retina keys to change"
     )
@@ -334,27 +350,36 @@ def main(argv: list[str] | None = None) -> int:
             figures=figures,
             init=args.init,
             retina=_assignments(args.set),
-            seed=args.seed,
         )
+        # largest first, so the longest run does not start last
+        sizes = [n for n in sorted(args.hospitals, reverse=True) for _ in args.seeds]
+        seeds = [s for _ in args.hospitals for s in args.seeds]
         if args.jobs > 1:
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
-                # largest first, so the longest run does not start last
-                results = list(pool.map(run, sorted(args.hospitals, reverse=True)))
-            results.sort(key=lambda r: r["hospitals"])
+                results = list(pool.map(run, sizes, seeds))
         else:
-            results = [run(n) for n in args.hospitals]
+            results = [run(n, s) for n, s in zip(sizes, seeds, strict=True)]
+        results.sort(key=lambda r: (r["hospitals"], r["seed"]))
     rows = []
     for result in results:
         r = result["ratios"]
         for model, sc in result["scores"].items():
             rows.append(
-                [result["hospitals"], model, *(sc[k] for k in FIGURES)]
+                [result["hospitals"], result["seed"], model, *(sc[k] for k in FIGURES)]
                 + [result["seconds"][model]]
                 + [r.get(f"{model}_fid_ratio", ""), r.get(f"{model}_tstr_to_central", "")]
             )
     markdown = md_table(
-        ["hospitals", "model", *FIGURES, "train s", "FID central/model", "TSTR model/central"],
+        [
+            "hospitals",
+            "seed",
+            "model",
+            *FIGURES,
+            "train s",
+            "FID central/model",
+            "TSTR model/central",
+        ],
         rows,
     )
     if any(isinstance(c, list) for r in results for c in r["losses"].values()):
