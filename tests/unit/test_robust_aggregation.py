@@ -89,4 +89,6 @@ def test_bulyan_holds_with_seven_hospitals(tmp_path: Path) -> None:
     clean7 = seven.score("fedavg", None)
     for attack in ATTACKS:
         assert seven.score("bulyan", attack) == pytest.approx(clean7, abs=TOLERANCE), attack
-        assert seven.score("fedavg", attack) < clean7 - BROKEN, attack
+    # one control shows a single attacker of seven still breaks plain FedAvg; the other
+    # attacks' controls are test_plain_fedavg_breaks_under_attack's (one attacker of five)
+    assert seven.score("fedavg", "scale") < clean7 - BROKEN
