@@ -7,7 +7,6 @@ about writing results the same way (``benchmarks/results/<name>.json`` + ``.md``
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import statistics
@@ -21,7 +20,7 @@ from typing import Any
 import psutil
 import yaml
 
-from privfed.config import PrivFedConfig, config_from_dict
+from privfed.config import PrivFedConfig, config_from_dict, deep_merge
 from privfed.io import write_json, write_text
 
 __all__ = [
@@ -47,18 +46,14 @@ def make_config(profile: str, overrides: dict[str, dict[str, Any]] | None = None
     """params.yaml with ``profile`` selected and ``overrides`` laid over that profile's overlay.
 
     Overrides go into the profile overlay (not the sections) because a key the profile sets wins
-    over its section: this way an override always takes effect.
+    over its section: this way an override always takes effect. They merge deeply, so
+    ``{"model": {"notes": {"mode": "full"}}}`` keeps the profile's other ``model.notes`` keys.
     """
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["base"]["profile"] = profile
+    overrides = dict(overrides or {})
+    raw["base"] = deep_merge(raw["base"], {**overrides.pop("base", {}), "profile": profile})
     profiles = raw.setdefault("profiles", {})
-    overlay = copy.deepcopy(profiles.get(profile) or {})
-    for section, values in (overrides or {}).items():
-        if section == "base":
-            raw["base"] = {**raw["base"], **values}
-            continue
-        overlay[section] = {**(overlay.get(section) or {}), **values}
-    profiles[profile] = overlay
+    profiles[profile] = deep_merge(profiles.get(profile) or {}, overrides)
     return config_from_dict(raw)
 
 

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 import yaml
 
-from benchmarks.common import RESULTS, ROOT, make_config, md_table, prepare_data, write_result
+from benchmarks.common import RESULTS, make_config, md_table, prepare_data, write_result
 from privfed.tasks import get_task
 from privfed.training import FitPlan
 
@@ -143,15 +143,10 @@ def _federate(task: Any, cfg: Any, trains: list, *, dp: bool) -> tuple[torch.nn.
     return fed, info
 
 
-def _model_overrides(profile: str, init: str | None, retina: dict[str, Any]) -> dict[str, Any]:
-    """``model`` keys for the profile overlay: ``init`` and ``retina`` laid over the profile's
-    own ``model.retina`` (an overlay key replaces the profile's whole nested section)."""
-    out: dict[str, Any] = {"init": init} if init else {}
-    if retina:
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-        own = ((raw.get("profiles", {}).get(profile) or {}).get("model") or {}).get("retina")
-        out["retina"] = {**(own or {}), **retina}
-    return out
+def _model_overrides(init: str | None, retina: dict[str, Any]) -> dict[str, Any]:
+    """``model`` keys for the profile overlay (merged deeply: the profile's other
+    ``model.retina`` keys stay)."""
+    return {**({"init": init} if init else {}), **({"retina": retina} if retina else {})}
 
 
 def _assignments(pairs: list[str]) -> dict[str, Any]:
@@ -201,7 +196,7 @@ def run_size(
             },
             "partition_data": {"scheme": scheme},
             "generate_data": data,
-            "model": _model_overrides(profile, init, retina or {}),
+            "model": _model_overrides(init, retina or {}),
         },
     )
     task = get_task("retina", cfg)

@@ -264,7 +264,7 @@ def test_retina_ablation_overrides_keep_the_profiles_other_retina_keys() -> None
 
     changes = _assignments(["class_weight=0", "ema_decay=0.9"])
     cfg = make_config(
-        "tiny", {"base": {"task": "retina"}, "model": _model_overrides("tiny", None, changes)}
+        "tiny", {"base": {"task": "retina"}, "model": _model_overrides(None, changes)}
     )
     r = cfg.model.retina
     # the two keys changed; the tiny profile's own keys (32x32, 2 epochs) still apply
@@ -272,3 +272,28 @@ def test_retina_ablation_overrides_keep_the_profiles_other_retina_keys() -> None
     assert (r.image_size, r.baseline_epochs) == (32, 2)
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _assignments(["class_weight"])
+
+
+def test_benchmark_overrides_merge_into_the_profile_deeply() -> None:
+    from benchmarks.common import make_config
+
+    cfg = make_config(
+        "tiny",
+        {
+            "base": {"task": "notes", "seed": 7},
+            "model": {"notes": {"mode": "full"}},
+            "generate_data": {"retina": {"images_per_hospital": 12}},
+        },
+    )
+    # the overridden keys change; the tiny profile's sibling keys (and base's) stay
+    assert (cfg.model.notes.mode, cfg.model.notes.n_layer, cfg.model.notes.n_embd) == (
+        "full",
+        1,
+        32,
+    )
+    assert (cfg.generate_data.retina.images_per_hospital, cfg.generate_data.retina.image_size) == (
+        12,
+        32,
+    )
+    assert (cfg.base.task, cfg.base.seed, cfg.base.profile) == ("notes", 7, "tiny")
+    assert cfg.model.hidden == 8

@@ -61,6 +61,7 @@ __all__ = [
     "SecureAggregationSection",
     "TaskSettings",
     "config_from_dict",
+    "deep_merge",
     "config_model",
     "load_config",
     "resolved_config",
@@ -207,11 +208,12 @@ def _compose_section(section: str, settings: dict[str, TaskSettings]) -> type[Se
     return create_model(shared.__name__, __base__=(shared, *flat), __module__=__name__, **nested)
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` laid over ``base`` key by key, nested mappings merged; inputs stay unchanged."""
     merged = copy.deepcopy(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -241,7 +243,7 @@ def config_from_dict(raw: dict[str, Any]) -> PrivFedConfig:
             f"base.profile={profile!r} has no overlay under 'profiles' "
             f"(available: {sorted(profiles)})"
         )
-    merged = _deep_merge(raw, profiles.get(profile) or {})
+    merged = deep_merge(raw, profiles.get(profile) or {})
     import_plugins((merged.get("base") or {}).get("plugins") or ())
     _task_strategy(merged)
     try:
