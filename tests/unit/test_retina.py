@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from privfed.config import PrivFedConfig, config_from_dict
+from privfed.config import ConfigError, PrivFedConfig, config_from_dict
 from privfed.io import DataError
 from privfed.stages import validate_data
 from privfed.stages.validate_data import ValidationFailed
@@ -331,6 +332,65 @@ def test_fit_adds_the_mode_seeking_term_to_the_generator_loss(cfg, parts, monkey
     )
     # every generator step carries the configured weight, on an even batch of paired halves
     assert weights and set(weights) == {0.7} and all(halves)
+
+
+def test_diff_augment_shifts_and_cuts_each_image_on_its_own_draw() -> None:
+    from privfed.tasks.retina.augment import diff_augment
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 16, 16) * 2 - 1
+    shifted = diff_augment(x, ["translation"])
+    # each image is itself moved by whole pixels (at most 2 = 16 / 8), the uncovered border -1
+    shifts = []
+    for image, out in zip(x, shifted, strict=True):
+        found = None
+        for dy, dx in itertools.product(range(-2, 3), repeat=2):
+            expected = torch.full_like(image, -1.0)
+            expected[:, max(dy, 0) : 16 + min(dy, 0), max(dx, 0) : 16 + min(dx, 0)] = image[
+                :, max(-dy, 0) : 16 + min(-dy, 0), max(-dx, 0) : 16 + min(-dx, 0)
+            ]
+            if torch.equal(out, expected):
+                found = (dy, dx)
+        assert found is not None
+        shifts.append(found)
+    assert len(set(shifts)) > 1  # drawn per image
+    cut = diff_augment(x, ["cutout"])
+    holes = cut != x
+    assert torch.all(cut[holes] == 0)  # the hole is mid grey
+    area = holes.float().mean(dim=(1, 2, 3))
+    assert torch.all(area <= 0.25) and torch.all(area > 0)
+    assert torch.equal(diff_augment(x, []), x)
+    # gradients reach the generator's images through every transform
+    x.requires_grad_(True)
+    diff_augment(x, ["color", "translation", "cutout"]).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_unknown_augmentation_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"augment=\['flip'\]: unknown \['flip'\]"):
+        _retina_cfg(augment=["flip"])
+
+
+def test_fit_augments_every_discriminator_input_real_and_generated(cfg, parts, monkeypatch) -> None:
+    from privfed.tasks.retina import task as task_module
+
+    seen: list[tuple[list[str], bool]] = []
+    original = task_module.diff_augment
+
+    def recording(images, policy):
+        seen.append((list(policy), images.requires_grad))
+        return original(images, policy)
+
+    monkeypatch.setattr(task_module, "diff_augment", recording)
+    task = get_task("retina", _retina_cfg(augment=["translation", "cutout"]))
+    train = task.load_dataset([parts / "hospital_1" / "train"])
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, history=[])
+    task.fit(task.build_model(), train, FitPlan(epochs=1, batch_size=8, lr=2e-4, seed=0, dp=dp))
+    # per step: the private real batch (no gradient to its pixels) and the generated batch
+    # (differentiable: the generator's step goes through the same transforms)
+    assert seen and all(policy == ["translation", "cutout"] for policy, _ in seen)
+    real, fake = seen[0::2], seen[1::2]
+    assert len(real) == len(fake) and not any(g for _, g in real) and all(g for _, g in fake)
 
 
 def test_fit_refuses_fedprox_rather_than_ignoring_it(cfg, parts) -> None:

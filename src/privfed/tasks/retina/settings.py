@@ -51,6 +51,11 @@ class RetinaModelSection(Section):
         ge=0.0,
         description="mode-seeking term (MSGAN) in the generator's loss; 0 = none",
     )
+    augment: list[str] = Field(
+        default_factory=list,
+        description="DiffAugment transforms of every discriminator input (translation, "
+        "cutout, color); empty = none",
+    )
     baseline_epochs: int = Field(
         16, ge=1, le=10_000, description="centralized and local-only epochs"
     )
@@ -75,6 +80,13 @@ class RetinaModelSection(Section):
     def _sizes_fit(self) -> RetinaModelSection:
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"image_size={self.image_size} must be 32, 64 or 128")
+        from privfed.tasks.retina.augment import POLICIES
+
+        unknown = [name for name in self.augment if name not in POLICIES]
+        if unknown:
+            raise ValueError(
+                f"augment={self.augment}: unknown {unknown} (known: {sorted(POLICIES)})"
+            )
         for key in ("g_channels", "d_channels"):
             if getattr(self, key) % 4:
                 raise ValueError(

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from privfed.io import DataError, read_json
 from privfed.tasks.base import TableCheck, Task
+from privfed.tasks.retina.augment import diff_augment
 from privfed.tasks.retina.layout import (
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -348,7 +349,7 @@ class RetinaTask(Task):
                     image, grade = image.to(device), grade.to(device)
                     # 1. discriminator on real images: the private step
                     d_real_opt.zero_grad(set_to_none=True)
-                    real_loss = self.loss(disc, [image, grade])
+                    real_loss = self.loss(disc, [diff_augment(image, s.augment), grade])
                     real_loss.backward()
                     d_real_opt.step()
                     # 2. discriminator on generated images: no private data. Grades come
@@ -358,12 +359,13 @@ class RetinaTask(Task):
                     with _hooks_off(disc):
                         fake = g(z, fake_grade)
                         d_fake_opt.zero_grad(set_to_none=True)
-                        fake_loss = _bce(disc(fake.detach(), fake_grade), 0.0)
+                        seen = diff_augment(fake, s.augment)  # what D judges, as the reals
+                        fake_loss = _bce(disc(seen.detach(), fake_grade), 0.0)
                         fake_loss.backward()
                         d_fake_opt.step()
                         # 3. generator: fool the (privatized) discriminator
                         g_opt.zero_grad(set_to_none=True)
-                        g_loss, aims = _fooling_losses(disc, fake, fake_grade, s.class_weight)
+                        g_loss, aims = _fooling_losses(disc, seen, fake_grade, s.class_weight)
                         diverse = _mode_seeking(fake, z, s.diversity_weight)
                         (g_loss + aims + diverse).backward()
                         g_opt.step()
