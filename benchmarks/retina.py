@@ -41,6 +41,7 @@ import argparse
 import copy
 import functools
 import multiprocessing
+import shlex
 import shutil
 import sys
 import tempfile
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     _samples_figure(figures, results, RESULTS / f"{name}_samples.png")
     shutil.rmtree(figures)  # kept side by side in the one samples figure
     markdown += f" Sample grids (rows: sizes; columns: models): `{name}_samples.png`."
-    command = "python -m benchmarks retina " + " ".join(argv if argv is not None else sys.argv[2:])
+    words = argv if argv is not None else sys.argv[2:]
+    command = "python -m benchmarks retina " + shlex.join(words)  # copy-pasteable
     write_result(
         name,
         {

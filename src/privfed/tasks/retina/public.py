@@ -183,10 +183,11 @@ def _build(settings: dict[str, Any], task: Task, folder: Path) -> None:
 
 def public_model(task: Task) -> PublicModel:
     """The public GAN for the task's ``model.retina`` settings, built once per cache."""
-    from privfed.tasks.retina import model, transforms
+    from privfed.tasks.retina import augment, model, transforms
     from privfed.tasks.retina import task as task_module
 
     settings = _settings(task)
-    modules = (model, transforms, task_module, inspect.getmodule(_build))
+    # every module the build's fit runs: a change to one of them is a new public GAN
+    modules = (augment, model, transforms, task_module, inspect.getmodule(_build))
     build = functools.partial(_build, settings, task)
     return built_public_model("retina-public", settings, modules, build)  # type: ignore[arg-type]
