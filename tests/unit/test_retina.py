@@ -367,6 +367,10 @@ def test_diff_augment_shifts_and_cuts_each_image_on_its_own_draw() -> None:
 
 
 def test_unknown_augmentation_is_refused_by_name() -> None:
+    from privfed.tasks.retina.augment import POLICIES
+    from privfed.tasks.retina.settings import AUGMENTATIONS
+
+    assert set(POLICIES) == set(AUGMENTATIONS)  # what validation accepts is what fit runs
     with pytest.raises(ConfigError, match=r"augment=\['flip'\]: unknown \['flip'\]"):
         _retina_cfg(augment=["flip"])
 

@@ -6,7 +6,11 @@ from pydantic import Field, model_validator
 
 from privfed.config.sections import Section, TaskSettings
 
-__all__ = ["SETTINGS", "RetinaDataSection", "RetinaModelSection"]
+__all__ = ["AUGMENTATIONS", "SETTINGS", "RetinaDataSection", "RetinaModelSection"]
+
+#: DiffAugment transforms ``model.retina.augment`` may name (``augment.POLICIES`` implements
+#: them); named here so that validating a config imports no torch code.
+AUGMENTATIONS = ("translation", "cutout", "color")
 
 
 class RetinaDataSection(Section):
@@ -80,12 +84,10 @@ class RetinaModelSection(Section):
     def _sizes_fit(self) -> RetinaModelSection:
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"image_size={self.image_size} must be 32, 64 or 128")
-        from privfed.tasks.retina.augment import POLICIES
-
-        unknown = [name for name in self.augment if name not in POLICIES]
+        unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ValueError(
-                f"augment={self.augment}: unknown {unknown} (known: {sorted(POLICIES)})"
+                f"augment={self.augment}: unknown {unknown} (known: {sorted(AUGMENTATIONS)})"
             )
         for key in ("g_channels", "d_channels"):
             if getattr(self, key) % 4:
