@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from privfed.federated.security import TlsFiles
@@ -179,9 +180,10 @@ def serverapp_executor_command(
     ]
 
 
-def forkserver_command() -> list[str]:
-    """The warm template the local launcher forks its executors from (requests on stdin)."""
-    return [sys.executable, "-m", "privfed.federated.forkserver"]
+def forkserver_command(task_modules: Sequence[str] = ()) -> list[str]:
+    """The warm template the local launcher forks its executors from (requests on stdin);
+    it imports ``task_modules`` (the run's task's ``runtime_imports``) besides its own."""
+    return [sys.executable, "-m", "privfed.federated.forkserver", *task_modules]
 
 
 def node_config_arg(hospital: str, data_path: str | Path, *, attack: str | None = None) -> str:

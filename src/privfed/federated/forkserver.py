@@ -110,16 +110,21 @@ def _reap(children: dict[int, str]) -> int | None:
     return failed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """``python -m privfed.federated.forkserver [MODULE ...]``: the run's task's
+    :attr:`~privfed.tasks.base.Task.runtime_imports` are the arguments."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from privfed.federated import executor
 
+    task_modules = sys.argv[1:] if argv is None else argv
     for module in (*executor.PRELOAD, *PRELOAD):
         importlib.import_module(module)
     _preload_tasks()
+    for module in task_modules:
+        importlib.import_module(module)
     executor.warm_up()  # single-threaded; every forked executor inherits it
-    log.info("warm template ready (pid %d)", os.getpid())
+    log.info("warm template ready (pid %d; task modules: %s)", os.getpid(), task_modules)
     children: dict[int, str] = {}
     stdin = sys.stdin.buffer
     pending = b""

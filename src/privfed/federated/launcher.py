@@ -46,6 +46,7 @@ from privfed.federated.forkserver import request_line
 from privfed.federated.processes import ProcessGroup, free_port
 from privfed.federated.resume import data_digest
 from privfed.federated.security import NodeKey, TlsFiles, write_node_key, write_tls
+from privfed.tasks import runtime_imports
 
 __all__ = [
     "RESUME_DIR",
@@ -224,7 +225,9 @@ class LocalFederation(Federation):
         warm = fed.clientapp_launcher == "warm"
         if warm:  # first: its imports are the longest part of start-up
             self._template = self.processes.start(
-                "warm-template", forkserver_command(), stdin=subprocess.PIPE
+                "warm-template",
+                forkserver_command(runtime_imports(self.cfg.base.task)),
+                stdin=subprocess.PIPE,
             )
         self.processes.start(
             "superlink",

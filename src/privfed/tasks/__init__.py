@@ -33,6 +33,7 @@ __all__ = [
     "get_task",
     "register_task",
     "registry_key",
+    "runtime_imports",
     "task_settings",
 ]
 
@@ -142,13 +143,22 @@ def _entry(name: str) -> TaskEntry:
     return _REGISTRY[name]
 
 
+def runtime_imports(name: str) -> tuple[str, ...]:
+    """Task ``name``'s :attr:`Task.runtime_imports` (imports its class, builds nothing)."""
+    return tuple(_task_class(name).runtime_imports)
+
+
+def _task_class(name: str) -> type[Task]:
+    cls = _resolve(_entry(name).task)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"task {name!r}: {_entry(name).task} is not a privfed Task subclass")
+    return cls
+
+
 def get_task(name: str, cfg: PrivFedConfig) -> Task:
     """The task plug-in called ``name``, bound to the run's ``cfg``.
 
     Raises:
         ValueError: ``name`` is not a registered task.
     """
-    cls = _resolve(_entry(name).task)
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TypeError(f"task {name!r}: {_entry(name).task} is not a privfed Task subclass")
-    return cls(cfg)
+    return _task_class(name)(cfg)

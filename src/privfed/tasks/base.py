@@ -57,6 +57,11 @@ class Task(ABC):
     privacy_unit: str = "one patient (each patient is one training example)"
     #: One training example in words ("per note ε = …" in the model card).
     example_noun: str = "example"
+    #: Modules the task imports lazily when a hospital loads its data or builds the model
+    #: (MONAI's data package, a transformers architecture). A local federation's warm template
+    #: imports them once for the run's task; otherwise every forked ClientApp task, one per
+    #: round and hospital, imported them anew. Modules only: the template never holds data.
+    runtime_imports: tuple[str, ...] = ()
 
     def __init__(self, cfg: PrivFedConfig) -> None:
         #: The run's config, bound once: every method reads its settings from here.

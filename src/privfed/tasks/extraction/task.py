@@ -102,6 +102,8 @@ def per_example_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.T
 
 class ExtractionTask(Task):
     name = "extraction"
+    #: BERT, LoRA and the tokenizer the ClientApp builds its model and batches with
+    runtime_imports = ("transformers.models.bert.modeling_bert", "peft", "tokenizers")
     primary_metric = "entity_f1_strict"
     higher_is_better = True
     privacy_unit = (

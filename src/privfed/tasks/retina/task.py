@@ -122,6 +122,8 @@ def _copy_images(folder: Path, frame: pd.DataFrame, out_dir: Path) -> None:
 
 class RetinaTask(Task):
     name = "retina"
+    #: SciPy's parts the ClientApp's scoring and preprocessing use
+    runtime_imports = ("scipy.linalg", "scipy.ndimage")
     primary_metric = "fid"
     higher_is_better = False
     privacy_unit = "one patient (each fundus image is one patient's eye)"
