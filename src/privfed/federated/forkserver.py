@@ -30,7 +30,7 @@ import select
 import sys
 from typing import Any
 
-from privfed.federated.processes import die_with_parent
+from privfed.federated.processes import die_with_parent, exited_children
 
 __all__ = ["main", "request_line"]
 
@@ -93,14 +93,9 @@ def _child(request: dict[str, Any]) -> int:
 def _reap(children: dict[int, str]) -> int | None:
     """Collect exited children; the first non-zero exit code, if any."""
     failed = None
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return failed
-        if pid == 0:
-            return failed
-        code = os.waitstatus_to_exitcode(status)
+    if not children:
+        return None
+    for pid, code in exited_children():
         name = children.pop(pid, f"pid {pid}")
         if code != 0:
             log.error("%s (pid %d) exited with %d", name, pid, code)

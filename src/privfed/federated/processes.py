@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from privfed.federated.federation import FederationError
@@ -25,6 +25,7 @@ __all__ = [
     "BUSY_POLL_S",
     "ProcessGroup",
     "die_with_parent",
+    "exited_children",
     "free_port",
     "reap_children",
     "wait_for_exit",
@@ -47,23 +48,29 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def exited_children() -> Iterator[tuple[int, int]]:
+    """``(pid, exit code)`` of every child that has exited, collected without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
+
+
 def reap_children(what: str) -> set[int]:
     """Collect every exited child without blocking; log the ones that failed (``what`` they ran).
 
     Returns the pids collected.
     """
     reaped: set[int] = set()
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return reaped
-        if pid == 0:
-            return reaped
+    for pid, code in exited_children():
         reaped.add(pid)
-        code = os.waitstatus_to_exitcode(status)
         if code != 0:
             log.warning("%s process %d exited with %d", what, pid, code)
+    return reaped
 
 
 #: A warm executor's acquire poll while a task of its own runs: a safety net only, it is woken
