@@ -168,6 +168,16 @@ def tree_rss_bytes(pids: Iterable[int]) -> tuple[int, dict[str, int]]:
     return total, per
 
 
+def _cpu_model() -> str:
+    """``model name`` of /proc/cpuinfo, or the platform's processor string elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
@@ -179,6 +189,9 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        # the CPU and the kernels torch picks for it: a GAN's figures differ between CPUs
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": commit,
