@@ -22,7 +22,6 @@ as with separately started executors; only the imports are shared (copy-on-write
 
 from __future__ import annotations
 
-import gc
 import importlib
 import json
 import logging
@@ -119,13 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     _preload_tasks()
     for module in task_modules:
         importlib.import_module(module)
-    executor.warm_up()  # single-threaded; every forked executor inherits it
-    # The imports' half a million objects out of the cyclic collector's reach: a child's full
-    # collection would otherwise walk them all (0.2-0.3 s each; Flower's Bulyan collects once
-    # per hospital's update) and copy the pages it touches (Python's gc docs: freeze before
-    # fork)
-    gc.collect()
-    gc.freeze()
+    executor.warm_up()  # single-threaded and frozen; every forked executor inherits it
     log.info("warm template ready (pid %d; task modules: %s)", os.getpid(), task_modules)
     children: dict[int, str] = {}
     stdin = sys.stdin.buffer
