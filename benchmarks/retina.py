@@ -14,13 +14,14 @@ least as good) and train-on-synthetic accuracy federated/central.
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
         [--models public_only centralized federated federated_dp] [--images-total 900]
         [--jobs 2] [--name retina_study] [--init scratch] [--seeds 42 43 44]
-        [--set ema_decay=0 class_weight=0]
+        [--set ema_decay=0 class_weight=0 train_federated.local_epochs=1]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
 hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
 clients; without it each hospital has ``generate_data.retina.images_per_hospital``.
 ``--jobs`` runs federation sizes in parallel processes (one intra-op thread each).
-``--set KEY=VALUE`` changes ``model.retina`` keys (an ablation: ``--set class_weight=0``) and
+``--set KEY=VALUE`` changes ``model.retina`` keys (an ablation: ``--set class_weight=0``), or
+any config key by its dotted path (``--set train_federated.local_epochs=1``), and
 ``--seeds`` repeats every size with each ``base.seed`` (data, splits, initial weights, training
 draws); the table then has one row per size, seed and model.
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
@@ -54,6 +55,7 @@ import torch
 import yaml
 
 from benchmarks.common import RESULTS, make_config, md_table, prepare_data, write_result
+from privfed.config import deep_merge
 from privfed.tasks import get_task
 from privfed.training import FitPlan
 
@@ -150,15 +152,25 @@ def _model_overrides(init: str | None, retina: dict[str, Any]) -> dict[str, Any]
     return {**({"init": init} if init else {}), **({"retina": retina} if retina else {})}
 
 
-def _assignments(pairs: list[str]) -> dict[str, Any]:
-    """``["ema_decay=0", ...]`` -> ``{"ema_decay": 0}`` (values parsed as YAML scalars)."""
-    out = {}
+def _assignments(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``["ema_decay=0", "train_federated.local_epochs=1"]`` -> the ``model.retina`` changes
+    ``{"ema_decay": 0}`` and the other sections' ``{"train_federated": {"local_epochs": 1}}``:
+    a key without a dot is a ``model.retina`` key, a dotted one a path from the config root
+    (values parsed as YAML scalars)."""
+    retina: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE (a model.retina key)")
-        out[key] = yaml.safe_load(value)
-    return out
+        if not sep or not key or "" in key.split("."):
+            raise SystemExit(
+                f"--set {pair!r}: expected KEY=VALUE (a model.retina key or a dotted config path)"
+            )
+        *parents, leaf = key.split(".")
+        node = retina if not parents else sections
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return retina, sections
 
 
 def _grid_name(hospitals: int, seed: int, model: str) -> str:
@@ -176,30 +188,30 @@ def run_size(
     figures: Path | None = None,
     init: str | None = None,
     retina: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Data for ``hospitals`` (``base.seed`` = ``seed``, None: params.yaml's), the listed models
     trained and scored; JSON-ready figures.
 
-    With ``figures``, each model's sample grid is written there (:func:`_grid_name`).
+    With ``figures``, each model's sample grid is written there (:func:`_grid_name`);
+    ``retina`` changes ``model.retina`` keys and ``sections`` any other (nested) config keys.
     """
     torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
     data: dict[str, Any] = {}
     if images_total is not None:
         data = {"retina": {"images_per_hospital": images_total // hospitals}}
-    cfg = make_config(
-        profile,
-        {
-            "base": {
-                "task": "retina",
-                "num_hospitals": hospitals,
-                **({"seed": seed} if seed is not None else {}),
-            },
-            "partition_data": {"scheme": scheme},
-            "generate_data": data,
-            "model": _model_overrides(init, retina or {}),
+    overrides = {
+        "base": {
+            "task": "retina",
+            "num_hospitals": hospitals,
+            **({"seed": seed} if seed is not None else {}),
         },
-    )
+        "partition_data": {"scheme": scheme},
+        "generate_data": data,
+        "model": _model_overrides(init, retina or {}),
+    }
+    cfg = make_config(profile, deep_merge(overrides, sections or {}))
     task = get_task("retina", cfg)
     s = cfg.model.retina
     parts = prepare_data(cfg, work / f"n{hospitals}_s{cfg.base.seed}")
@@ -327,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", default=None, help="model.init (default: params.yaml's, public)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[None], help="base.seed values")
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="model.retina keys to change"
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model.retina keys, or dotted config paths (train_federated.local_epochs=1)",
     )
     args = parser.parse_args(argv)
     models = [m for m in ORDER if m in args.models]
@@ -335,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "retina" if models == ["centralized", "federated"] else "retina_" + "_".join(models)
     )
     figures = RESULTS / f"{name}_grids"
+    retina, sections = _assignments(args.set)
     with tempfile.TemporaryDirectory(prefix="privfed-retina-bench-") as tmp:
         run = functools.partial(
             run_size,
@@ -345,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             images_total=args.images_total,
             figures=figures,
             init=args.init,
-            retina=_assignments(args.set),
+            retina=retina,
+            sections=sections,
         )
         # largest first, so the longest run does not start last
         sizes = [n for n in sorted(args.hospitals, reverse=True) for _ in args.seeds]

@@ -262,16 +262,22 @@ def test_retina_ablation_overrides_keep_the_profiles_other_retina_keys() -> None
     from benchmarks.common import make_config
     from benchmarks.retina import _assignments, _model_overrides
 
-    changes = _assignments(["class_weight=0", "ema_decay=0.9"])
+    changes, sections = _assignments(
+        ["class_weight=0", "ema_decay=0.9", "train_federated.local_epochs=3"]
+    )
+    assert sections == {"train_federated": {"local_epochs": 3}}
     cfg = make_config(
-        "tiny", {"base": {"task": "retina"}, "model": _model_overrides(None, changes)}
+        "tiny",
+        {"base": {"task": "retina"}, "model": _model_overrides(None, changes), **sections},
     )
     r = cfg.model.retina
-    # the two keys changed; the tiny profile's own keys (32x32, 2 epochs) still apply
+    # the keys changed; the tiny profile's own keys (32x32, 2 epochs, 2 rounds) still apply
     assert (r.class_weight, r.ema_decay) == (0, 0.9)
     assert (r.image_size, r.baseline_epochs) == (32, 2)
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
-        _assignments(["class_weight"])
+    assert (cfg.train_federated.local_epochs, cfg.train_federated.rounds) == (3, 2)
+    for bad in ("class_weight", "train_federated..rounds=1"):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            _assignments([bad])
 
 
 def test_benchmark_overrides_merge_into_the_profile_deeply() -> None:
