@@ -14,7 +14,7 @@ least as good) and train-on-synthetic accuracy federated/central.
     python -m benchmarks retina [--profile default] [--hospitals 3 5 7 10] [--scheme origin]
         [--models public_only centralized federated federated_dp] [--images-total 900]
         [--jobs 2] [--name retina_study] [--init scratch] [--seeds 42 43 44]
-        [--set ema_decay=0 class_weight=0 train_federated.local_epochs=1]
+        [--set ema_decay=0 class_weight=0 train_federated.local_epochs=1] [--tstr-multiples 4]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
 hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
@@ -23,7 +23,9 @@ clients; without it each hospital has ``generate_data.retina.images_per_hospital
 ``--set KEY=VALUE`` changes ``model.retina`` keys (an ablation: ``--set class_weight=0``), or
 any config key by its dotted path (``--set train_federated.local_epochs=1``), and
 ``--seeds`` repeats every size with each ``base.seed`` (data, splits, initial weights, training
-draws); the table then has one row per size, seed and model.
+draws); the table then has one row per size, seed and model. ``--tstr-multiples 4`` adds
+``tstr_ratio_x4``: train-on-synthetic with four times as many generated images as real training
+images (the task's own figure uses as many), over the same train-on-real accuracy.
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
 that every other model starts from. Per round, the federation's example-weighted generator
 and discriminator losses are kept; the loss curves and one sample grid per size go to
@@ -177,6 +179,39 @@ def _grid_name(hospitals: int, seed: int, model: str) -> str:
     return f"n{hospitals}_s{seed}_{model}.png"
 
 
+def _larger_synthetic_sets(
+    gan: torch.nn.Module,
+    train: Any,
+    test: Any,
+    cfg: Any,
+    trtr: float,
+    multiples: tuple[int, ...],
+) -> dict[str, float]:
+    """``tstr_ratio_x<m>``: train-on-synthetic with m x as many generated images as real
+    training images, over ``trtr``, in the feature space and with the seed
+    :meth:`RetinaTask.evaluate` uses."""
+    from privfed.tasks.retina.metrics import feature_classifier, train_on_synthetic
+
+    s, seed = cfg.model.retina, cfg.base.seed
+    classifier = feature_classifier(
+        train.images, train.labels, epochs=s.evaluator_epochs, seed=seed
+    )
+    out = {}
+    for m in multiples:
+        tstr = train_on_synthetic(
+            gan,
+            classifier,
+            test.images,
+            test.labels,
+            train.labels,
+            epochs=s.evaluator_epochs,
+            seed=seed,
+            multiple=m,
+        )
+        out[f"tstr_ratio_x{m}"] = tstr / trtr if trtr else float("nan")
+    return out
+
+
 def run_size(
     profile: str,
     hospitals: int,
@@ -189,12 +224,14 @@ def run_size(
     init: str | None = None,
     retina: dict[str, Any] | None = None,
     sections: dict[str, Any] | None = None,
+    tstr_multiples: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Data for ``hospitals`` (``base.seed`` = ``seed``, None: params.yaml's), the listed models
     trained and scored; JSON-ready figures.
 
     With ``figures``, each model's sample grid is written there (:func:`_grid_name`);
-    ``retina`` changes ``model.retina`` keys and ``sections`` any other (nested) config keys.
+    ``retina`` changes ``model.retina`` keys and ``sections`` any other (nested) config keys;
+    each of ``tstr_multiples`` adds ``tstr_ratio_x<m>`` (a generated set m x the real one).
     """
     torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
@@ -242,6 +279,11 @@ def run_size(
             seconds[name] = time.perf_counter() - start
 
     scores = {name: task.evaluate(model, test) for name, model in trained.items()}
+    for name, model in trained.items():
+        trtr = scores[name]["trtr_accuracy"]
+        scores[name].update(
+            _larger_synthetic_sets(model, pooled_train, test, cfg, trtr, tstr_multiples)
+        )
     if figures is not None:
         from privfed.tasks.retina.figures import sample_grid
 
@@ -345,6 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="model.retina keys, or dotted config paths (train_federated.local_epochs=1)",
     )
+    parser.add_argument(
+        "--tstr-multiples",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="M",
+        help="also train-on-synthetic with M x as many generated images (tstr_ratio_xM)",
+    )
     args = parser.parse_args(argv)
     models = [m for m in ORDER if m in args.models]
     name = args.name or (
@@ -364,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             init=args.init,
             retina=retina,
             sections=sections,
+            tstr_multiples=tuple(args.tstr_multiples),
         )
         # largest first, so the longest run does not start last
         sizes = [n for n in sorted(args.hospitals, reverse=True) for _ in args.seeds]
@@ -375,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results = [run(n, s) for n, s in zip(sizes, seeds, strict=True)]
         results.sort(key=lambda r: (r["hospitals"], r["seed"]))
+    figures_shown = [*FIGURES, *(f"tstr_ratio_x{m}" for m in args.tstr_multiples)]
     rows = []
     for result in results:
         r = result["ratios"]
         for model, sc in result["scores"].items():
             rows.append(
-                [result["hospitals"], result["seed"], model, *(sc[k] for k in FIGURES)]
+                [result["hospitals"], result["seed"], model, *(sc[k] for k in figures_shown)]
                 + [result["seconds"][model]]
                 + [r.get(f"{model}_fid_ratio", ""), r.get(f"{model}_tstr_to_central", "")]
             )
@@ -389,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             "hospitals",
             "seed",
             "model",
-            *FIGURES,
+            *figures_shown,
             "train s",
             "FID central/model",
             "TSTR model/central",

@@ -473,6 +473,38 @@ def test_train_on_synthetic_uses_a_synthetic_training_set_like_the_real_one(cfg,
     assert torch.equal(tstr_grades.sort().values, train.labels.sort().values)
 
 
+def test_a_larger_synthetic_set_keeps_the_grade_mix_and_trains_on_all_of_it(
+    cfg, parts, monkeypatch
+) -> None:
+    # Prepare: record the grades the generator is asked for and what the classifier trains on
+    from privfed.tasks.retina import metrics
+
+    task = get_task("retina", cfg)
+    gan = task.build_model()
+    train = task.load_dataset([parts / h / "train" for h in HOSPITALS])
+    test = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    asked: list[torch.Tensor] = []
+    sample = gan.sample
+    gan.sample = lambda grades, **kw: asked.append(grades.clone()) or sample(grades, **kw)
+    trained_on: list[torch.Tensor] = []
+    original = metrics.train_classifier
+    monkeypatch.setattr(
+        metrics,
+        "train_classifier",
+        lambda images, labels, **kw: trained_on.append(labels) or original(images, labels, **kw),
+    )
+    classifier = metrics.small_cnn(5).eval()
+    # Execute
+    accuracy = metrics.train_on_synthetic(
+        gan, classifier, test.images, test.labels, train.labels, epochs=1, seed=0, multiple=3
+    )
+    # Assert: three times the real training set's grades, every one trained on
+    expected = train.labels.repeat(3).sort().values
+    assert torch.equal(torch.cat(asked).sort().values, expected)
+    assert torch.equal(trained_on[0].sort().values, expected)
+    assert 0.0 <= accuracy <= 1.0
+
+
 def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_of_a_copy_is_small() -> None:
     # Prepare: b is a shifted by c, so both covariances are equal and FID = ||c||^2
     rng = np.random.default_rng(0)

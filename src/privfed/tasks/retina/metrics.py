@@ -56,6 +56,7 @@ __all__ = [
     "score_generator",
     "small_cnn",
     "train_classifier",
+    "train_on_synthetic",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,40 @@ def generator_fid(
     return fid(real_f, fake_f) if len(real) > 1 else float("nan")
 
 
+def train_on_synthetic(
+    gan: nn.Module,
+    classifier: nn.Sequential,
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    train_labels: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    multiple: int = 1,
+) -> float:
+    """``tstr_accuracy``: :func:`small_cnn` trained only on generated images, scored on ``real``.
+
+    The generated training set is ``multiple`` x as large as the real training set, each copy
+    with its exact grade mix, and is trained as the feature classifier was, so with
+    ``multiple`` 1 (the metric's definition) TSTR and TRTR differ only in whether the training
+    images are generated or real. A larger ``multiple`` asks what a consumer of shared samples
+    gains by drawing more of them (the benchmark's ``--tstr-multiples``).
+    """
+    gen_t = torch.Generator().manual_seed(seed + 3)
+    grades = train_labels.repeat(multiple)
+    synth_grades = grades[torch.randperm(len(grades), generator=gen_t)]
+    synth = torch.cat(
+        [
+            gan.sample(synth_grades[i : i + 1024], generator=gen_t).cpu()
+            for i in range(0, len(synth_grades), 1024)
+        ]
+    )
+    conditional = getattr(gan.generator, "conditional", False)
+    synth_labels = synth_grades if conditional else _predict(classifier, synth).argmax(1)
+    tstr = train_classifier(synth, synth_labels, num_classes=5, epochs=epochs, seed=seed + 1)
+    return float((_predict(tstr, real).argmax(1) == real_labels).float().mean())
+
+
 def score_generator(
     gan: nn.Module,
     real: torch.Tensor,
@@ -253,7 +288,6 @@ def score_generator(
     classifier = feature_classifier(train, train_labels, epochs=epochs, seed=seed)
     fake, real_f, fake_f = _sampled_features(gan, classifier, real, real_labels, samples, seed)
     n = len(fake)
-    conditional = getattr(gan.generator, "conditional", False)
     precision, recall = precision_recall(real_f, fake_f)
     out = {
         "fid": fid(real_f, fake_f) if len(real) > 1 else float("nan"),
@@ -264,15 +298,9 @@ def score_generator(
             (_predict(classifier, real).argmax(1) == real_labels).float().mean()
         ),
     }
-    # train on synthetic: a generated training set as large as the real one, with its exact
-    # grade mix, trained as the feature classifier was, so TSTR and TRTR differ only in
-    # whether the training images are generated or real
-    gen_t = torch.Generator().manual_seed(seed + 3)
-    synth_grades = train_labels[torch.randperm(len(train_labels), generator=gen_t)]
-    synth = gan.sample(synth_grades, generator=gen_t).cpu()
-    synth_labels = synth_grades if conditional else _predict(classifier, synth).argmax(1)
-    tstr = train_classifier(synth, synth_labels, num_classes=5, epochs=epochs, seed=seed + 1)
-    out["tstr_accuracy"] = float((_predict(tstr, real).argmax(1) == real_labels).float().mean())
+    out["tstr_accuracy"] = train_on_synthetic(
+        gan, classifier, real, real_labels, train_labels, epochs=epochs, seed=seed
+    )
     out["tstr_ratio"] = (
         out["tstr_accuracy"] / out["trtr_accuracy"] if out["trtr_accuracy"] else float("nan")
     )
