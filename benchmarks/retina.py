@@ -15,6 +15,7 @@ least as good) and train-on-synthetic accuracy federated/central.
         [--models public_only centralized federated federated_dp] [--images-total 900]
         [--jobs 2] [--name retina_study] [--init scratch] [--seeds 42 43 44]
         [--set ema_decay=0 class_weight=0 train_federated.local_epochs=1] [--tstr-multiples 4]
+        [--latent-scales 1.5 2]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
 hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
@@ -26,6 +27,8 @@ any config key by its dotted path (``--set train_federated.local_epochs=1``), an
 draws); the table then has one row per size, seed and model. ``--tstr-multiples 4`` adds
 ``tstr_ratio_x4``: train-on-synthetic with four times as many generated images as real training
 images (the task's own figure uses as many), over the same train-on-real accuracy.
+``--latent-scales 1.5`` scores every model once more with its latent codes drawn from
+N(0, 1.5^2) instead of N(0, 1) (rows ``"federated z*1.5"``; training is unchanged).
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
 that every other model starts from. Per round, the federation's example-weighted generator
 and discriminator losses are kept; the loss curves and one sample grid per size go to
@@ -176,7 +179,12 @@ def _assignments(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _grid_name(hospitals: int, seed: int, model: str) -> str:
-    return f"n{hospitals}_s{seed}_{model}.png"
+    return f"n{hospitals}_s{seed}_{model.replace(' ', '_').replace('*', 'x')}.png"
+
+
+def _model_order(name: str) -> tuple[int, str]:
+    """Table and figure order: :data:`ORDER`, each model's ``"<model> z*<scale>"`` after it."""
+    return ORDER.index(name.split(" ")[0]), name
 
 
 def _larger_synthetic_sets(
@@ -212,6 +220,13 @@ def _larger_synthetic_sets(
     return out
 
 
+def _sampling_at(gan: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """A copy of ``gan`` whose samples draw latent codes with standard deviation ``scale``."""
+    out = copy.deepcopy(gan)
+    out.latent_scale = scale
+    return out
+
+
 def run_size(
     profile: str,
     hospitals: int,
@@ -225,13 +240,16 @@ def run_size(
     retina: dict[str, Any] | None = None,
     sections: dict[str, Any] | None = None,
     tstr_multiples: tuple[int, ...] = (),
+    latent_scales: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Data for ``hospitals`` (``base.seed`` = ``seed``, None: params.yaml's), the listed models
     trained and scored; JSON-ready figures.
 
     With ``figures``, each model's sample grid is written there (:func:`_grid_name`);
     ``retina`` changes ``model.retina`` keys and ``sections`` any other (nested) config keys;
-    each of ``tstr_multiples`` adds ``tstr_ratio_x<m>`` (a generated set m x the real one).
+    each of ``tstr_multiples`` adds ``tstr_ratio_x<m>`` (a generated set m x the real one);
+    each of ``latent_scales`` adds every trained model once more as ``"<model> z*<scale>"``,
+    sampling its latent codes from N(0, scale^2).
     """
     torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
@@ -278,6 +296,9 @@ def run_size(
             trained[name], info[name] = _federate(task, cfg, trains, dp=name == "federated_dp")
             seconds[name] = time.perf_counter() - start
 
+    for name in list(trained):
+        for scale in latent_scales:
+            trained[f"{name} z*{scale:g}"] = _sampling_at(trained[name], scale)
     scores = {name: task.evaluate(model, test) for name, model in trained.items()}
     for name, model in trained.items():
         trtr = scores[name]["trtr_accuracy"]
@@ -352,7 +373,7 @@ def _samples_figure(figures: Path, results: list[dict[str, Any]], out: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({n for r in results for n in r["scores"]}, key=ORDER.index)
+    names = sorted({n for r in results for n in r["scores"]}, key=_model_order)
     fig, axes = plt.subplots(
         len(results), len(names), figsize=(4 * len(names), 4 * len(results)), squeeze=False
     )
@@ -395,6 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="M",
         help="also train-on-synthetic with M x as many generated images (tstr_ratio_xM)",
     )
+    parser.add_argument(
+        "--latent-scales",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="S",
+        help="also score every model sampling latent codes from N(0, S^2)",
+    )
     args = parser.parse_args(argv)
     models = [m for m in ORDER if m in args.models]
     name = args.name or (
@@ -415,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             retina=retina,
             sections=sections,
             tstr_multiples=tuple(args.tstr_multiples),
+            latent_scales=tuple(args.latent_scales),
         )
         # largest first, so the longest run does not start last
         sizes = [n for n in sorted(args.hospitals, reverse=True) for _ in args.seeds]
@@ -430,10 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for result in results:
         r = result["ratios"]
-        for model, sc in result["scores"].items():
+        for model, sc in sorted(result["scores"].items(), key=lambda kv: _model_order(kv[0])):
             rows.append(
                 [result["hospitals"], result["seed"], model, *(sc[k] for k in figures_shown)]
-                + [result["seconds"][model]]
+                + [result["seconds"].get(model, "")]
                 + [r.get(f"{model}_fid_ratio", ""), r.get(f"{model}_tstr_to_central", "")]
             )
     markdown = md_table(

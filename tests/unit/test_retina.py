@@ -269,6 +269,30 @@ def test_weight_average_follows_every_generator_step_travels_and_samples(cfg, pa
     assert plain.generator_ema is None and plain.sampler is plain.generator
 
 
+def test_latent_scale_widens_the_codes_samples_draw_and_is_part_of_the_scores_key(
+    cfg, parts
+) -> None:
+    # Prepare: one GAN, and a copy sampling codes from N(0, 2^2)
+    import copy
+
+    task = get_task("retina", cfg)
+    gan = task.build_model()
+    wide = copy.deepcopy(gan)
+    wide.latent_scale = 2.0
+    grades = torch.tensor([1, 3])
+    # Execute
+    drawn = wide.sample(grades, generator=torch.Generator().manual_seed(5))
+    # Assert: the same seeded codes, doubled; training's N(0, 1) is untouched (same weights),
+    # and the evaluation memo tells the two apart (same state dict, other samples)
+    z = torch.randn(2, gan.sampler.latent_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(drawn, gan.sampler.eval()(2.0 * z, grades))
+    assert gan.latent_scale == 1.0
+    test = task.load_dataset([parts / "hospital_1" / "test"])
+    assert task._digest(wide) != task._digest(gan)
+    assert task.evaluate(wide, test)["fid"] != task.evaluate(gan, test)["fid"]
+
+
 def test_grade_head_learns_real_grades_privately_and_steers_the_generator(cfg) -> None:
     from opacus import GradSampleModule
 

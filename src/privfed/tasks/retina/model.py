@@ -125,6 +125,9 @@ class RetinaGAN(nn.Module):
         self.generator = generator
         self.discriminator = discriminator
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema else None
+        #: the latent codes' standard deviation when sampling (training always draws N(0, 1)):
+        #: above 1 widens what the samples of one grade cover, below 1 is the truncation trick
+        self.latent_scale = 1.0
 
     @property
     def sampler(self) -> Generator:
@@ -152,7 +155,9 @@ class RetinaGAN(nn.Module):
         was = self.training
         self.eval()
         try:
-            z = torch.randn(len(grades), self.sampler.latent_dim, generator=generator)
+            z = self.latent_scale * torch.randn(
+                len(grades), self.sampler.latent_dim, generator=generator
+            )
             device = next(self.parameters()).device
             return self.sampler(z.to(device), grades.to(device))
         finally:

@@ -421,7 +421,7 @@ class RetinaTask(Task):
 
     @staticmethod
     def _digest(model: nn.Module) -> str:
-        h = hashlib.sha256()
+        h = hashlib.sha256(repr(getattr(model, "latent_scale", None)).encode())
         for name, tensor in model.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().numpy().tobytes())
