@@ -16,6 +16,12 @@ generator step and never trained itself. Samples, figures, metrics and the regis
 use it: a GAN's last iterate oscillates around a better average. It is part of the state dict,
 so it travels and FedAvg averages it like every weight (an average of EMAs is the EMA of the
 average: both are linear).
+
+Two generator options give the samples of one grade more to vary by than the latent code:
+``noise_inputs`` adds a fresh per-pixel noise map after the projection and every convolution,
+times a learned per-channel gain (StyleGAN, Karras et al., 2019); ``grade_norm`` makes the
+GroupNorms' gains and biases per grade (conditional normalization, as BigGAN's), so the grade
+steers every layer and the latent code is left to carry the variety within a grade.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["Discriminator", "Generator", "RetinaGAN", "build_gan"]
+__all__ = ["Discriminator", "Generator", "GradeNorm", "NoiseInput", "RetinaGAN", "build_gan"]
 
 NUM_GRADES = 5
 
@@ -35,37 +41,107 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(4, channels)
 
 
-class Generator(nn.Module):
-    """``(z [B, latent], grade [B]) -> image [B, 1, S, S]`` in [-1, 1]."""
+class NoiseInput(nn.Module):
+    """``h + gain * noise``: one N(0, 1) map per image, shared by the channels, each channel
+    scaled by its own learned gain. The gains start at 0, so a fresh layer changes nothing."""
 
-    def __init__(self, *, image_size: int, latent_dim: int, channels: int, conditional: bool):
+    def __init__(self, channels: int) -> None:
         super().__init__()
+        self.gain = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, h: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+        shape = (len(h), 1, *h.shape[2:])
+        if rng is None:
+            noise = torch.randn(shape, device=h.device, dtype=h.dtype)
+        else:  # drawn where the seeded generator lives, then moved
+            noise = torch.randn(shape, generator=rng, device=rng.device).to(h)
+        return h + self.gain * noise
+
+
+class GradeNorm(nn.Module):
+    """GroupNorm (4 groups) whose gain and bias per channel are looked up by the DR grade.
+
+    They start at 1 and 0, as a plain GroupNorm's affine parameters do.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(4, channels, affine=False)
+        self.gain = nn.Embedding(NUM_GRADES, channels)
+        self.bias = nn.Embedding(NUM_GRADES, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, h: torch.Tensor, grade: torch.Tensor) -> torch.Tensor:
+        return (
+            self.norm(h) * self.gain(grade)[:, :, None, None] + self.bias(grade)[:, :, None, None]
+        )
+
+
+class Generator(nn.Module):
+    """``(z [B, latent], grade [B]) -> image [B, 1, S, S]`` in [-1, 1].
+
+    With ``noise_inputs`` the output also depends on noise maps drawn at every call: from
+    ``noise`` (a seeded ``torch.Generator``) where given, else from torch's global generator.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        latent_dim: int,
+        channels: int,
+        conditional: bool,
+        noise_inputs: bool = False,
+        grade_norm: bool = False,
+    ):
+        super().__init__()
+        if grade_norm and not conditional:
+            raise ValueError("grade_norm needs a conditional generator (conditional=True)")
         self.latent_dim = latent_dim
         self.conditional = conditional
         blocks = int(math.log2(image_size // 4))
         widths = [min(channels * 2 ** (blocks - i), channels * 8) for i in range(blocks + 1)]
+
+        def norm(width: int) -> list[nn.Module]:
+            noise = [NoiseInput(width)] if noise_inputs else []
+            return [*noise, GradeNorm(width) if grade_norm else _norm(width)]
+
         self.embed = nn.Embedding(NUM_GRADES, latent_dim) if conditional else None
         self.project = nn.Linear(latent_dim, widths[0] * 16)
-        self.start = nn.Sequential(_norm(widths[0]), nn.ReLU())
+        self.start = nn.Sequential(*norm(widths[0]), nn.ReLU())
         layers: list[nn.Module] = []
         for i in range(blocks):
             layers += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
-                _norm(widths[i + 1]),
+                *norm(widths[i + 1]),
                 nn.ReLU(),
             ]
         self.blocks = nn.Sequential(*layers)
         self.out = nn.Conv2d(widths[-1], 1, 3, padding=1)
         self.widths = widths
 
-    def forward(self, z: torch.Tensor, grade: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        grade: torch.Tensor | None = None,
+        *,
+        noise: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if self.embed is not None:
             if grade is None:
                 raise ValueError("a conditional generator needs the grades")
             z = z + self.embed(grade)
         h = self.project(z).view(len(z), self.widths[0], 4, 4)
-        return torch.tanh(self.out(self.blocks(self.start(h))))
+        for layer in (*self.start, *self.blocks):
+            if isinstance(layer, GradeNorm):
+                h = layer(h, grade)
+            elif isinstance(layer, NoiseInput):
+                h = layer(h, noise)
+            else:
+                h = layer(h)
+        return torch.tanh(self.out(h))
 
 
 class Discriminator(nn.Module):
@@ -151,7 +227,8 @@ class RetinaGAN(nn.Module):
     def sample(
         self, grades: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Images of ``grades`` from seeded latent codes (eval mode; the mode is restored)."""
+        """Images of ``grades`` from seeded latent codes and noise maps (eval mode; the mode is
+        restored)."""
         was = self.training
         self.eval()
         try:
@@ -159,7 +236,7 @@ class RetinaGAN(nn.Module):
                 len(grades), self.sampler.latent_dim, generator=generator
             )
             device = next(self.parameters()).device
-            return self.sampler(z.to(device), grades.to(device))
+            return self.sampler(z.to(device), grades.to(device), noise=generator)
         finally:
             self.train(was)
 
@@ -172,6 +249,8 @@ def build_gan(settings: object) -> RetinaGAN:
             latent_dim=settings.latent_dim,
             channels=settings.g_channels,
             conditional=settings.conditional,
+            noise_inputs=settings.noise_inputs,
+            grade_norm=settings.grade_norm,
         ),
         Discriminator(
             image_size=settings.image_size,

@@ -32,6 +32,16 @@ class RetinaModelSection(Section):
     g_channels: int = Field(32, ge=4, le=512, description="generator width at the last block")
     d_channels: int = Field(32, ge=4, le=512, description="discriminator width at the first block")
     conditional: bool = Field(True, description="generator and discriminator see the DR grade")
+    noise_inputs: bool = Field(
+        False,
+        description="generator: a per-pixel noise map with learned per-channel gains after its "
+        "projection and every convolution (StyleGAN)",
+    )
+    grade_norm: bool = Field(
+        False,
+        description="generator: GroupNorm gains and biases per DR grade (conditional "
+        "normalization, BigGAN); needs conditional",
+    )
     clahe: bool = Field(True, description="CLAHE contrast enhancement in preprocessing")
     clahe_clip: float = Field(0.01, gt=0.0, le=1.0, description="CLAHE clip limit (share)")
     clahe_tiles: int = Field(4, ge=1, le=32, description="CLAHE tiles per side")
@@ -84,6 +94,8 @@ class RetinaModelSection(Section):
     def _sizes_fit(self) -> RetinaModelSection:
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"image_size={self.image_size} must be 32, 64 or 128")
+        if self.grade_norm and not self.conditional:
+            raise ValueError("grade_norm=true needs conditional=true (it looks gains up by grade)")
         unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ValueError(
