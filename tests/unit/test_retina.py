@@ -293,6 +293,76 @@ def test_latent_scale_widens_the_codes_samples_draw_and_is_part_of_the_scores_ke
     assert task.evaluate(wide, test)["fid"] != task.evaluate(gan, test)["fid"]
 
 
+def test_noise_inputs_vary_one_codes_image_seeded_by_the_samplers_generator() -> None:
+    from privfed.tasks.retina.model import Discriminator, Generator, NoiseInput, RetinaGAN
+
+    # Prepare: a generator with noise inputs, and the same weights without them
+    torch.manual_seed(0)
+    noisy = Generator(image_size=32, latent_dim=8, channels=8, conditional=True, noise_inputs=True)
+    torch.manual_seed(0)
+    plain = Generator(image_size=32, latent_dim=8, channels=8, conditional=True)
+    z, grades = torch.randn(2, 8), torch.tensor([1, 3])
+    seeded = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    with torch.no_grad():
+        # Assert: the gains start at 0, so a fresh noise layer changes nothing
+        assert torch.allclose(noisy(z, grades, noise=seeded()), plain(z, grades))
+        for layer in noisy.modules():
+            if isinstance(layer, NoiseInput):
+                layer.gain.fill_(0.5)
+        # Execute
+        first, again = noisy(z, grades, noise=seeded()), noisy(z, grades, noise=seeded())
+        other = noisy(z, grades, noise=torch.Generator().manual_seed(8))
+    # Assert: one code, one seed: one image; another seed's noise maps: another image
+    assert torch.equal(first, again)
+    assert (first - other).abs().mean() > 0.01
+    assert sum(isinstance(m, NoiseInput) for m in noisy.modules()) == 4  # 4x4 start + 3 blocks
+    # and the GAN's samples (every metric's) take their noise maps from the seeded generator
+    gan = RetinaGAN(noisy, Discriminator(image_size=32, channels=8, conditional=True))
+    assert torch.equal(
+        gan.sample(grades, generator=seeded()), gan.sample(grades, generator=seeded())
+    )
+
+
+def test_grade_norm_looks_the_norms_gain_and_bias_up_by_grade() -> None:
+    from privfed.tasks.retina.model import GradeNorm
+
+    # Prepare
+    norm = GradeNorm(8)
+    h, grades = torch.randn(3, 8, 4, 4), torch.tensor([0, 2, 2])
+    plain = torch.nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        # Assert: at the start it is a plain GroupNorm (gains 1, biases 0) for every grade
+        assert torch.allclose(norm(h, grades), plain(h), atol=1e-6)
+        norm.bias.weight[2] = 1.0
+        norm.gain.weight[2] = 3.0
+        # Execute
+        out = norm(h, grades)
+    # Assert: grade 2's images get grade 2's gain and bias; grade 0's are untouched
+    assert torch.allclose(out[0], plain(h)[0], atol=1e-6)
+    assert torch.allclose(out[1:], 3.0 * plain(h)[1:] + 1.0, atol=1e-5)
+
+
+def test_fit_trains_the_noise_gains_and_the_per_grade_norms(cfg, parts) -> None:
+    # Prepare
+    task = get_task("retina", _retina_cfg(noise_inputs=True, grade_norm=True))
+    train = task.load_dataset([parts / "hospital_1" / "train"])
+    model = task.build_model()
+    before = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    # Execute
+    task.fit(model, train, FitPlan(epochs=1, batch_size=8, lr=2e-4, seed=0))
+    # Assert: every noise gain and every per-grade gain/bias table moved (they are weights of
+    # the state dict, so they travel and are averaged)
+    after = model.generator.state_dict()
+    names = [k for k in before if ".gain" in k or k.endswith("bias.weight")]
+    assert len(names) == 4 + 2 * 4  # 4 noise gains; 4 norms, each a gain and a bias table
+    assert all(not torch.equal(before[k], after[k]) for k in names)
+
+
+def test_grade_norm_without_conditional_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="grade_norm"):
+        _retina_cfg(grade_norm=True, conditional=False)
+
+
 def test_grade_head_learns_real_grades_privately_and_steers_the_generator(cfg) -> None:
     from opacus import GradSampleModule
 
