@@ -32,10 +32,12 @@ class RetinaModelSection(Section):
     g_channels: int = Field(32, ge=4, le=512, description="generator width at the last block")
     d_channels: int = Field(32, ge=4, le=512, description="discriminator width at the first block")
     conditional: bool = Field(True, description="generator and discriminator see the DR grade")
-    noise_inputs: bool = Field(
-        False,
-        description="generator: a per-pixel noise map with learned per-channel gains after its "
-        "projection and every convolution (StyleGAN)",
+    noise_gain: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="generator: a per-pixel N(0, 1) noise map after every GroupNorm, times "
+        "learned per-channel gains starting at this value (StyleGAN); 0 = none",
     )
     grade_norm: bool = Field(
         False,
