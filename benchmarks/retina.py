@@ -166,7 +166,7 @@ def _assignments(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     sections: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key or "" in key.split("."):
+        if not sep or "" in key.split("."):
             raise SystemExit(
                 f"--set {pair!r}: expected KEY=VALUE (a model.retina key or a dotted config path)"
             )
