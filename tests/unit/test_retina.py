@@ -311,7 +311,7 @@ def test_noise_inputs_vary_one_codes_image_seeded_by_the_samplers_generator() ->
     layers = [m for m in noisy.modules() if isinstance(m, NoiseInput)]
     assert len(layers) == 4  # after the 4x4 start's norm and each of the 3 blocks' norms
     assert all(torch.all(layer.gain == 0.2) for layer in layers)
-    # noise_gain 0 adds no layer: the state dict is the plain DCGAN's
+    # noise_gain 0 adds no layer: the plain DCGAN has every weight but the noise gains
     assert not any(isinstance(m, NoiseInput) for m in plain.modules())
     gains = sum(layer.gain.numel() for layer in layers)
     assert sum(p.numel() for p in plain.parameters()) + gains == sum(

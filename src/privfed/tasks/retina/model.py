@@ -20,9 +20,9 @@ average: both are linear).
 Two generator options give the samples of one grade more to vary by than the latent code:
 ``noise_gain`` adds a fresh per-pixel noise map after every GroupNorm, times a learned
 per-channel gain that starts at ``noise_gain`` (StyleGAN's noise inputs, Karras et al.,
-2019); ``grade_norm`` makes the
-GroupNorms' gains and biases per grade (conditional normalization, as BigGAN's), so the grade
-steers every layer and the latent code is left to carry the variety within a grade.
+2019); ``grade_norm`` makes the GroupNorms' gains and biases per grade (conditional
+normalization, as BigGAN's), so the grade steers every layer and the latent code is left to
+carry the variety within a grade.
 """
 
 from __future__ import annotations
