@@ -261,9 +261,10 @@ def test_weight_average_follows_every_generator_step_travels_and_samples(cfg, pa
     assert task.released_model(model) is model.generator_ema
     grades = torch.tensor([0, 4])
     drawn = model.sample(grades, generator=torch.Generator().manual_seed(1))
-    z = torch.randn(2, model.sampler.latent_dim, generator=torch.Generator().manual_seed(1))
+    rng = torch.Generator().manual_seed(1)  # the codes, then the noise maps, as sample draws
+    z = torch.randn(2, model.sampler.latent_dim, generator=rng)
     with torch.no_grad():
-        assert torch.allclose(drawn, model.generator_ema.eval()(z, grades))
+        assert torch.allclose(drawn, model.generator_ema.eval()(z, grades, noise=rng))
     # without ema_decay the GAN has no average and samples from its generator
     plain = get_task("retina", _retina_cfg(ema_decay=0.0)).build_model()
     assert plain.generator_ema is None and plain.sampler is plain.generator
@@ -284,9 +285,10 @@ def test_latent_scale_widens_the_codes_samples_draw_and_is_part_of_the_scores_ke
     drawn = wide.sample(grades, generator=torch.Generator().manual_seed(5))
     # Assert: the same seeded codes, doubled; training's N(0, 1) is untouched (same weights),
     # and the evaluation memo tells the two apart (same state dict, other samples)
-    z = torch.randn(2, gan.sampler.latent_dim, generator=torch.Generator().manual_seed(5))
+    rng = torch.Generator().manual_seed(5)  # the codes, then the noise maps, as sample draws
+    z = torch.randn(2, gan.sampler.latent_dim, generator=rng)
     with torch.no_grad():
-        assert torch.allclose(drawn, gan.sampler.eval()(2.0 * z, grades))
+        assert torch.allclose(drawn, gan.sampler.eval()(2.0 * z, grades, noise=rng))
     assert gan.latent_scale == 1.0
     test = task.load_dataset([parts / "hospital_1" / "test"])
     assert task._digest(wide) != task._digest(gan)

@@ -33,7 +33,7 @@ class RetinaModelSection(Section):
     d_channels: int = Field(32, ge=4, le=512, description="discriminator width at the first block")
     conditional: bool = Field(True, description="generator and discriminator see the DR grade")
     noise_gain: float = Field(
-        0.0,
+        0.2,
         ge=0.0,
         le=10.0,
         description="generator: a per-pixel N(0, 1) noise map after every GroupNorm, times "
