@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from privfed.config.sections import Section, TaskSettings
@@ -61,6 +63,12 @@ class RetinaModelSection(Section):
         1.0,
         ge=0.0,
         description="auxiliary grade head (AC-GAN): its cross-entropy's weight; 0 = none",
+    )
+    fake_grades: Literal["uniform", "local"] = Field(
+        "uniform",
+        description="grades of the generated images in each fit step: uniform over 0-4, or "
+        "(fits without DP) the hospital's own grade mix, so each grade is taught mostly where "
+        "its real images are; a DP fit always draws uniform grades (the mix is private)",
     )
     diversity_weight: float = Field(
         0.0,

@@ -120,6 +120,14 @@ def _copy_images(folder: Path, frame: pd.DataFrame, out_dir: Path) -> None:
             shutil.copyfile(path, out_dir / path.name)
 
 
+def _draw_grades(mix: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` grades for generated images: uniform over 0-4 (``mix`` None) or drawn from ``mix``
+    (grade counts); both from torch's seeded global generator."""
+    if mix is None:
+        return torch.randint(0, 5, (n,), device=device)
+    return torch.multinomial(mix, n, replacement=True).to(device)
+
+
 class RetinaTask(Task):
     name = "retina"
     #: SciPy's parts the ClientApp's scoring and preprocessing use
@@ -302,10 +310,11 @@ class RetinaTask(Task):
         step: through :func:`~privfed.training.private_training` with ``plan.dp``), a
         discriminator step on generated images, a generator step.
 
-        Generated images use uniformly drawn grades and a fixed batch size, never the
-        hospital's grade mix or Poisson batch size, so the two non-private steps depend on
-        the private data only through the discriminator's privatized weights. The generator's
-        loss adds the mode-seeking term (``model.retina.diversity_weight``) and each of its
+        Generated images use a fixed batch size, never the Poisson batch size, and with DP
+        uniformly drawn grades, never the hospital's grade mix, so the two non-private steps
+        depend on the private data only through the discriminator's privatized weights
+        (without DP, ``model.retina.fake_grades: local`` draws them from that mix). The
+        generator's loss adds the mode-seeking term (``model.retina.diversity_weight``) and each of its
         steps updates its weight average (``ema_decay``): both read no real image.
         """
         from privfed.training import LocalResult, only_trainable, private_training
@@ -332,6 +341,7 @@ class RetinaTask(Task):
             shuffle=True,
             generator=torch.Generator().manual_seed(plan.seed),
         )
+        mix = self._fake_grade_mix(dataset, s.fake_grades, private=plan.dp is not None)
         d_real_opt = torch.optim.Adam(d.parameters(), lr=plan.lr, betas=(0.5, 0.999))
         d_fake_opt = torch.optim.Adam(d.parameters(), lr=plan.lr, betas=(0.5, 0.999))
         g_opt = torch.optim.Adam(g.parameters(), lr=s.g_lr, betas=(0.5, 0.999))
@@ -357,7 +367,7 @@ class RetinaTask(Task):
                     # 2. discriminator on generated images: no private data. Grades come
                     # in two equal halves, so the mode-seeking term can pair samples
                     z = torch.randn(n_fake, latent, device=device)
-                    fake_grade = torch.randint(0, 5, (n_fake // 2,), device=device).repeat(2)
+                    fake_grade = _draw_grades(mix, n_fake // 2, device).repeat(2)
                     with _hooks_off(disc):
                         fake = g(z, fake_grade)
                         d_fake_opt.zero_grad(set_to_none=True)
@@ -400,6 +410,16 @@ class RetinaTask(Task):
                 "generator_loss": g_total / max(steps, 1),
             },
         )
+
+    def _fake_grade_mix(
+        self, dataset: Dataset, fake_grades: str, *, private: bool
+    ) -> torch.Tensor | None:
+        """The hospital's grade counts where ``fake_grades: local`` asks for them in a fit
+        without DP; None: uniform grades (a DP fit never reads the private mix)."""
+        if fake_grades == "uniform" or private:
+            return None
+        _, _, labels, _ = self._real(dataset)
+        return torch.bincount(labels, minlength=5).float()
 
     # -- evaluation -------------------------------------------------------------------------
     def _base(self, dataset: Dataset) -> RetinaDataset:
