@@ -361,6 +361,31 @@ def test_fit_trains_the_noise_gains_and_the_per_grade_norms(cfg, parts) -> None:
     assert all(not torch.equal(before[k], after[k]) for k in names)
 
 
+def test_local_fake_grades_follow_the_hospitals_grade_mix_only_without_dp(parts) -> None:
+    from torch.utils.data import Subset
+
+    # Prepare: a hospital whose training images are of grades 0 and 2 only, and a spy on the
+    # grades the generator is asked for
+    task = get_task("retina", _retina_cfg(fake_grades="local"))
+    full = task.load_dataset([parts / "hospital_1" / "train"])
+    keep = [i for i, g in enumerate(full.labels.tolist()) if g in (0, 2)]
+    assert 0 < len(keep) < len(full)
+    train = Subset(full, keep)
+    model = task.build_model()
+    asked: list[torch.Tensor] = []
+    model.generator.register_forward_pre_hook(lambda _m, args: asked.append(args[1].clone()))
+    # Execute
+    task.fit(model, train, FitPlan(epochs=1, batch_size=8, lr=2e-4, seed=0))
+    # Assert: every generated image was of a grade the hospital has, in its mix
+    drawn = torch.cat(asked)
+    assert set(drawn.unique().tolist()) <= {0, 2} and len(drawn.unique()) == 2
+    expected = torch.bincount(full.labels[keep], minlength=5).float()
+    assert torch.equal(task._fake_grade_mix(train, "local", private=False), expected)
+    # a DP fit never reads the private mix, and the default draws uniform grades
+    assert task._fake_grade_mix(train, "local", private=True) is None
+    assert task._fake_grade_mix(train, "uniform", private=False) is None
+
+
 def test_grade_norm_without_conditional_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="grade_norm"):
         _retina_cfg(grade_norm=True, conditional=False)
