@@ -15,7 +15,7 @@ least as good) and train-on-synthetic accuracy federated/central.
         [--models public_only centralized federated federated_dp] [--images-total 900]
         [--jobs 2] [--name retina_study] [--init scratch] [--seeds 42 43 44]
         [--set ema_decay=0 class_weight=0 train_federated.local_epochs=1] [--tstr-multiples 4]
-        [--latent-scales 1.5 2]
+        [--latent-scales 1.5 2] [--confusions]
 
 ``--images-total`` holds the pooled image count fixed across federation sizes (each of N
 hospitals gets ``total // N`` images), as the seed split one dataset among 3, 5, 7 and 10
@@ -29,6 +29,11 @@ draws); the table then has one row per size, seed and model. ``--tstr-multiples 
 images (the task's own figure uses as many), over the same train-on-real accuracy.
 ``--latent-scales 1.5`` scores every model once more with its latent codes drawn from
 N(0, 1.5^2) instead of N(0, 1) (rows ``"federated z*1.5"``; training is unchanged).
+``--confusions`` records, per model, where the grades go wrong (the JSON's ``confusions``):
+the confusion matrices on the pooled test images of the train-on-real classifier (``trtr``)
+and of the train-on-synthetic one (``tstr``), the train-on-real classifier's grades of the
+generated training images (``fidelity``: rows are the grades asked for), and both
+classifiers' accuracy on each hospital's own test images (``per_hospital``).
 ``public_only`` scores the public GAN (``model.init: public``: pretrained on CT slices only)
 that every other model starts from. Per round, the federation's example-weighted generator
 and discriminator losses are kept; the loss curves and one sample grid per size go to
@@ -220,6 +225,44 @@ def _larger_synthetic_sets(
     return out
 
 
+def _grade_confusions(
+    gan: torch.nn.Module, train: Any, test: Any, tests: dict[str, Any], cfg: Any
+) -> dict[str, Any]:
+    """Where ``gan``'s train-on-synthetic grades go wrong, beside train-on-real's: the
+    classifiers, samples and seeds of :meth:`RetinaTask.evaluate`, so the matrices add up to
+    its ``tstr_accuracy`` and ``trtr_accuracy``."""
+    from sklearn.metrics import confusion_matrix
+
+    from privfed.tasks.retina.metrics import _predict, feature_classifier, synthetic_classifier
+
+    s, seed = cfg.model.retina, cfg.base.seed
+    real = feature_classifier(train.images, train.labels, epochs=s.evaluator_epochs, seed=seed)
+    synthetic, images, grades = synthetic_classifier(
+        gan, real, train.labels, epochs=s.evaluator_epochs, seed=seed
+    )
+
+    def matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[list[int]]:
+        pred = _predict(model, x).argmax(1)
+        return confusion_matrix(y.numpy(), pred.numpy(), labels=range(5)).tolist()
+
+    def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((_predict(model, x).argmax(1) == y).float().mean())
+
+    return {
+        "trtr": matrix(real, test.images, test.labels),
+        "tstr": matrix(synthetic, test.images, test.labels),
+        "fidelity": matrix(real, images, grades),
+        "per_hospital": {
+            name: {
+                "n": len(t.labels),
+                "trtr_accuracy": accuracy(real, t.images, t.labels),
+                "tstr_accuracy": accuracy(synthetic, t.images, t.labels),
+            }
+            for name, t in tests.items()
+        },
+    }
+
+
 def _sampling_at(gan: torch.nn.Module, scale: float) -> torch.nn.Module:
     """A copy of ``gan`` whose samples draw latent codes with standard deviation ``scale``."""
     out = copy.deepcopy(gan)
@@ -241,6 +284,7 @@ def run_size(
     sections: dict[str, Any] | None = None,
     tstr_multiples: tuple[int, ...] = (),
     latent_scales: tuple[float, ...] = (),
+    confusions: bool = False,
 ) -> dict[str, Any]:
     """Data for ``hospitals`` (``base.seed`` = ``seed``, None: params.yaml's), the listed models
     trained and scored; JSON-ready figures.
@@ -249,7 +293,8 @@ def run_size(
     ``retina`` changes ``model.retina`` keys and ``sections`` any other (nested) config keys;
     each of ``tstr_multiples`` adds ``tstr_ratio_x<m>`` (a generated set m x the real one);
     each of ``latent_scales`` adds every trained model once more as ``"<model> z*<scale>"``,
-    sampling its latent codes from N(0, scale^2).
+    sampling its latent codes from N(0, scale^2); ``confusions`` adds
+    :func:`_grade_confusions` per model.
     """
     torch.set_num_threads(1)
     models = models or ["centralized", "federated"]
@@ -305,6 +350,13 @@ def run_size(
         scores[name].update(
             _larger_synthetic_sets(model, pooled_train, test, cfg, trtr, tstr_multiples)
         )
+    grade_views = {}
+    if confusions:
+        tests = {d.name: task.load_dataset([d / "test"]) for d in dirs}
+        grade_views = {
+            name: _grade_confusions(model, pooled_train, test, tests, cfg)
+            for name, model in trained.items()
+        }
     if figures is not None:
         from privfed.tasks.retina.figures import sample_grid
 
@@ -335,6 +387,7 @@ def run_size(
         "ratios": ratios,
         "losses": {name: v["losses"] for name, v in info.items()},
         "privacy": {k: v for k, v in info.get("federated_dp", {}).items() if k != "losses"},
+        **({"confusions": grade_views} if confusions else {}),
     }
 
 
@@ -424,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="also score every model sampling latent codes from N(0, S^2)",
     )
+    parser.add_argument(
+        "--confusions",
+        action="store_true",
+        help="also record per model where train-on-synthetic's grades go wrong (JSON only)",
+    )
     args = parser.parse_args(argv)
     models = [m for m in ORDER if m in args.models]
     name = args.name or (
@@ -445,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             sections=sections,
             tstr_multiples=tuple(args.tstr_multiples),
             latent_scales=tuple(args.latent_scales),
+            confusions=args.confusions,
         )
         # largest first, so the longest run does not start last
         sizes = [n for n in sorted(args.hospitals, reverse=True) for _ in args.seeds]

@@ -384,6 +384,9 @@ def test_local_fake_grades_follow_the_hospitals_grade_mix_only_without_dp(parts)
     # a DP fit never reads the private mix, and the default draws uniform grades
     assert task._fake_grade_mix(train, "local", private=True) is None
     assert task._fake_grade_mix(train, "uniform", private=False) is None
+    # nor does the public archive (not a hospital's images), so the public GAN is unchanged
+    archive = torch.utils.data.TensorDataset(torch.zeros(4, 1, 32, 32), torch.tensor([3] * 4))
+    assert task._fake_grade_mix(archive, "local", private=False) is None
 
 
 def test_grade_norm_without_conditional_is_refused_by_name() -> None:
@@ -625,6 +628,32 @@ def test_a_larger_synthetic_set_keeps_the_grade_mix_and_trains_on_all_of_it(
     assert torch.equal(torch.cat(asked).sort().values, expected)
     assert torch.equal(trained_on[0].sort().values, expected)
     assert 0.0 <= accuracy <= 1.0
+
+
+def test_grade_confusions_add_up_to_the_evaluations_accuracies(cfg, parts) -> None:
+    from benchmarks.retina import _grade_confusions
+
+    # Prepare: one GAN, the pooled and per-hospital splits the benchmark loads
+    task = get_task("retina", cfg)
+    gan = task.build_model()
+    train = task.load_dataset([parts / h / "train" for h in HOSPITALS])
+    test = task.load_dataset([parts / h / "test" for h in HOSPITALS])
+    tests = {h: task.load_dataset([parts / h / "test"]) for h in HOSPITALS}
+    # Execute
+    view = _grade_confusions(gan, train, test, tests, cfg)
+    scores = task.evaluate(gan, test)
+    # Assert: each matrix's diagonal is the evaluation's accuracy (same classifiers, samples
+    # and seeds); fidelity's rows are the generated training set's grades, as many as the
+    # real training set's; the hospitals' accuracies weigh up to the pooled ones
+    trtr, tstr, fidelity = (np.array(view[k]) for k in ("trtr", "tstr", "fidelity"))
+    n = len(test.labels)
+    assert trtr.sum() == tstr.sum() == n
+    assert np.trace(trtr) / n == pytest.approx(scores["trtr_accuracy"])
+    assert np.trace(tstr) / n == pytest.approx(scores["tstr_accuracy"])
+    assert fidelity.sum(axis=1).tolist() == np.bincount(train.labels, minlength=5).tolist()
+    per = view["per_hospital"]
+    weighted = sum(v["n"] * v["tstr_accuracy"] for v in per.values()) / n
+    assert weighted == pytest.approx(scores["tstr_accuracy"])
 
 
 def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_of_a_copy_is_small() -> None:

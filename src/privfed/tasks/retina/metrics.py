@@ -239,24 +239,23 @@ def generator_fid(
     return fid(real_f, fake_f) if len(real) > 1 else float("nan")
 
 
-def train_on_synthetic(
+def synthetic_classifier(
     gan: nn.Module,
     classifier: nn.Sequential,
-    real: torch.Tensor,
-    real_labels: torch.Tensor,
     train_labels: torch.Tensor,
     *,
     epochs: int,
     seed: int,
     multiple: int = 1,
-) -> float:
-    """``tstr_accuracy``: :func:`small_cnn` trained only on generated images, scored on ``real``.
+) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    """:func:`small_cnn` trained only on generated images, with those images and their grades.
 
     The generated training set is ``multiple`` x as large as the real training set, each copy
     with its exact grade mix, and is trained as the feature classifier was, so with
-    ``multiple`` 1 (the metric's definition) TSTR and TRTR differ only in whether the training
-    images are generated or real. A larger ``multiple`` asks what a consumer of shared samples
-    gains by drawing more of them (the benchmark's ``--tstr-multiples``).
+    ``multiple`` 1 (the metric's definition) it and the feature classifier differ only in
+    whether the training images are generated or real. A larger ``multiple`` asks what a
+    consumer of shared samples gains by drawing more of them (the benchmark's
+    ``--tstr-multiples``).
     """
     gen_t = torch.Generator().manual_seed(seed + 3)
     grades = train_labels.repeat(multiple)
@@ -270,6 +269,24 @@ def train_on_synthetic(
     conditional = getattr(gan.generator, "conditional", False)
     synth_labels = synth_grades if conditional else _predict(classifier, synth).argmax(1)
     tstr = train_classifier(synth, synth_labels, num_classes=5, epochs=epochs, seed=seed + 1)
+    return tstr, synth, synth_labels
+
+
+def train_on_synthetic(
+    gan: nn.Module,
+    classifier: nn.Sequential,
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    train_labels: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    multiple: int = 1,
+) -> float:
+    """``tstr_accuracy``: the :func:`synthetic_classifier`'s accuracy on ``real``."""
+    tstr, _, _ = synthetic_classifier(
+        gan, classifier, train_labels, epochs=epochs, seed=seed, multiple=multiple
+    )
     return float((_predict(tstr, real).argmax(1) == real_labels).float().mean())
 
 

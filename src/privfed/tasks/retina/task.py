@@ -314,8 +314,8 @@ class RetinaTask(Task):
         uniformly drawn grades, never the hospital's grade mix, so the two non-private steps
         depend on the private data only through the discriminator's privatized weights
         (without DP, ``model.retina.fake_grades: local`` draws them from that mix). The
-        generator's loss adds the mode-seeking term (``model.retina.diversity_weight``) and each of its
-        steps updates its weight average (``ema_decay``): both read no real image.
+        generator's loss adds the mode-seeking term (``model.retina.diversity_weight``) and
+        each of its steps updates its weight average (``ema_decay``): both read no real image.
         """
         from privfed.training import LocalResult, only_trainable, private_training
 
@@ -415,8 +415,12 @@ class RetinaTask(Task):
         self, dataset: Dataset, fake_grades: str, *, private: bool
     ) -> torch.Tensor | None:
         """The hospital's grade counts where ``fake_grades: local`` asks for them in a fit
-        without DP; None: uniform grades (a DP fit never reads the private mix)."""
-        if fake_grades == "uniform" or private:
+        without DP; None: uniform grades. A DP fit never reads the private mix, and the
+        public GAN's archive (not a hospital's images: levels dealt evenly) is never skewed."""
+        from privfed.tasks.retina.transforms import RetinaDataset
+
+        hospital = isinstance(getattr(dataset, "dataset", dataset), RetinaDataset)
+        if fake_grades == "uniform" or private or not hospital:
             return None
         _, _, labels, _ = self._real(dataset)
         return torch.bincount(labels, minlength=5).float()
