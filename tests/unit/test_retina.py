@@ -394,6 +394,11 @@ def test_grade_norm_without_conditional_is_refused_by_name() -> None:
         _retina_cfg(grade_norm=True, conditional=False)
 
 
+def test_an_unknown_fake_grades_value_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="fake_grades"):
+        _retina_cfg(fake_grades="balanced")
+
+
 def test_grade_head_learns_real_grades_privately_and_steers_the_generator(cfg) -> None:
     from opacus import GradSampleModule
 

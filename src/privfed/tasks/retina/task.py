@@ -420,6 +420,8 @@ class RetinaTask(Task):
         from privfed.tasks.retina.transforms import RetinaDataset
 
         hospital = isinstance(getattr(dataset, "dataset", dataset), RetinaDataset)
+        if fake_grades == "local" and private:
+            log.info("fake_grades local: this DP fit draws uniform grades (the mix is private)")
         if fake_grades == "uniform" or private or not hospital:
             return None
         _, _, labels, _ = self._real(dataset)
