@@ -233,7 +233,12 @@ def _grade_confusions(
     its ``tstr_accuracy`` and ``trtr_accuracy``."""
     from sklearn.metrics import confusion_matrix
 
-    from privfed.tasks.retina.metrics import _predict, feature_classifier, synthetic_classifier
+    from privfed.tasks.retina.metrics import (
+        _predict,
+        classifier_accuracy,
+        feature_classifier,
+        synthetic_classifier,
+    )
 
     s, seed = cfg.model.retina, cfg.base.seed
     real = feature_classifier(train.images, train.labels, epochs=s.evaluator_epochs, seed=seed)
@@ -245,9 +250,6 @@ def _grade_confusions(
         pred = _predict(model, x).argmax(1)
         return confusion_matrix(y.numpy(), pred.numpy(), labels=range(5)).tolist()
 
-    def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((_predict(model, x).argmax(1) == y).float().mean())
-
     return {
         "trtr": matrix(real, test.images, test.labels),
         "tstr": matrix(synthetic, test.images, test.labels),
@@ -255,8 +257,8 @@ def _grade_confusions(
         "per_hospital": {
             name: {
                 "n": len(t.labels),
-                "trtr_accuracy": accuracy(real, t.images, t.labels),
-                "tstr_accuracy": accuracy(synthetic, t.images, t.labels),
+                "trtr_accuracy": classifier_accuracy(real, t.images, t.labels),
+                "tstr_accuracy": classifier_accuracy(synthetic, t.images, t.labels),
             }
             for name, t in tests.items()
         },

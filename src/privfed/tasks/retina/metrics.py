@@ -113,6 +113,11 @@ def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(images[i : i + 256].cpu()) for i in range(0, len(images), 256)])
 
 
+def classifier_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of ``images`` whose arg-max grade is their label."""
+    return float((_predict(model, images).argmax(1) == labels).float().mean())
+
+
 def fid(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b``."""
     from scipy import linalg
@@ -287,7 +292,7 @@ def train_on_synthetic(
     tstr, _, _ = synthetic_classifier(
         gan, classifier, train_labels, epochs=epochs, seed=seed, multiple=multiple
     )
-    return float((_predict(tstr, real).argmax(1) == real_labels).float().mean())
+    return classifier_accuracy(tstr, real, real_labels)
 
 
 def score_generator(
@@ -311,9 +316,7 @@ def score_generator(
         "kid_x1000": 1000 * kid(real_f, fake_f) if len(real) > 1 else float("nan"),
         "precision": precision,
         "recall": recall,
-        "trtr_accuracy": float(
-            (_predict(classifier, real).argmax(1) == real_labels).float().mean()
-        ),
+        "trtr_accuracy": classifier_accuracy(classifier, real, real_labels),
     }
     out["tstr_accuracy"] = train_on_synthetic(
         gan, classifier, real, real_labels, train_labels, epochs=epochs, seed=seed
