@@ -106,6 +106,23 @@ def test_report_replaces_only_marked_tables() -> None:
     assert "keep" in out
 
 
+def test_report_nests_a_results_headings_under_the_section_that_holds_it() -> None:
+    doc = (
+        "## 12. Extraction\n```\n# not a heading\n```\n"
+        "<!-- results:a -->\nold\n<!-- /results:a -->\n"
+        "<!-- results:b -->\nold\n<!-- /results:b -->\n"
+        "### 12.1 Detail\n<!-- results:c -->\nold\n<!-- /results:c -->\n"
+    )
+    table = "| t |\n\n## Evaluation settings\n\n### In-domain\n"
+    out = refresh(doc, {"a": table, "b": table, "c": table})
+    # both blocks of section 12 (the second after the first's nested headings) and the subsection's
+    a, b, c = (out.split(f"<!-- results:{n} -->")[1] for n in "abc")
+    assert "\n### Evaluation settings\n" in a and "\n#### In-domain\n" in a
+    assert "\n### Evaluation settings\n" in b.split("<!-- /results:b")[0]
+    assert "\n#### Evaluation settings\n" in c and "\n##### In-domain\n" in c
+    assert "\n## Evaluation" not in out
+
+
 def test_secure_aggregation_summary_slopes_bytes_and_ratios_seconds() -> None:
     # Prepare: 3 hospitals; runs of 2 and 4 rounds per variant; bytes grow 600 / 1200 per round
     stages = {"setup": 1.0, "share_keys": 1.0, "collect_masked_vectors": 4.0, "unmask": 0.5}
