@@ -120,6 +120,15 @@ def _copy_images(folder: Path, frame: pd.DataFrame, out_dir: Path) -> None:
             shutil.copyfile(path, out_dir / path.name)
 
 
+def _retina_base(dataset: Dataset) -> RetinaDataset | None:
+    """The hospital images behind ``dataset`` (itself or a Subset's); None for other data,
+    such as the public GAN's archive (a TensorDataset)."""
+    from privfed.tasks.retina.transforms import RetinaDataset
+
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base if isinstance(base, RetinaDataset) else None
+
+
 def _draw_grades(mix: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
     """``n`` grades for generated images: uniform over 0-4 (``mix`` None) or drawn from ``mix``
     (grade counts); both from torch's seeded global generator."""
@@ -417,23 +426,20 @@ class RetinaTask(Task):
         """The hospital's grade counts where ``fake_grades: local`` asks for them in a fit
         without DP; None: uniform grades. A DP fit never reads the private mix, and the
         public GAN's archive (not a hospital's images: levels dealt evenly) is never skewed."""
-        from privfed.tasks.retina.transforms import RetinaDataset
-
-        hospital = isinstance(getattr(dataset, "dataset", dataset), RetinaDataset)
         if fake_grades == "local" and private:
             log.info("fake_grades local: this DP fit draws uniform grades (the mix is private)")
-        if fake_grades == "uniform" or private or not hospital:
+        if fake_grades == "uniform" or private or _retina_base(dataset) is None:
             return None
         _, _, labels, _ = self._real(dataset)
         return torch.bincount(labels, minlength=5).float()
 
     # -- evaluation -------------------------------------------------------------------------
     def _base(self, dataset: Dataset) -> RetinaDataset:
-        from privfed.tasks.retina.transforms import RetinaDataset
-
-        base = dataset.dataset if isinstance(dataset, Subset) else dataset
-        if not isinstance(base, RetinaDataset):
-            raise TypeError(f"retina needs a RetinaDataset, got {type(base).__name__}")
+        base = _retina_base(dataset)
+        if base is None:
+            raise TypeError(
+                f"retina needs a RetinaDataset or a Subset of one, got {type(dataset).__name__}"
+            )
         return base
 
     def _train_set(self, dataset: RetinaDataset) -> RetinaDataset:
