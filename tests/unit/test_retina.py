@@ -381,7 +381,7 @@ def test_local_fake_grades_follow_the_hospitals_grade_mix_only_without_dp(parts)
     assert set(drawn.unique().tolist()) <= {0, 2} and len(drawn.unique()) == 2
     expected = torch.bincount(full.labels[keep], minlength=5).float()
     assert torch.equal(task._fake_grade_mix(train, "local", private=False), expected)
-    # a DP fit never reads the private mix, and the default draws uniform grades
+    # a DP fit never reads the private mix, and uniform asks for every grade alike
     assert task._fake_grade_mix(train, "local", private=True) is None
     assert task._fake_grade_mix(train, "uniform", private=False) is None
     # nor does the public archive (not a hospital's images), so the public GAN is unchanged

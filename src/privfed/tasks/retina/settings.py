@@ -65,7 +65,7 @@ class RetinaModelSection(Section):
         description="auxiliary grade head (AC-GAN): its cross-entropy's weight; 0 = none",
     )
     fake_grades: Literal["uniform", "local"] = Field(
-        "uniform",
+        "local",
         description="grades of the generated images in each fit step: uniform over 0-4, or "
         "(fits without DP) the hospital's own grade mix, so each grade is taught mostly where "
         "its real images are; a DP fit always draws uniform grades (the mix is private)",
